@@ -1,0 +1,255 @@
+/**
+ * One error hierarchy for the whole library. Every error carries a stable `code`
+ * (in the style of undici's `UND_ERR_*`) so callers branch on codes, never on messages,
+ * and a `temporary` flag: the CLI ignores it, the Cloud Function uses it to decide
+ * between "record a failure" (user mistake) and "throw so Eventarc retries".
+ *
+ * Messages are sentences a user can act on. They never contain credentials: anything
+ * that may hold a URL goes through {@link redactUrl} first.
+ */
+
+export type ErrorCode =
+  | 'ARTIFICER_USAGE'
+  | 'ARTIFICER_INVALID_REFERENCE'
+  | 'ARTIFICER_INVALID_SPEC'
+  | 'ARTIFICER_SOURCE'
+  | 'ARTIFICER_MANIFEST_UNKNOWN'
+  | 'ARTIFICER_PLATFORM_MISMATCH'
+  | 'ARTIFICER_UNAUTHORIZED'
+  | 'ARTIFICER_DENIED'
+  | 'ARTIFICER_REGISTRY'
+  | 'ARTIFICER_NETWORK'
+  | 'ARTIFICER_DIGEST_MISMATCH'
+  | 'ARTIFICER_UNSUPPORTED'
+  | 'ARTIFICER_TARGET_NOT_ALLOWED'
+  | 'ARTIFICER_ABORTED';
+
+export interface ArtificerErrorOptions {
+  cause?: unknown;
+  /** True when the same request may succeed if tried again later (5xx, 429, resets). */
+  temporary?: boolean;
+}
+
+export class ArtificerError extends Error {
+  readonly code: ErrorCode;
+  readonly temporary: boolean;
+
+  constructor(code: ErrorCode, message: string, options: ArtificerErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.temporary = options.temporary ?? false;
+  }
+}
+
+/** A flag, an argument or an environment variable the user gave is malformed. */
+export class UsageError extends ArtificerError {
+  constructor(message: string, options?: ArtificerErrorOptions) {
+    super('ARTIFICER_USAGE', message, options);
+  }
+}
+
+/** An image reference does not follow the docker reference grammar. */
+export class InvalidReferenceError extends ArtificerError {
+  readonly reference: string;
+  constructor(reference: string, reason: string) {
+    super('ARTIFICER_INVALID_REFERENCE', `invalid image reference "${reference}": ${reason}`);
+    this.reference = reference;
+  }
+}
+
+/** A build spec (JSON) fails validation; `path` is a JSON-pointer-like location. */
+export class InvalidSpecError extends ArtificerError {
+  readonly path: string;
+  constructor(path: string, message: string, options?: ArtificerErrorOptions) {
+    super('ARTIFICER_INVALID_SPEC', path ? `spec ${path}: ${message}` : `spec: ${message}`, options);
+    this.path = path;
+  }
+}
+
+/** A file to add cannot be read or is of a kind an image layer must not contain. */
+export class SourceError extends ArtificerError {
+  readonly file: string;
+  constructor(file: string, message: string, options?: ArtificerErrorOptions) {
+    super('ARTIFICER_SOURCE', `${file}: ${message}`, options);
+    this.file = file;
+  }
+}
+
+/** The base image (or a tag/digest of it) does not exist in its registry. */
+export class ManifestUnknownError extends ArtificerError {
+  readonly reference: string;
+  constructor(reference: string, options?: ArtificerErrorOptions) {
+    super('ARTIFICER_MANIFEST_UNKNOWN', `image ${reference} not found in its registry`, options);
+    this.reference = reference;
+  }
+}
+
+/** The requested platform is not in the base image's index. */
+export class PlatformMismatchError extends ArtificerError {
+  readonly wanted: string;
+  readonly available: readonly string[];
+  constructor(reference: string, wanted: string, available: readonly string[]) {
+    super(
+      'ARTIFICER_PLATFORM_MISMATCH',
+      `base image ${reference} has no ${wanted} variant; available: ${available.length ? available.join(', ') : '(none)'}`,
+    );
+    this.wanted = wanted;
+    this.available = available;
+  }
+}
+
+/** Details of a failed registry request, with a redacted URL and the parsed error body. */
+export interface RegistryErrorDetails {
+  method: string;
+  url: string;
+  status?: number;
+  /** The registry's `errors: [{code, message}]` body, when it sent one. */
+  errors?: ReadonlyArray<{ code: string; message?: string; detail?: unknown }>;
+}
+
+/** A registry answered with an error status, or an unexpected response. */
+export class RegistryError extends ArtificerError {
+  readonly method: string;
+  readonly url: string;
+  readonly status: number | undefined;
+  readonly errors: ReadonlyArray<{ code: string; message?: string; detail?: unknown }>;
+
+  constructor(message: string, details: RegistryErrorDetails, options: ArtificerErrorOptions & { code?: ErrorCode } = {}) {
+    const status = details.status;
+    super(options.code ?? 'ARTIFICER_REGISTRY', message, {
+      ...options,
+      temporary: options.temporary ?? (status !== undefined && isTemporaryStatus(status)),
+    });
+    this.method = details.method;
+    this.url = redactUrl(details.url);
+    this.status = status;
+    this.errors = details.errors ?? [];
+  }
+}
+
+/**
+ * 401: no credentials, or the registry rejected the ones tried. The message names the registry
+ * and the credential source tried ("docker config", "credential helper docker-credential-x",
+ * "google application default credentials", "anonymous"), never the secret.
+ */
+export class UnauthorizedError extends RegistryError {
+  readonly registry: string;
+  readonly credentialSource: string;
+  constructor(registry: string, credentialSource: string, action: string, details: RegistryErrorDetails) {
+    super(`unauthorized to ${action} on ${registry} (credentials tried: ${credentialSource})`, details, {
+      code: 'ARTIFICER_UNAUTHORIZED',
+      temporary: false,
+    });
+    this.registry = registry;
+    this.credentialSource = credentialSource;
+  }
+}
+
+/** 403: authenticated, but not allowed. */
+export class DeniedError extends RegistryError {
+  readonly registry: string;
+  readonly credentialSource: string;
+  constructor(registry: string, credentialSource: string, action: string, details: RegistryErrorDetails) {
+    super(`denied: not allowed to ${action} on ${registry} (credentials used: ${credentialSource})`, details, {
+      code: 'ARTIFICER_DENIED',
+      temporary: false,
+    });
+    this.registry = registry;
+    this.credentialSource = credentialSource;
+  }
+}
+
+/** The connection failed (refused, reset, timed out, DNS). Always temporary. */
+export class NetworkError extends ArtificerError {
+  constructor(message: string, options: ArtificerErrorOptions = {}) {
+    super('ARTIFICER_NETWORK', message, { ...options, temporary: options.temporary ?? true });
+  }
+}
+
+/** A registry stored or returned content whose digest is not the one expected. */
+export class DigestMismatchError extends ArtificerError {
+  readonly expected: string;
+  readonly actual: string;
+  constructor(what: string, expected: string, actual: string) {
+    super('ARTIFICER_DIGEST_MISMATCH', `${what}: digest mismatch: expected ${expected}, registry has ${actual}`);
+    this.expected = expected;
+    this.actual = actual;
+  }
+}
+
+/** Something valid but outside what artificer supports (e.g. schema1 manifests). */
+export class UnsupportedError extends ArtificerError {
+  constructor(message: string, options?: ArtificerErrorOptions) {
+    super('ARTIFICER_UNSUPPORTED', message, options);
+  }
+}
+
+/** The Cloud Function refuses a target outside its allow-list. */
+export class TargetNotAllowedError extends ArtificerError {
+  readonly target: string;
+  constructor(target: string, message = `target ${target} is not in ARTIFICER_ALLOWED_TARGETS`) {
+    super('ARTIFICER_TARGET_NOT_ALLOWED', message);
+    this.target = target;
+  }
+}
+
+/** The operation was cancelled through its AbortSignal (Ctrl-C, function timeout). */
+export class AbortedError extends ArtificerError {
+  constructor(message = 'aborted', options?: ArtificerErrorOptions) {
+    super('ARTIFICER_ABORTED', message, options);
+  }
+}
+
+/** 408, 429 and 5xx mean "try again later"; everything else is final. */
+export function isTemporaryStatus(status: number): boolean {
+  return status === 408 || status === 429 || status >= 500;
+}
+
+const SECRET_QUERY_KEYS = /^(access_token|token|x-amz-.*|signature|sig|x-goog-.*|password|secret|jwt|_state)$/i;
+
+/**
+ * Removes userinfo and secret-looking query parameters from a URL, for logs and errors.
+ * Upload URLs handed out by registries (`Location`) often embed signed state; keep the
+ * path so the message still says which request failed.
+ */
+export function redactUrl(raw: string): string {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return raw.replace(/\/\/[^/@\s]*@/, '//REDACTED@');
+  }
+  if (url.username || url.password) {
+    url.username = 'REDACTED';
+    url.password = '';
+  }
+  for (const key of [...url.searchParams.keys()]) {
+    if (SECRET_QUERY_KEYS.test(key)) url.searchParams.set(key, 'REDACTED');
+  }
+  return url.toString();
+}
+
+/** Header names whose values are never logged. */
+export const SECRET_HEADERS: ReadonlySet<string> = new Set([
+  'authorization',
+  'proxy-authorization',
+  'cookie',
+  'set-cookie',
+  'x-goog-iam-authorization-token',
+]);
+
+/** A copy of `headers` safe to log: secret header values are replaced by `REDACTED`. */
+export function redactHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string | string[] | undefined> {
+  const out: Record<string, string | string[] | undefined> = {};
+  for (const [k, v] of Object.entries(headers)) out[k] = SECRET_HEADERS.has(k.toLowerCase()) ? 'REDACTED' : v;
+  return out;
+}
+
+/** Prefixes an error's message with what the caller was doing, keeping its class and code. */
+export function withContext<E extends unknown>(err: E, context: string): E {
+  if (err instanceof Error && !err.message.startsWith(context)) {
+    err.message = `${context}: ${err.message}`;
+  }
+  return err;
+}

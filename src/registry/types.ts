@@ -1,0 +1,74 @@
+import type { Readable } from 'node:stream';
+import type { Descriptor, Digest, ImageIndex, ImageManifest } from '../oci/types.ts';
+
+/** A repository on a registry: `registry` is the host[:port] as written by the user ("docker.io", "localhost:5000"). */
+export interface Repository {
+  readonly registry: string;
+  readonly repository: string;
+}
+
+/** A credential for one registry, as docker config.json or a credential helper returns it. */
+export interface Credential {
+  readonly username?: string;
+  readonly password?: string;
+  /** OAuth2 refresh token (docker `identitytoken`), exchanged at the token endpoint. */
+  readonly identityToken?: string;
+  /** A bearer token to send as-is (docker `registrytoken`). */
+  readonly registryToken?: string;
+}
+
+export interface ResolvedCredential {
+  readonly credential: Credential;
+  /**
+   * Where it came from, for messages: "docker config /home/u/.docker/config.json",
+   * "credential helper docker-credential-gcloud", "google application default credentials".
+   * Never the secret.
+   */
+  readonly source: string;
+}
+
+/**
+ * Finds credentials for a registry host. The CLI uses docker's config.json chain; the Cloud
+ * Function plugs in Google credentials. `resolve` is called again whenever a token is rejected
+ * or expires, so a provider may hand out fresh short-lived tokens.
+ */
+export interface CredentialProvider {
+  resolve(registry: string, signal?: AbortSignal): Promise<ResolvedCredential | undefined>;
+}
+
+/** A manifest or index as fetched: the exact bytes (the digest is over them) and the parsed JSON. */
+export interface FetchedManifest {
+  readonly mediaType: string;
+  readonly digest: Digest;
+  readonly bytes: Buffer;
+  readonly manifest: ImageManifest | ImageIndex;
+}
+
+/**
+ * The body of a blob upload. Bytes are replayable; a stream factory is replayable as long as the
+ * factory can be called again (a re-openable layer). When `digest` is not given the client
+ * hashes the body as it sends it and finishes the upload with that digest.
+ */
+export type BlobBody =
+  | { readonly bytes: Uint8Array; readonly digest?: Digest }
+  | { readonly open: () => Readable; readonly digest?: Digest; readonly size?: number; readonly replayable: boolean };
+
+export interface UploadedBlob {
+  readonly digest: Digest;
+  readonly size: number;
+}
+
+/** What the build and push code needs of a registry client. */
+export interface Registry {
+  getManifest(repo: Repository, reference: string, signal?: AbortSignal): Promise<FetchedManifest>;
+  hasBlob(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<boolean>;
+  getBlob(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<{ stream: Readable; size: number }>;
+  getBlobBytes(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<Buffer>;
+  /** Cross-repository mount. Resolves false when the registry did not mount (then upload). */
+  mountBlob(repo: Repository, digest: Digest, from: Repository, signal?: AbortSignal): Promise<boolean>;
+  uploadBlob(repo: Repository, body: BlobBody, signal?: AbortSignal): Promise<UploadedBlob>;
+  /** PUT a manifest under a tag or digest; verifies `Docker-Content-Digest` and returns the digest. */
+  putManifest(repo: Repository, reference: string, bytes: Uint8Array, mediaType: string, signal?: AbortSignal): Promise<Digest>;
+}
+
+export type { Descriptor };
