@@ -1,0 +1,168 @@
+/**
+ * Starts the real CNCF distribution registry (/usr/bin/docker-registry, 2.8) on loopback for a
+ * test, with no auth, htpasswd basic auth, or token auth backed by {@link startTokenServer}.
+ * Call `stop()` in `after()`; children still alive when the process exits are killed too.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { openSync, closeSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { freePort } from './ports.ts';
+import { startTokenServer, type Authorize, type RunningTokenServer } from './token-server.ts';
+
+export type { RunningTokenServer, Authorize, AuthorizeRequest } from './token-server.ts';
+
+const execFileP = promisify(execFile);
+const REGISTRY_BIN = '/usr/bin/docker-registry';
+
+export type RegistryAuth = 'none' | 'basic' | 'token';
+
+export interface StartRegistryOptions {
+  auth?: RegistryAuth;
+  /** username → password. Default for basic/token: one random user. */
+  users?: Record<string, string>;
+  /** Token auth only: which requested scopes to grant (see token-server.ts). */
+  authorize?: Authorize;
+  /** Token auth only: refresh token (docker identitytoken) → username. */
+  refreshTokens?: Record<string, string>;
+  /** Token auth only: token lifetime in seconds (default 300). */
+  tokenExpiresIn?: number;
+}
+
+export interface RunningRegistry {
+  /** "127.0.0.1:PORT" */
+  host: string;
+  /** "http://127.0.0.1:PORT" */
+  url: string;
+  auth: RegistryAuth;
+  /** The first configured user, for basic/token. */
+  username?: string;
+  password?: string;
+  tokenServer?: RunningTokenServer;
+  dataDir: string;
+  /** Where the registry's own log goes (read it when a test fails). */
+  logFile: string;
+  stop(): Promise<void>;
+}
+
+const live = new Set<ChildProcess>();
+let exitHookInstalled = false;
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const child of live) child.kill('SIGKILL');
+  });
+}
+
+async function waitUntilUp(url: string, child: ChildProcess, logFile: string): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      const log = await readFile(logFile, 'utf8').catch(() => '');
+      throw new Error(`docker-registry exited (${child.exitCode ?? child.signalCode}) before serving:\n${log}`);
+    }
+    try {
+      const res = await fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1000) });
+      await res.arrayBuffer();
+      if (res.status === 200 || res.status === 401) return;
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > deadline) throw new Error(`docker-registry did not answer on ${url} within 15s`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export async function startRegistry(opts: StartRegistryOptions = {}): Promise<RunningRegistry> {
+  const auth = opts.auth ?? 'none';
+  const dir = await mkdtemp(join(tmpdir(), 'artificer-registry-'));
+  const dataDir = join(dir, 'data');
+  const logFile = join(dir, 'registry.log');
+  const users = opts.users ?? (auth === 'none' ? {} : { testuser: randomBytes(9).toString('base64url') });
+  const [username, password] = Object.entries(users)[0] ?? [];
+  const port = await freePort();
+  const host = `127.0.0.1:${port}`;
+  const url = `http://${host}`;
+
+  let tokenServer: RunningTokenServer | undefined;
+  let authConfig: Record<string, unknown> | undefined;
+  if (auth === 'basic') {
+    const lines: string[] = [];
+    for (const [u, p] of Object.entries(users)) {
+      const { stdout } = await execFileP('htpasswd', ['-Bbn', u, p]);
+      lines.push(stdout.trim());
+    }
+    const htpasswdPath = join(dir, 'htpasswd');
+    await writeFile(htpasswdPath, lines.join('\n') + '\n');
+    authConfig = { htpasswd: { realm: 'artificer-test', path: htpasswdPath } };
+  } else if (auth === 'token') {
+    tokenServer = await startTokenServer({
+      users,
+      ...(opts.authorize ? { authorize: opts.authorize } : {}),
+      ...(opts.refreshTokens ? { refreshTokens: opts.refreshTokens } : {}),
+      ...(opts.tokenExpiresIn !== undefined ? { expiresIn: opts.tokenExpiresIn } : {}),
+    });
+    authConfig = {
+      token: {
+        realm: tokenServer.realm,
+        service: tokenServer.service,
+        issuer: tokenServer.issuer,
+        rootcertbundle: tokenServer.rootCertBundle,
+      },
+    };
+  }
+
+  // JSON is valid YAML, and the registry reads its config with a YAML parser.
+  const config = {
+    version: 0.1,
+    log: { level: 'warn', accesslog: { disabled: true } },
+    storage: { filesystem: { rootdirectory: dataDir }, delete: { enabled: true }, maintenance: { uploadpurging: { enabled: false } } },
+    http: { addr: host, secret: randomBytes(16).toString('hex') },
+    ...(authConfig ? { auth: authConfig } : {}),
+  };
+  const configPath = join(dir, 'config.yml');
+  await writeFile(configPath, JSON.stringify(config, null, 2));
+
+  installExitHook();
+  const logFd = openSync(logFile, 'a');
+  const child = spawn(REGISTRY_BIN, ['serve', configPath], { stdio: ['ignore', logFd, logFd] });
+  closeSync(logFd);
+  live.add(child);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.once('exit', () => live.delete(child));
+
+  let stopped = false;
+  async function stop(): Promise<void> {
+    if (stopped) return;
+    stopped = true;
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
+      await exited;
+      clearTimeout(timer);
+    }
+    await tokenServer?.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+
+  try {
+    await waitUntilUp(url, child, logFile);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return {
+    host,
+    url,
+    auth,
+    ...(username !== undefined ? { username, password } : {}),
+    ...(tokenServer ? { tokenServer } : {}),
+    dataDir,
+    logFile,
+    stop,
+  };
+}
