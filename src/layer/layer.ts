@@ -1,0 +1,101 @@
+import { PassThrough, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { LayerPolicy } from '../build/request.ts';
+import { AbortedError, SourceError } from '../errors.ts';
+import { HashTap } from '../oci/digest.ts';
+import type { Digest } from '../oci/types.ts';
+import type { EntrySource } from './entry.ts';
+import { parallelGzip, type GzipOptions } from './gzip.ts';
+import { tarEntries } from './tar.ts';
+
+/** What is known about a layer once it has been produced once. */
+export interface LayerDigests {
+  /** sha256 of the compressed blob (what the manifest names). */
+  readonly digest: Digest;
+  /** sha256 of the uncompressed tar (what the config's rootfs.diff_ids names). */
+  readonly diffId: Digest;
+  /** Byte length of the compressed blob. */
+  readonly size: number;
+}
+
+export interface OpenedLayer {
+  /** The compressed blob. Consume it (or destroy it) or `done` never settles. */
+  readonly stream: Readable;
+  /** Settles when `stream` has ended: the digests of exactly what it delivered. */
+  readonly done: Promise<LayerDigests>;
+}
+
+/**
+ * A layer built from an {@link EntrySource}, in the style of go-containerregistry's layers:
+ * it can be opened any number of times (an upload retried, the digest computed before a tarball
+ * is written), and every pass produces the same bytes from the same inputs.
+ */
+export interface Layer {
+  readonly mediaType: string;
+  /**
+   * One pass, one read of every file: entries → tar → sha256 (diffID) → parallel gzip →
+   * sha256 + byte count (digest, size) → `stream`. An error anywhere (a file that vanished, a
+   * consumer that destroyed the stream, the abort signal) tears every stage down and rejects
+   * `done`.
+   */
+  open(): OpenedLayer;
+  /** Digests and size without keeping any bytes: the result of the first complete pass, else one drained pass. */
+  measure(): Promise<LayerDigests>;
+  /** The digests if a pass has completed, else undefined. */
+  known(): LayerDigests | undefined;
+}
+
+export interface CreateLayerOptions {
+  readonly mediaType: string;
+  readonly signal?: AbortSignal;
+  readonly gzip?: GzipOptions;
+}
+
+/**
+ * Builds the new layer. A later pass that yields different digests than an earlier one (the
+ * files changed between passes) fails with a {@link SourceError}: the manifest would otherwise
+ * name a blob that was never uploaded.
+ */
+export function createLayer(files: EntrySource, policy: LayerPolicy, opts: CreateLayerOptions): Layer {
+  let known: LayerDigests | undefined;
+
+  const open = (): OpenedLayer => {
+    const signal = opts.signal;
+    const tar = tarEntries(files(), policy, signal);
+    const diffTap = new HashTap();
+    const blobTap = new HashTap();
+    const out = new PassThrough({ readableHighWaterMark: 1024 * 1024 });
+    const gzip = (source: AsyncIterable<Uint8Array>): AsyncGenerator<Buffer> => parallelGzip(source, opts.gzip);
+    const run = pipeline(tar, diffTap, gzip, blobTap, out, signal ? { signal } : {});
+    const done = run.then(
+      (): LayerDigests => {
+        const result: LayerDigests = { digest: blobTap.digest, diffId: diffTap.digest, size: blobTap.size };
+        if (known && (known.digest !== result.digest || known.diffId !== result.diffId)) {
+          throw new SourceError(
+            'layer',
+            `files changed while the image was being built: this pass produced ${result.diffId}, an earlier one ${known.diffId}`,
+          );
+        }
+        known = result;
+        return result;
+      },
+      (err: unknown) => {
+        if (signal?.aborted && !(err instanceof AbortedError)) {
+          throw new AbortedError('layer build aborted', { cause: signal.reason });
+        }
+        throw err;
+      },
+    );
+    done.catch(() => {}); // the caller may only watch `stream`; its error is reported there too
+    return { stream: out, done };
+  };
+
+  const measure = async (): Promise<LayerDigests> => {
+    if (known) return known;
+    const { stream, done } = open();
+    stream.resume();
+    return done;
+  };
+
+  return { mediaType: opts.mediaType, open, measure, known: () => known };
+}

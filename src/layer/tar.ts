@@ -1,0 +1,257 @@
+import { Readable } from 'node:stream';
+import tarStream from 'tar-stream';
+import type { Header, Pack } from 'tar-stream';
+import { AbortedError, SourceError, UsageError } from '../errors.ts';
+import type { LayerPolicy } from '../build/request.ts';
+import type { LayerEntry } from './entry.ts';
+
+/** Mode given to parent directories that no entry describes. */
+export const IMPLICIT_DIR_MODE = 0o755;
+
+const S_IFREG = 0o100000;
+const S_IFDIR = 0o040000;
+const S_IFLNK = 0o120000;
+const SPECIAL_BITS = 0o6000; // setuid | setgid; the sticky bit is kept
+/** The largest id a ustar header's 7 octal digits hold (tar-stream writes no PAX uid). */
+const MAX_ID = 0o7777777;
+
+type Sink = ReturnType<Pack['entry']>;
+type TarHeader = Partial<Header> & Pick<Header, 'name'>;
+
+/**
+ * Writes `entries` as a reproducible tar stream (tar-stream's packer):
+ * every missing parent directory is emitted before its first child (mode 0755), every entry gets
+ * `policy.mtime`, uid/gid 0 (or `policy.chown`) and empty user/group names, permission bits are
+ * kept but setuid/setgid are dropped unless `policy.keepSpecialBits`. Directory names end in
+ * `/`. Long or non-ASCII names get PAX headers.
+ *
+ * The tar is only as ordered as `entries`; sources yield them sorted. An entry whose path is not
+ * normalised and relative, or whose delivered byte count differs from its `size`, fails the
+ * stream with a {@link SourceError} naming the entry's origin.
+ *
+ * Caveat (tar-stream): a header field of 0 means "default" to the packer, so headers always
+ * carry the file-type bits in `mode` (masked off when encoded) to keep mode 0000 files exact.
+ */
+export function tarEntries(entries: AsyncIterable<LayerEntry>, policy: LayerPolicy, signal?: AbortSignal): Readable {
+  const owner = policy.chown ?? { uid: 0, gid: 0 };
+  for (const id of [owner.uid, owner.gid]) {
+    if (!Number.isInteger(id) || id < 0 || id > MAX_ID) throw new UsageError(`owner id ${id} is out of range 0..${MAX_ID}`);
+  }
+  if (!Number.isInteger(policy.mtime) || policy.mtime < 0 || policy.mtime > 0o77777777777) {
+    throw new UsageError(`layer mtime ${policy.mtime} is not a valid timestamp in seconds`);
+  }
+  const pack = tarStream.pack();
+  const out = Readable.from(pack, { objectMode: false });
+  const onAbort = (): void => {
+    out.destroy(new AbortedError('layer build aborted', { cause: signal?.reason }));
+  };
+  if (signal?.aborted) queueMicrotask(onAbort);
+  else signal?.addEventListener('abort', onAbort, { once: true });
+  out.once('close', () => signal?.removeEventListener('abort', onAbort));
+
+  const writer = new Writer(pack, policy, owner);
+  writer.run(entries).then(
+    () => pack.finalize(),
+    (err: unknown) => pack.destroy(err instanceof Error ? err : new Error(String(err))),
+  );
+  return out;
+}
+
+/** Checks that a layer path is POSIX, relative, normalised and free of `..`. */
+export function validatePath(p: string, origin: string, what = 'path'): void {
+  const bad =
+    p === '' ||
+    p.startsWith('/') ||
+    p.endsWith('/') ||
+    p.includes('\0') ||
+    p.split('/').some((part) => part === '' || part === '.' || part === '..');
+  if (bad) throw new SourceError(origin, `invalid ${what} "${p}" in layer: must be relative, normalised and without ".."`);
+}
+
+class Writer {
+  readonly #pack: Pack;
+  readonly #mtime: Date;
+  readonly #policy: LayerPolicy;
+  readonly #owner: { uid: number; gid: number };
+  readonly #dirs = new Set<string>();
+  #closed = false;
+
+  constructor(pack: Pack, policy: LayerPolicy, owner: { uid: number; gid: number }) {
+    this.#pack = pack;
+    this.#policy = policy;
+    this.#owner = owner;
+    this.#mtime = new Date(policy.mtime * 1000);
+    pack.once('close', () => {
+      this.#closed = true;
+    });
+  }
+
+  async run(entries: AsyncIterable<LayerEntry>): Promise<void> {
+    for await (const entry of entries) {
+      if (this.#closed) return;
+      validatePath(entry.path, entry.origin);
+      await this.#parents(entry.path);
+      await this.#entry(entry);
+    }
+  }
+
+  async #parents(p: string): Promise<void> {
+    const missing: string[] = [];
+    for (let i = p.lastIndexOf('/'); i > 0; i = p.lastIndexOf('/', i - 1)) {
+      const dir = p.slice(0, i);
+      if (this.#dirs.has(dir)) break;
+      missing.push(dir);
+    }
+    for (const dir of missing.reverse()) {
+      this.#dirs.add(dir);
+      await this.#add(this.#header(dir + '/', 'directory', S_IFDIR | IMPLICIT_DIR_MODE));
+    }
+  }
+
+  #header(name: string, type: TarHeader['type'], mode: number, extra: Partial<TarHeader> = {}): TarHeader {
+    // A fresh object every time: tar-stream mutates the headers it is given.
+    return {
+      name,
+      type,
+      mode,
+      uid: this.#owner.uid,
+      gid: this.#owner.gid,
+      uname: '',
+      gname: '',
+      mtime: new Date(this.#mtime.getTime()),
+      size: 0,
+      ...extra,
+    };
+  }
+
+  #mode(entry: LayerEntry): number {
+    const mode = entry.mode & 0o7777;
+    return this.#policy.keepSpecialBits ? mode : mode & ~SPECIAL_BITS;
+  }
+
+  async #entry(entry: LayerEntry): Promise<void> {
+    switch (entry.type) {
+      case 'directory':
+        this.#dirs.add(entry.path);
+        return this.#add(this.#header(entry.path + '/', 'directory', S_IFDIR | this.#mode(entry)));
+      case 'symlink':
+        if (entry.linkname === undefined || entry.linkname === '') {
+          throw new SourceError(entry.origin, 'symlink without a target');
+        }
+        return this.#add(this.#header(entry.path, 'symlink', S_IFLNK | (entry.mode & 0o777), { linkname: entry.linkname }));
+      case 'hardlink':
+        if (entry.linkname === undefined) throw new SourceError(entry.origin, 'hardlink without a target');
+        validatePath(entry.linkname, entry.origin, 'hardlink target');
+        return this.#add(this.#header(entry.path, 'link', S_IFREG | this.#mode(entry), { linkname: entry.linkname }));
+      case 'file':
+        return this.#file(entry);
+      default:
+        throw new SourceError(entry.origin, `unsupported entry type ${String((entry as LayerEntry).type)}`);
+    }
+  }
+
+  async #file(entry: LayerEntry): Promise<void> {
+    if (!Number.isSafeInteger(entry.size) || entry.size < 0) {
+      throw new SourceError(entry.origin, `invalid size ${entry.size}`);
+    }
+    const header = this.#header(entry.path, 'file', S_IFREG | this.#mode(entry), { size: entry.size });
+    if (entry.size === 0 && !entry.open) return this.#add(header);
+    if (!entry.open) throw new SourceError(entry.origin, 'regular file without content');
+    let body: Readable | Uint8Array;
+    try {
+      body = await entry.open();
+    } catch (err) {
+      throw asSourceError(err, entry.origin);
+    }
+    if (body instanceof Uint8Array) {
+      if (body.byteLength !== entry.size) throw sizeChanged(entry, body.byteLength);
+      return this.#add(header, Buffer.from(body.buffer, body.byteOffset, body.byteLength));
+    }
+    await this.#stream(header, body, entry);
+  }
+
+  async #stream(header: TarHeader, body: Readable, entry: LayerEntry): Promise<void> {
+    let done!: Promise<void>;
+    const sink = this.#open(header, (p) => (done = p));
+    let written = 0;
+    try {
+      for await (const chunk of body as AsyncIterable<Buffer>) {
+        written += chunk.byteLength;
+        if (written > entry.size) throw sizeChanged(entry, written, true);
+        if (!sink.write(chunk)) await drained(sink);
+        if (this.#closed) throw new Error('tar stream closed');
+      }
+    } catch (err) {
+      body.destroy();
+      sink.destroy();
+      throw asSourceError(err, entry.origin);
+    }
+    if (written !== entry.size) {
+      sink.destroy();
+      throw sizeChanged(entry, written);
+    }
+    sink.end(undefined);
+    await done;
+  }
+
+  /** Adds an entry with no body, or with its whole body in `data`, and waits until it is packed. */
+  #add(header: TarHeader, data?: Buffer): Promise<void> {
+    if (this.#closed) return Promise.reject(new Error('tar stream closed'));
+    return new Promise<void>((resolve, reject) => {
+      const cb = (err?: Error | null): void => (err ? reject(err) : resolve());
+      if (data) this.#pack.entry(header, data, cb);
+      else this.#pack.entry(header, cb);
+    });
+  }
+
+  #open(header: TarHeader, setDone: (p: Promise<void>) => void): Sink {
+    if (this.#closed) throw new Error('tar stream closed');
+    let sink!: Sink;
+    setDone(
+      new Promise<void>((resolve, reject) => {
+        sink = this.#pack.entry(header, (err) => (err ? reject(err) : resolve()));
+      }),
+    );
+    return sink;
+  }
+}
+
+function drained(sink: Sink): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const cleanup = (): void => {
+      sink.off('drain', onDrain);
+      sink.off('close', onClose);
+    };
+    const onDrain = (): void => {
+      cleanup();
+      resolve();
+    };
+    const onClose = (): void => {
+      cleanup();
+      reject(new Error('tar entry closed'));
+    };
+    sink.on('drain', onDrain);
+    sink.on('close', onClose);
+  });
+}
+
+function sizeChanged(entry: LayerEntry, got: number, atLeast = false): SourceError {
+  return new SourceError(
+    entry.origin,
+    `changed while being read: expected ${entry.size} bytes, got ${atLeast ? 'more than ' + entry.size : got}`,
+  );
+}
+
+function asSourceError(err: unknown, origin: string): Error {
+  if (err instanceof SourceError || err instanceof AbortedError) return err;
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const reason =
+    code === 'ENOENT'
+      ? 'no such file or directory'
+      : code === 'EACCES' || code === 'EPERM'
+        ? 'permission denied'
+        : err instanceof Error
+          ? err.message
+          : String(err);
+  return new SourceError(origin, reason, { cause: err });
+}
