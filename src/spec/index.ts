@@ -1,0 +1,3 @@
+export * from './spec.ts';
+export * from './request.ts';
+export { splitCommand } from './split.ts';
