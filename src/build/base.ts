@@ -1,0 +1,105 @@
+import { PlatformMismatchError, UnsupportedError, UsageError } from '../errors.ts';
+import {
+  familyOf,
+  formatPlatform,
+  isIndexMediaType,
+  type Digest,
+  type Family,
+  type ImageConfig,
+  type ImageIndex,
+  type ImageManifest,
+  type Platform,
+} from '../oci/types.ts';
+import { repositoryOf, type Reference } from '../reference/reference.ts';
+import type { Registry, Repository } from '../registry/types.ts';
+import { DEFAULT_PLATFORM, availablePlatforms, imageEntries, platformMatches } from './platform.ts';
+import type { BuildRequest } from './request.ts';
+
+/** One platform's image of the base: what the new image is built on. */
+export interface BaseImage {
+  readonly platform: Platform;
+  /** Absent for `scratch`. */
+  readonly manifest?: ImageManifest;
+  readonly manifestDigest?: Digest;
+  readonly config?: ImageConfig;
+}
+
+export interface ResolvedBase {
+  /** Absent for `scratch`. */
+  readonly reference?: Reference;
+  readonly repo?: Repository;
+  /** Docker or OCI: the new image keeps its base's family. `scratch` builds OCI. */
+  readonly family: Family;
+  readonly images: readonly BaseImage[];
+  /** True when the result is an index (several platforms, or `--platform all` on an index). */
+  readonly multiPlatform: boolean;
+}
+
+function platformOfConfig(config: ImageConfig): Platform {
+  return config.variant
+    ? { os: config.os, architecture: config.architecture, variant: config.variant }
+    : { os: config.os, architecture: config.architecture };
+}
+
+async function fetchImage(registry: Registry, repo: Repository, ref: string, reference: Reference, signal?: AbortSignal) {
+  const fetched = await registry.getManifest(repo, ref, signal);
+  if (isIndexMediaType(fetched.mediaType)) {
+    throw new UnsupportedError(`${reference}: an index inside an index (${fetched.digest}) is not supported`);
+  }
+  const manifest = fetched.manifest as ImageManifest;
+  const config = JSON.parse((await registry.getBlobBytes(repo, manifest.config.digest, signal)).toString('utf8')) as ImageConfig;
+  return { manifest, manifestDigest: fetched.digest, config };
+}
+
+/**
+ * Reads the base image's manifest (or index) and the config of each platform to build on.
+ * Only manifests and configs are fetched: base layers are never downloaded here, they are
+ * mounted or streamed registry to registry when pushed.
+ */
+export async function resolveBase(req: Pick<BuildRequest, 'base' | 'platforms'>, registry: Registry, signal?: AbortSignal): Promise<ResolvedBase> {
+  const wanted = req.platforms;
+  if (req.base === 'scratch') {
+    if (wanted === 'all') throw new UsageError('--platform all needs a base image to take the platforms from; scratch has none (name them, e.g. --platform linux/amd64 --platform linux/arm64)');
+    const platforms = wanted === 'default' ? [DEFAULT_PLATFORM] : wanted;
+    return { family: 'oci', images: platforms.map((platform) => ({ platform })), multiPlatform: platforms.length > 1 };
+  }
+
+  const reference = req.base;
+  const repo = repositoryOf(reference);
+  const top = await registry.getManifest(repo, reference.digest ?? reference.tag ?? 'latest', signal);
+  const family = familyOf(top.mediaType);
+
+  if (isIndexMediaType(top.mediaType)) {
+    const entries = imageEntries((top.manifest as ImageIndex).manifests);
+    const available = availablePlatforms(entries);
+    let chosen: typeof entries;
+    if (wanted === 'all') {
+      chosen = entries;
+      if (!chosen.length) throw new PlatformMismatchError(String(reference), 'all', available);
+    } else {
+      const list = wanted === 'default' ? [DEFAULT_PLATFORM] : wanted;
+      chosen = list.map((p) => {
+        const match = entries.find((e) => platformMatches(p, e.platform));
+        if (!match) throw new PlatformMismatchError(String(reference), formatPlatform(p), available);
+        return match;
+      });
+    }
+    const images = await Promise.all(
+      chosen.map(async (desc) => {
+        const img = await fetchImage(registry, repo, desc.digest, reference, signal);
+        return { ...img, platform: desc.platform ?? platformOfConfig(img.config) };
+      }),
+    );
+    return { reference, repo, family, images, multiPlatform: wanted === 'all' || images.length > 1 };
+  }
+
+  const manifest = top.manifest as ImageManifest;
+  const config = JSON.parse((await registry.getBlobBytes(repo, manifest.config.digest, signal)).toString('utf8')) as ImageConfig;
+  const platform = platformOfConfig(config);
+  if (wanted !== 'default' && wanted !== 'all') {
+    for (const p of wanted) {
+      if (!platformMatches(p, platform)) throw new PlatformMismatchError(String(reference), formatPlatform(p), [formatPlatform(platform)]);
+    }
+  }
+  return { reference, repo, family, images: [{ platform, manifest, manifestDigest: top.digest, config }], multiPlatform: false };
+}

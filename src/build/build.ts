@@ -1,0 +1,205 @@
+import { DigestMismatchError, UsageError, withContext } from '../errors.ts';
+import { createLayer, type Layer, type LayerDigests } from '../layer/layer.ts';
+import { silentLogger } from '../log.ts';
+import { FamilyTypes, type Descriptor } from '../oci/types.ts';
+import { repositoryOf, type Reference } from '../reference/reference.ts';
+import type { Repository } from '../registry/types.ts';
+import { resolveBase, type ResolvedBase } from './base.ts';
+import { assembleImage, assembleIndex, type AssembledImage, type Blob } from './image.ts';
+import { writeOciLayout } from './outputs/oci-layout.ts';
+import { writeTarball } from './outputs/tarball.ts';
+import { BlobPusher } from './push.ts';
+import type { BuildContext, BuildRequest, BuildResult } from './request.ts';
+
+/** Upload concurrency when the caller sets none: enough to overlap HEADs and copies, gentle on registries. */
+export const DEFAULT_CONCURRENCY = 4;
+
+interface RepoTargets {
+  readonly repo: Repository;
+  readonly tags: string[];
+  readonly references: Reference[];
+}
+
+function groupByRepository(refs: readonly Reference[]): RepoTargets[] {
+  const groups = new Map<string, RepoTargets>();
+  for (const ref of refs) {
+    if (!ref.tag) throw new UsageError(`target ${ref} must name a tag (a digest is what the push produces, it cannot be chosen)`);
+    const repo = repositoryOf(ref);
+    const key = `${repo.registry}/${repo.repository}`;
+    let g = groups.get(key);
+    if (!g) groups.set(key, (g = { repo, tags: [], references: [] }));
+    if (!g.tags.includes(ref.tag)) {
+      g.tags.push(ref.tag);
+      g.references.push(ref);
+    }
+  }
+  return [...groups.values()];
+}
+
+const repoName = (r: Repository): string => `${r.registry}/${r.repository}`;
+
+/**
+ * Builds one image (or one per platform, plus an index) from a base, one new layer and config
+ * changes, and writes it to every requested output.
+ *
+ * Order on a registry is always blobs → configs → manifests → tags: a tag is written only once
+ * every blob it names is present in that repository, so a failure leaves no half-pushed tag.
+ * The new layer is produced as a stream and uploaded in one request; its digest is known only
+ * once it has been consumed. Outputs on disk re-open the layer (the same bytes, by construction).
+ */
+export async function build(req: BuildRequest, ctx: BuildContext): Promise<BuildResult> {
+  const logger = ctx.logger ?? silentLogger;
+  const signal = ctx.signal;
+  const targets = groupByRepository(req.outputs.registry);
+  if (!targets.length && !req.outputs.ociLayout && !req.outputs.tarball) {
+    throw new UsageError('nothing to do: give a target to push to, or an output (oci:DIR, tarball:FILE)');
+  }
+
+  const base = await resolveBase(req, ctx.registry, signal);
+  if (req.outputs.tarball && base.multiPlatform) {
+    throw new UsageError('a docker tarball holds a single platform; choose one with --platform, or use oci:DIR for several');
+  }
+  if (base.family === 'docker' && Object.keys(req.annotations).length) {
+    logger.warn('annotations are ignored: the base image uses Docker manifests, which have no annotations (use an OCI base)');
+  }
+  logger.info('base resolved', {
+    base: base.reference ? String(base.reference) : 'scratch',
+    family: base.family,
+    platforms: base.images.map((i) => i.platform),
+  });
+
+  const layer = createLayer(req.files, req.layer, { mediaType: FamilyTypes[base.family].layer, ...(signal ? { signal } : {}) });
+  const pusher = new BlobPusher(ctx.registry, {
+    concurrency: ctx.concurrency ?? DEFAULT_CONCURRENCY,
+    logger,
+    ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
+    ...(signal ? { signal } : {}),
+  });
+
+  const started = Date.now();
+  const digests = targets.length ? await pushNewLayer(pusher, base, layer, targets[0]!.repo) : await layer.measure();
+  logger.info('layer built', { digest: digests.digest, diffId: digests.diffId, size: digests.size, ms: Date.now() - started });
+
+  const layerDescriptor: Descriptor = { mediaType: FamilyTypes[base.family].layer, digest: digests.digest, size: digests.size };
+  const images = base.images.map((image) => assembleImage(base, image, req, { descriptor: layerDescriptor, diffId: digests.diffId }));
+  const index = base.multiPlatform ? assembleIndex(base.family, images, req.annotations) : undefined;
+  const top: Blob = index ?? images[0]!.manifest;
+
+  if (targets.length) await pushToRegistries(pusher, ctx, base, images, index, targets, layerDescriptor);
+  if (req.outputs.ociLayout) {
+    await writeOciLayout(req.outputs.ociLayout, { registry: ctx.registry, base, layer, images, index, tag: targets[0]?.tags[0], ...(signal ? { signal } : {}) });
+  }
+  if (req.outputs.tarball) {
+    await writeTarball(req.outputs.tarball, { registry: ctx.registry, base, layer, image: images[0]!, repoTags: req.outputs.registry.map(String), ...(signal ? { signal } : {}) });
+  }
+
+  return {
+    digest: top.descriptor.digest,
+    mediaType: top.descriptor.mediaType,
+    images: targets.map((t) => `${repoName(t.repo)}@${top.descriptor.digest}`),
+    tags: targets.flatMap((t) => t.references.map(String)),
+    manifests: images.map((i) => ({
+      ...(base.multiPlatform ? { platform: i.platform } : {}),
+      digest: i.manifest.descriptor.digest,
+      mediaType: i.manifest.descriptor.mediaType,
+      size: i.manifest.descriptor.size,
+    })),
+    layerBytes: digests.size,
+  };
+}
+
+/**
+ * Streams the new layer into the first target repository while the base blobs are put there in
+ * parallel. The registry client hashes what it sends; the layer hashes what it produced; the two
+ * must agree.
+ */
+async function pushNewLayer(pusher: BlobPusher, base: ResolvedBase, layer: Layer, repo: Repository): Promise<LayerDigests> {
+  const baseBlobs = Promise.allSettled(baseBlobTransfers(pusher, base, repo));
+  let last: Promise<LayerDigests> | undefined;
+  const uploaded = pusher.uploadStream(
+    repo,
+    () => {
+      const opened = layer.open();
+      last = opened.done;
+      // A failed attempt's digests are never read; keep its rejection from going unhandled.
+      last.catch(() => {});
+      return opened.stream;
+    },
+    'new layer',
+  );
+  const [upload] = await Promise.all([uploaded, baseBlobs]);
+  for (const r of await baseBlobs) if (r.status === 'rejected') throw r.reason;
+  const digests = await last!;
+  if (digests.digest !== upload.digest) throw new DigestMismatchError('new layer', digests.digest, upload.digest);
+  return digests;
+}
+
+function baseBlobTransfers(pusher: BlobPusher, base: ResolvedBase, repo: Repository): Promise<void>[] {
+  if (!base.repo) return [];
+  const from = base.repo;
+  const seen = new Set<string>();
+  const out: Promise<void>[] = [];
+  for (const image of base.images) {
+    for (const desc of image.manifest?.layers ?? []) {
+      if (seen.has(desc.digest)) continue;
+      seen.add(desc.digest);
+      out.push(pusher.ensure(repo, desc, { kind: 'registry', repo: from }));
+    }
+  }
+  return out;
+}
+
+async function settleAll(tasks: Promise<unknown>[]): Promise<void> {
+  for (const r of await Promise.allSettled(tasks)) if (r.status === 'rejected') throw r.reason;
+}
+
+async function pushToRegistries(
+  pusher: BlobPusher,
+  ctx: BuildContext,
+  base: ResolvedBase,
+  images: readonly AssembledImage[],
+  index: Blob | undefined,
+  targets: readonly RepoTargets[],
+  layer: Descriptor,
+): Promise<void> {
+  const first = targets[0]!.repo;
+  // 1. Blobs, in every repository: base layers, the new layer, each platform's config.
+  const blobs: Promise<void>[] = [];
+  for (const { repo } of targets) {
+    blobs.push(...baseBlobTransfers(pusher, base, repo));
+    blobs.push(pusher.ensure(repo, layer, { kind: 'registry', repo: first }));
+    for (const image of images) blobs.push(pusher.ensure(repo, image.config.descriptor, { kind: 'bytes', bytes: image.config.bytes }));
+  }
+  await settleAll(blobs);
+
+  // 2. Per-platform manifests by digest when an index will name them.
+  if (index) {
+    await settleAll(
+      targets.flatMap(({ repo }) =>
+        images.map((image) =>
+          putManifest(ctx, repo, image.manifest.descriptor.digest, image.manifest).catch((err: unknown) => {
+            throw withContext(err, `pushing the ${image.platform.os}/${image.platform.architecture} manifest to ${repoName(repo)}`);
+          }),
+        ),
+      ),
+    );
+  }
+
+  // 3. Tags, last: one manifest PUT per tag.
+  const top = index ?? images[0]!.manifest;
+  for (const { repo, tags } of targets) {
+    for (const tag of tags) {
+      try {
+        await putManifest(ctx, repo, tag, top);
+      } catch (err) {
+        throw withContext(err, `tagging ${repoName(repo)}:${tag}`);
+      }
+      ctx.logger?.info('pushed', { image: `${repoName(repo)}:${tag}`, digest: top.descriptor.digest });
+    }
+  }
+}
+
+async function putManifest(ctx: BuildContext, repo: Repository, reference: string, manifest: Blob): Promise<void> {
+  const digest = await ctx.registry.putManifest(repo, reference, manifest.bytes, manifest.descriptor.mediaType, ctx.signal);
+  if (digest !== manifest.descriptor.digest) throw new DigestMismatchError(`manifest ${repoName(repo)}:${reference}`, manifest.descriptor.digest, digest);
+}

@@ -1,0 +1,45 @@
+import { UsageError } from '../errors.ts';
+import { formatPlatform, type Descriptor, type Platform } from '../oci/types.ts';
+
+/**
+ * The platform chosen when the user names none and the base is multi-platform. Fixed rather than
+ * the host's, so the same command gives the same digest on a laptop and on an arm64 CI runner
+ * (ko and crane default to linux/amd64 for the same reason).
+ */
+export const DEFAULT_PLATFORM: Platform = { os: 'linux', architecture: 'amd64' };
+
+/** Parses `os/arch[/variant]` ("linux/arm64", "linux/arm/v7"). */
+export function parsePlatform(text: string): Platform {
+  const parts = text.split('/');
+  if (parts.length < 2 || parts.length > 3 || parts.some((p) => !/^[a-z0-9_.-]+$/i.test(p))) {
+    throw new UsageError(`invalid platform "${text}": expected os/arch or os/arch/variant, e.g. linux/amd64 or linux/arm/v7`);
+  }
+  const [os, architecture, variant] = parts as [string, string, string | undefined];
+  return variant ? { os, architecture, variant } : { os, architecture };
+}
+
+/** arm64's variant is v8 when unspecified (containerd's normalisation). */
+function normalVariant(p: Pick<Platform, 'architecture' | 'variant'>): string | undefined {
+  if (p.architecture === 'arm64' && (p.variant === undefined || p.variant === 'v8')) return undefined;
+  return p.variant;
+}
+
+/** Whether `candidate` satisfies `wanted`: same os and arch; the variant must match only when asked for. */
+export function platformMatches(wanted: Platform, candidate: Platform | undefined): boolean {
+  if (!candidate) return false;
+  if (wanted.os !== candidate.os || wanted.architecture !== candidate.architecture) return false;
+  const wv = normalVariant(wanted);
+  return wv === undefined || wv === normalVariant(candidate);
+}
+
+/**
+ * The image entries of an index: drops attestation manifests (BuildKit stores provenance as
+ * `unknown/unknown` entries) and anything without a platform.
+ */
+export function imageEntries(manifests: readonly Descriptor[]): Descriptor[] {
+  return manifests.filter((m) => m.platform && m.platform.os !== 'unknown' && m.platform.architecture !== 'unknown');
+}
+
+export function availablePlatforms(manifests: readonly Descriptor[]): string[] {
+  return imageEntries(manifests).map((m) => formatPlatform(m.platform!));
+}

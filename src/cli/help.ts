@@ -1,0 +1,65 @@
+/** `artificer --help`: every flag, with an example. Kept beside the parser so the two change together. */
+export const HELP = `artificer — build a container image from a base image plus files, without a Docker daemon.
+
+Usage:
+  artificer -b BASE -f PATH[:DEST]... [-c CMD] [-e K=V]... -t REGISTRY/REPO:TAG [flags]
+  artificer --spec artificer.json [-t REGISTRY/REPO:TAG] [flags]
+
+Prints one line per repository pushed to on stdout: REGISTRY/REPO@sha256:…
+Everything else (progress, -v logs, errors) goes to stderr. Exit status: 0 success,
+1 build or registry failure, 2 bad flags or input.
+
+Image:
+  -b, --baseimage REF       Image to start FROM, or "scratch" for none.
+                              -b alpine:3.20   -b gcr.io/distroless/static@sha256:…
+  -f, --files SRC[:DEST]    File or directory to add (repeatable). Without DEST it lands at the
+                            root under its own name; a directory keeps its name.
+                              -f server        → /server
+                              -f conf/         → /conf/…
+                              -f dist/:/app/   → dist's contents under /app
+                              -f server:/usr/local/bin/server
+  -c, --cmd CMD             Default command: a JSON array or a line split like a shell would
+                            (no shell runs): -c '/server --port 80'  -c '["/server","--port","80"]'
+      --entrypoint CMD      Entrypoint, same syntax. Clears the base's CMD unless -c is given.
+  -e, --env K=V             Environment variable (repeatable), merged by key with the base's:
+                            PATH stays unless you set it. -e LOGLEVEL=1
+  -w, --workdir DIR         Working directory: -w /app
+  -u, --user USER           User to run as: -u 65532 or -u 65532:65532 or -u nobody
+  -l, --label K=V           Config label (repeatable): -l org.opencontainers.image.source=https://…
+  -a, --annotation K=V      Manifest annotation, OCI bases only (repeatable).
+      --expose PORT[/PROTO] Exposed port (repeatable): --expose 8080 --expose 53/udp
+      --chown UID:GID       Owner of every added file (default 0:0): --chown 65532:65532
+      --keep-setuid         Keep setuid/setgid bits of added files (dropped by default).
+  -p, --platform P          os/arch[/variant] to build (repeatable, or comma-separated), or "all"
+                            for every platform of the base. Several → an index is pushed.
+                            Default: the base's only platform, else linux/amd64.
+                              -p linux/arm64   -p linux/amd64,linux/arm64   -p all
+  -s, --spec FILE           Read the build from a spec file (the Cloud Function's format); paths
+                            in it are relative to the file. -t and --tag override its target.
+
+Output:
+  -t, --target REF          Where to push: -t registry.example.com/team/app:1.0
+                            (docker.io is the default registry, as in docker).
+      --tag TAG|REF         Another tag to push the same image under (repeatable):
+                            --tag latest   --tag other.example.com/app:1.0
+  -o, --output oci:DIR      Also (or instead) write an OCI image layout: -o oci:./image
+  -o, --output tarball:FILE Also (or instead) write a "docker load" tarball: -o tarball:app.tar
+      --digest-file FILE    Write the pushed digest (sha256:…) to FILE.
+      --insecure-registry H Talk plain HTTP to registry host H[:PORT] (repeatable). Loopback
+                            hosts (localhost, 127.0.0.1) use HTTP already, as docker does.
+  -j, --concurrency N       Blob uploads in flight (default 4).
+
+Other:
+  -v, --verbose             Progress on stderr; -vv adds debug lines (requests, timings).
+  -h, --help                This text.
+      --version             Print the version.
+
+Credentials come from docker's config (DOCKER_CONFIG or ~/.docker/config.json: auths,
+credHelpers, credsStore); without any, pulls and pushes are anonymous.
+SOURCE_DATE_EPOCH sets the files' mtime and the image's creation time (default 1970-01-01),
+so the same inputs give the same digest.
+
+Example:
+  artificer --baseimage alpine:3.20 --files server --files conf/ --cmd /server \\
+    --env LOGLEVEL=1 --target localhost:5000/app:dev
+`;

@@ -1,0 +1,32 @@
+#!/usr/bin/env node
+/**
+ * The `artificer` executable: wires the process (argv, env, stdio, signals) to {@link runCli}
+ * and sets the exit code. Ctrl-C aborts the build through an AbortSignal; a second Ctrl-C
+ * exits at once.
+ */
+import { readFileSync } from 'node:fs';
+import process from 'node:process';
+import { runCli } from './run.ts';
+
+// src/cli/main.ts runs from the source tree, dist/src/cli/main.js from the build: one level apart.
+const packageJson = new URL(import.meta.url.includes('/dist/src/') ? '../../../package.json' : '../../package.json', import.meta.url);
+const pkg = JSON.parse(readFileSync(packageJson, 'utf8')) as { version: string };
+
+const controller = new AbortController();
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    if (controller.signal.aborted) process.exit(130);
+    process.stderr.write(`\nartificer: ${sig}: stopping (press again to exit at once)\n`);
+    controller.abort();
+  });
+}
+
+const code = await runCli(process.argv.slice(2), {
+  stdout: process.stdout,
+  stderr: process.stderr,
+  env: process.env,
+  cwd: process.cwd(),
+  signal: controller.signal,
+  version: pkg.version,
+});
+process.exitCode = controller.signal.aborted ? 130 : code;

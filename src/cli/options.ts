@@ -1,0 +1,263 @@
+import { parseArgs } from 'node:util';
+import { ArtificerError, UsageError } from '../errors.ts';
+import type { Platform } from '../oci/types.ts';
+import { parsePlatform } from '../build/platform.ts';
+import { parseReference, withTag, type Reference } from '../reference/reference.ts';
+import { splitCommand } from '../spec/split.ts';
+
+/**
+ * What the command line asks for, validated and typed. Produced by {@link parseOptions}, a pure
+ * function of `(argv, env)`: nothing here touches the disk or the network.
+ */
+export interface CliOptions {
+  readonly command: 'build' | 'help' | 'version';
+  /** `--spec FILE`: the build comes from a spec file; build-defining flags are then refused. */
+  readonly spec?: string;
+  readonly base?: Reference | 'scratch';
+  /** `--files` arguments as given (`SRC` or `SRC:DEST`), in order. */
+  readonly files: readonly string[];
+  readonly env: ReadonlyArray<readonly [string, string]>;
+  readonly cmd?: readonly string[];
+  readonly entrypoint?: readonly string[];
+  readonly workdir?: string;
+  readonly user?: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly annotations: Readonly<Record<string, string>>;
+  readonly exposedPorts: readonly string[];
+  readonly platforms: 'default' | 'all' | readonly Platform[];
+  readonly chown?: { readonly uid: number; readonly gid: number };
+  readonly keepSpecialBits: boolean;
+  readonly target?: Reference;
+  /** Extra tags: bare tags resolved against the target's repository, or full references. */
+  readonly tags: readonly (string | Reference)[];
+  readonly ociLayout?: string;
+  readonly tarball?: string;
+  readonly digestFile?: string;
+  readonly insecureRegistries: readonly string[];
+  /** 0 quiet, 1 progress (-v), 2 debug (-vv). */
+  readonly verbosity: number;
+  readonly concurrency?: number;
+  /** SOURCE_DATE_EPOCH, else 0. */
+  readonly mtime: number;
+  /** The command line as recorded in the image history. */
+  readonly createdBy: string;
+}
+
+const FLAGS = {
+  baseimage: { type: 'string', short: 'b' },
+  files: { type: 'string', short: 'f', multiple: true },
+  cmd: { type: 'string', short: 'c' },
+  env: { type: 'string', short: 'e', multiple: true },
+  target: { type: 'string', short: 't' },
+  tag: { type: 'string', multiple: true },
+  entrypoint: { type: 'string' },
+  workdir: { type: 'string', short: 'w' },
+  user: { type: 'string', short: 'u' },
+  label: { type: 'string', short: 'l', multiple: true },
+  annotation: { type: 'string', short: 'a', multiple: true },
+  expose: { type: 'string', multiple: true },
+  platform: { type: 'string', short: 'p', multiple: true },
+  chown: { type: 'string' },
+  'keep-setuid': { type: 'boolean' },
+  'digest-file': { type: 'string' },
+  output: { type: 'string', short: 'o', multiple: true },
+  'insecure-registry': { type: 'string', multiple: true },
+  spec: { type: 'string', short: 's' },
+  concurrency: { type: 'string', short: 'j' },
+  verbose: { type: 'boolean', short: 'v', multiple: true },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
+} as const;
+
+/** Flags that define the image; with `--spec` the spec file defines it instead. */
+const BUILD_FLAGS = ['baseimage', 'files', 'cmd', 'env', 'entrypoint', 'workdir', 'user', 'label', 'annotation', 'expose', 'chown'] as const;
+
+const ENV_KEY_RE = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
+const PORT_RE = /^(\d{1,5})(?:\/(tcp|udp|sctp))?$/i;
+const OWNER_RE = /^(\d{1,10}):(\d{1,10})$/;
+const TAG_RE = /^[\w][\w.-]{0,127}$/;
+
+/** `K=V`. The key is what a shell would accept as a variable name (dots and dashes allowed, as docker does). */
+export function parseKeyValue(flag: string, text: string, keyRe: RegExp | undefined = undefined): [string, string] {
+  const i = text.indexOf('=');
+  if (i <= 0) throw new UsageError(`--${flag} "${text}": expected KEY=VALUE`);
+  const key = text.slice(0, i);
+  if (keyRe && !keyRe.test(key)) throw new UsageError(`--${flag} "${text}": "${key}" is not a valid name (letters, digits, _ . -, not starting with a digit)`);
+  return [key, text.slice(i + 1)];
+}
+
+/** `8080`, `8080/tcp`, `53/udp` → normalised `PORT/PROTO`. */
+export function parsePort(text: string): string {
+  const m = PORT_RE.exec(text);
+  const port = m ? Number(m[1]) : 0;
+  if (!m || port < 1 || port > 65535) throw new UsageError(`--expose "${text}": expected PORT or PORT/PROTO with PORT 1-65535 and PROTO tcp, udp or sctp, e.g. 8080/tcp`);
+  return `${port}/${(m[2] ?? 'tcp').toLowerCase()}`;
+}
+
+/** `uid:gid`, numeric: names would need the image's /etc/passwd, which the build never reads. */
+export function parseOwner(text: string): { uid: number; gid: number } {
+  const m = OWNER_RE.exec(text);
+  const uid = m ? Number(m[1]) : NaN;
+  const gid = m ? Number(m[2]) : NaN;
+  if (!m || uid > 0xffffffff || gid > 0xffffffff) throw new UsageError(`--chown "${text}": expected numeric UID:GID, e.g. 65532:65532`);
+  return { uid, gid };
+}
+
+/**
+ * A command: a JSON array of strings (`'["/server","--port","80"]'`), or a line split into words
+ * like a shell would, without running one (`/server --port 80`).
+ */
+export function parseCommand(flag: string, text: string): string[] {
+  if (text.trimStart().startsWith('[')) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (err) {
+      throw new UsageError(`--${flag}: starts with "[" but is not a JSON array: ${(err as Error).message}`);
+    }
+    if (!Array.isArray(parsed) || !parsed.every((w) => typeof w === 'string')) {
+      throw new UsageError(`--${flag}: a JSON command must be an array of strings, e.g. ["/server","--port","80"]`);
+    }
+    return parsed as string[];
+  }
+  try {
+    const words = splitCommand(text);
+    if (!words.length) throw new Error('empty command');
+    return words;
+  } catch (err) {
+    throw new UsageError(`--${flag} "${text}": ${(err as Error).message}`);
+  }
+}
+
+function parseSourceDateEpoch(env: NodeJS.ProcessEnv): number {
+  const raw = env.SOURCE_DATE_EPOCH;
+  if (raw === undefined || raw === '') return 0;
+  if (!/^\d{1,12}$/.test(raw)) throw new UsageError(`SOURCE_DATE_EPOCH="${raw}": expected whole seconds since 1970-01-01 UTC`);
+  return Number(raw);
+}
+
+function reference(flag: string, text: string): Reference {
+  try {
+    return parseReference(text);
+  } catch (err) {
+    if (err instanceof ArtificerError) throw new UsageError(`--${flag}: ${err.message}`, { cause: err });
+    throw err;
+  }
+}
+
+/** Parses argv (without `node` and the script) and the environment into {@link CliOptions}. */
+export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {}): CliOptions {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: [...argv], options: FLAGS, strict: true, allowPositionals: false, allowNegative: false });
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message.replace(/\. To specify a positional argument.*$/s, '')} (see artificer --help)`);
+  }
+  const v = parsed.values;
+  const verbosity = v.verbose?.length ?? 0;
+  const base = { files: [], env: [], labels: {}, annotations: {}, exposedPorts: [], platforms: 'default' as const, keepSpecialBits: false, tags: [], insecureRegistries: [], verbosity, mtime: 0, createdBy: '' };
+  if (v.help) return { ...base, command: 'help' };
+  if (v.version) return { ...base, command: 'version' };
+
+  if (v.spec !== undefined) {
+    const conflicting = BUILD_FLAGS.filter((f) => v[f] !== undefined);
+    if (conflicting.length) throw new UsageError(`--spec defines the image; remove ${conflicting.map((f) => `--${f}`).join(', ')} (or edit the spec)`);
+  } else if (v.baseimage === undefined) {
+    throw new UsageError('missing --baseimage (-b): the image to start FROM, e.g. -b alpine:3.20, or -b scratch for none');
+  }
+
+  const outputs: { ociLayout?: string; tarball?: string } = {};
+  for (const o of v.output ?? []) {
+    const m = /^(oci|tarball):(.+)$/.exec(o);
+    if (!m) throw new UsageError(`--output "${o}": expected oci:DIR or tarball:FILE`);
+    const key = m[1] === 'oci' ? 'ociLayout' : 'tarball';
+    if (outputs[key]) throw new UsageError(`--output ${m[1]}: given twice`);
+    outputs[key] = m[2]!;
+  }
+  if (v.spec === undefined && v.target === undefined && !outputs.ociLayout && !outputs.tarball) {
+    throw new UsageError('missing --target (-t): where to push, e.g. -t registry.example.com/team/app:1.0 (or --output oci:DIR / tarball:FILE)');
+  }
+  const target = v.target === undefined ? undefined : reference('target', v.target);
+  if (target?.digest) throw new UsageError(`--target ${v.target}: name a tag, not a digest; the digest is what the push produces`);
+
+  const tags = (v.tag ?? []).map((t) => {
+    if (TAG_RE.test(t)) return t;
+    if (t.includes('/') || t.includes('@')) return reference('tag', t);
+    throw new UsageError(`--tag "${t}": expected a tag (letters, digits, _ . -, up to 128) or a full image reference`);
+  });
+  if (!target && v.spec === undefined && tags.some((t) => typeof t === 'string')) {
+    throw new UsageError('--tag with a bare tag needs --target to say which repository it belongs to');
+  }
+
+  let platforms: CliOptions['platforms'] = 'default';
+  const plats = v.platform ?? [];
+  if (plats.includes('all')) {
+    if (plats.length > 1) throw new UsageError('--platform all cannot be combined with named platforms');
+    platforms = 'all';
+  } else if (plats.length) {
+    try {
+      platforms = plats.flatMap((p) => p.split(',')).map(parsePlatform);
+    } catch (err) {
+      throw new UsageError(`--platform: ${(err as Error).message}`);
+    }
+  }
+
+  let concurrency: number | undefined;
+  if (v.concurrency !== undefined) {
+    concurrency = Number(v.concurrency);
+    if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64) throw new UsageError(`--concurrency "${v.concurrency}": expected a whole number from 1 to 64`);
+  }
+
+  const labels: Record<string, string> = {};
+  for (const l of v.label ?? []) {
+    const [k, val] = parseKeyValue('label', l);
+    labels[k] = val;
+  }
+  const annotations: Record<string, string> = {};
+  for (const a of v.annotation ?? []) {
+    const [k, val] = parseKeyValue('annotation', a);
+    annotations[k] = val;
+  }
+  for (const f of v.files ?? []) if (f === '' || f.startsWith(':')) throw new UsageError(`--files "${f}": expected SRC or SRC:DEST`);
+
+  return {
+    ...base,
+    command: 'build',
+    ...(v.spec !== undefined ? { spec: v.spec } : {}),
+    ...(v.baseimage !== undefined ? { base: v.baseimage === 'scratch' ? ('scratch' as const) : reference('baseimage', v.baseimage) } : {}),
+    files: v.files ?? [],
+    env: (v.env ?? []).map((e) => parseKeyValue('env', e, ENV_KEY_RE)),
+    ...(v.cmd !== undefined ? { cmd: parseCommand('cmd', v.cmd) } : {}),
+    ...(v.entrypoint !== undefined ? { entrypoint: parseCommand('entrypoint', v.entrypoint) } : {}),
+    ...(v.workdir !== undefined ? { workdir: v.workdir } : {}),
+    ...(v.user !== undefined ? { user: v.user } : {}),
+    labels,
+    annotations,
+    exposedPorts: (v.expose ?? []).map(parsePort),
+    platforms,
+    ...(v.chown !== undefined ? { chown: parseOwner(v.chown) } : {}),
+    keepSpecialBits: v['keep-setuid'] ?? false,
+    ...(target ? { target } : {}),
+    tags,
+    ...outputs,
+    ...(v['digest-file'] !== undefined ? { digestFile: v['digest-file'] } : {}),
+    insecureRegistries: v['insecure-registry'] ?? [],
+    ...(concurrency !== undefined ? { concurrency } : {}),
+    mtime: parseSourceDateEpoch(env),
+    createdBy: `artificer ${argv.join(' ')}`.slice(0, 1024),
+  };
+}
+
+/** Resolves `--tag` values against the target: a bare tag joins the target's repository. */
+export function resolveTags(target: Reference, tags: readonly (string | Reference)[]): Reference[] {
+  const out: Reference[] = [];
+  const seen = new Set([String(target)]);
+  for (const t of tags) {
+    const ref = typeof t === 'string' ? withTag(target, t) : t;
+    if (!seen.has(String(ref))) {
+      seen.add(String(ref));
+      out.push(ref);
+    }
+  }
+  return out;
+}

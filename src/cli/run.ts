@@ -1,0 +1,163 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { build } from '../build/build.ts';
+import type { BuildRequest } from '../build/request.ts';
+import { ArtificerError, InvalidSpecError, UsageError } from '../errors.ts';
+import type { EntrySource } from '../layer/entry.ts';
+import type { Logger, ProgressEvent } from '../log.ts';
+import type { Reference } from '../reference/reference.ts';
+import { RegistryClient } from '../registry/client.ts';
+import { dockerConfigCredentials } from '../registry/credentials.ts';
+import { localSource, parseLocalSpec } from '../source/local.ts';
+import { parseSpecText, specToRequest, type BuildSpec } from '../spec/index.ts';
+import { HELP } from './help.ts';
+import { parseOptions, resolveTags, type CliOptions } from './options.ts';
+
+export interface Io {
+  readonly stdout: NodeJS.WritableStream;
+  readonly stderr: NodeJS.WritableStream & { isTTY?: boolean };
+  readonly env: NodeJS.ProcessEnv;
+  readonly cwd: string;
+  readonly signal?: AbortSignal;
+  readonly version: string;
+}
+
+/** Exit status for a user mistake (bad flag, bad spec, unreadable file), as getopt tools use. */
+export const EXIT_USAGE = 2;
+export const EXIT_FAILURE = 1;
+
+function stderrLogger(io: Io, verbosity: number): Logger {
+  const line = (level: string, message: string, fields?: Record<string, unknown>) => {
+    const extra = fields && Object.keys(fields).length ? ` ${Object.entries(fields).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`).join(' ')}` : '';
+    io.stderr.write(`artificer: ${level}${message}${extra}\n`);
+  };
+  return {
+    debug: (m, f) => verbosity >= 2 && line('', m, f),
+    info: (m, f) => verbosity >= 1 && line('', m, f),
+    warn: (m, f) => line('warning: ', m, f),
+  };
+}
+
+/** A one-line byte counter for the new layer's upload, drawn only on a terminal. */
+function progressPrinter(io: Io): ((e: ProgressEvent) => void) | undefined {
+  if (!io.stderr.isTTY) return undefined;
+  let last = 0;
+  return (e) => {
+    if (e.kind !== 'upload' || e.total !== undefined) return;
+    const now = Date.now();
+    if (!e.done && now - last < 200) return;
+    last = now;
+    io.stderr.write(`\r\x1b[Kuploading new layer: ${(e.bytes / 1048576).toFixed(1)} MiB${e.done ? '\n' : ''}`);
+  };
+}
+
+async function readSpec(file: string): Promise<BuildSpec> {
+  let text: Buffer;
+  try {
+    text = await readFile(file);
+  } catch (err) {
+    throw new InvalidSpecError('', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+  }
+  return parseSpecText(text, file);
+}
+
+function specFiles(spec: BuildSpec, dir: string): EntrySource {
+  const specs = spec.files.map((f) => {
+    if (f.kind === 'bundle') throw new UsageError(`--spec: bundle ${f.bundle}: bundles are read by the Cloud Function; locally, unpack it and list the folder under "from"`);
+    if (f.mode !== undefined) throw new UsageError(`--spec: "mode" for ${f.from} is applied by the Cloud Function only; locally the files' own permissions are used`);
+    return { from: f.from, to: f.to };
+  });
+  return localSource(specs, { cwd: dir });
+}
+
+/** Turns parsed options into the one build request the engine takes. */
+async function toRequest(opts: CliOptions, io: Io): Promise<BuildRequest> {
+  const outputs = { ...(opts.ociLayout ? { ociLayout: path.resolve(io.cwd, opts.ociLayout) } : {}), ...(opts.tarball ? { tarball: path.resolve(io.cwd, opts.tarball) } : {}) };
+  if (opts.spec !== undefined) {
+    const file = path.resolve(io.cwd, opts.spec);
+    const spec = await readSpec(file);
+    const { request, target } = specToRequest(spec, specFiles(spec, path.dirname(file)), { sourceDateEpoch: opts.mtime, createdBy: opts.createdBy });
+    let registry: readonly Reference[] = request.outputs.registry;
+    if (opts.target) registry = [opts.target, ...resolveTags(opts.target, [...opts.tags, ...spec.tags])];
+    else if (opts.tags.length) registry = [...registry, ...resolveTags(target, opts.tags)];
+    return {
+      ...request,
+      platforms: opts.platforms === 'default' ? request.platforms : opts.platforms,
+      layer: { ...request.layer, keepSpecialBits: opts.keepSpecialBits },
+      outputs: { registry, ...outputs },
+    };
+  }
+  const files = opts.files.map(parseLocalSpec);
+  return {
+    base: opts.base!,
+    platforms: opts.platforms,
+    files: localSource(files, { cwd: io.cwd }),
+    layer: { mtime: opts.mtime, ...(opts.chown ? { chown: opts.chown } : {}), keepSpecialBits: opts.keepSpecialBits },
+    config: {
+      env: opts.env,
+      ...(opts.cmd ? { cmd: opts.cmd } : {}),
+      ...(opts.entrypoint ? { entrypoint: opts.entrypoint } : {}),
+      ...(opts.workdir !== undefined ? { workdir: opts.workdir } : {}),
+      ...(opts.user !== undefined ? { user: opts.user } : {}),
+      labels: opts.labels,
+      exposedPorts: opts.exposedPorts,
+      createdBy: opts.createdBy,
+    },
+    annotations: opts.annotations,
+    outputs: { registry: opts.target ? [opts.target, ...resolveTags(opts.target, opts.tags)] : [], ...outputs },
+  };
+}
+
+/**
+ * The whole CLI as a function of its arguments and I/O, returning the exit status. Only this
+ * function decides the exit code; nothing else in the library prints or exits.
+ */
+export async function runCli(argv: readonly string[], io: Io): Promise<number> {
+  let opts: CliOptions | undefined;
+  try {
+    opts = parseOptions(argv, io.env);
+    if (opts.command === 'help') {
+      io.stdout.write(HELP);
+      return 0;
+    }
+    if (opts.command === 'version') {
+      io.stdout.write(`artificer ${io.version}\n`);
+      return 0;
+    }
+    const logger = stderrLogger(io, opts.verbosity);
+    const request = await toRequest(opts, io);
+    const registry = new RegistryClient({
+      credentials: dockerConfigCredentials({ env: io.env }),
+      insecureRegistries: opts.insecureRegistries,
+      logger,
+      userAgent: `artificer/${io.version}`,
+    });
+    const onProgress = progressPrinter(io);
+    const result = await build(request, {
+      registry,
+      logger,
+      ...(onProgress ? { onProgress } : {}),
+      ...(io.signal ? { signal: io.signal } : {}),
+      ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
+    });
+    for (const image of result.images) io.stdout.write(`${image}\n`);
+    if (!result.images.length) logger.info('written', { digest: result.digest });
+    if (opts.digestFile) await writeFile(path.resolve(io.cwd, opts.digestFile), `${result.digest}\n`);
+    return 0;
+  } catch (err) {
+    return report(err, io, opts?.verbosity ?? 0);
+  }
+}
+
+const USER_MISTAKES = new Set(['ARTIFICER_USAGE', 'ARTIFICER_INVALID_REFERENCE', 'ARTIFICER_INVALID_SPEC', 'ARTIFICER_SOURCE', 'ARTIFICER_PLATFORM_MISMATCH']);
+
+function report(err: unknown, io: Io, verbosity: number): number {
+  if (err instanceof ArtificerError) {
+    io.stderr.write(`artificer: error: ${err.message}\n`);
+    if (verbosity >= 2 && err.cause) io.stderr.write(`artificer: caused by: ${String((err.cause as Error).message ?? err.cause)}\n`);
+    return USER_MISTAKES.has(err.code) ? EXIT_USAGE : EXIT_FAILURE;
+  }
+  // Not ours: a bug. Say so, with the stack, since there is nothing better to show.
+  io.stderr.write(`artificer: internal error (please report): ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  return EXIT_FAILURE;
+}

@@ -1,0 +1,100 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { parseOptions, resolveTags } from '../../src/cli/options.ts';
+import { UsageError } from '../../src/errors.ts';
+import { parseReference } from '../../src/reference/reference.ts';
+
+const seed = ['--baseimage', 'alpine:3.20', '--files', 'server-binary', '--files', 'conf/', '--cmd', '/server-binary', '--target', 'localhost:5000/app:1', '--env', 'LOGLEVEL=1', '--env', 'ENVIRONMENT=prod'];
+
+test('the seed command parses into typed values', () => {
+  const o = parseOptions(seed, {});
+  assert.equal(o.command, 'build');
+  assert.equal(String(o.base), 'docker.io/library/alpine:3.20');
+  assert.deepEqual(o.files, ['server-binary', 'conf/']);
+  assert.deepEqual(o.cmd, ['/server-binary']);
+  assert.deepEqual(o.env, [['LOGLEVEL', '1'], ['ENVIRONMENT', 'prod']]);
+  assert.equal(String(o.target), 'localhost:5000/app:1');
+  assert.equal(o.mtime, 0);
+  assert.equal(o.platforms, 'default');
+});
+
+test('short flags are the same as long ones', () => {
+  const short = parseOptions(['-b', 'alpine:3.20', '-f', 'server-binary', '-f', 'conf/', '-c', '/server-binary', '-t', 'localhost:5000/app:1', '-e', 'LOGLEVEL=1', '-e', 'ENVIRONMENT=prod'], {});
+  const long = parseOptions(seed, {});
+  const plain = (o: ReturnType<typeof parseOptions>) => JSON.stringify({ ...o, base: String(o.base), target: String(o.target), createdBy: '' });
+  assert.equal(plain(short), plain(long));
+});
+
+const good: Array<[string, string[], Record<string, string>, (o: ReturnType<typeof parseOptions>) => void]> = [
+  ['JSON cmd', ['-c', '["/bin/sh","-c","echo $HOME"]'], {}, (o) => assert.deepEqual(o.cmd, ['/bin/sh', '-c', 'echo $HOME'])],
+  ['shell-split cmd, no shell', ['-c', `/server --name 'a b' "c\\"d"`], {}, (o) => assert.deepEqual(o.cmd, ['/server', '--name', 'a b', 'c"d'])],
+  ['entrypoint', ['--entrypoint', '/server --x'], {}, (o) => assert.deepEqual(o.entrypoint, ['/server', '--x'])],
+  ['env value with =', ['-e', 'A=b=c'], {}, (o) => assert.deepEqual(o.env, [['A', 'b=c']])],
+  ['empty env value', ['-e', 'A='], {}, (o) => assert.deepEqual(o.env, [['A', '']])],
+  ['expose normalises', ['--expose', '8080', '--expose', '53/UDP'], {}, (o) => assert.deepEqual(o.exposedPorts, ['8080/tcp', '53/udp'])],
+  ['chown', ['--chown', '65532:65533'], {}, (o) => assert.deepEqual(o.chown, { uid: 65532, gid: 65533 })],
+  ['platforms', ['-p', 'linux/amd64,linux/arm64', '-p', 'linux/arm/v7'], {}, (o) =>
+    assert.deepEqual(o.platforms, [{ os: 'linux', architecture: 'amd64' }, { os: 'linux', architecture: 'arm64' }, { os: 'linux', architecture: 'arm', variant: 'v7' }])],
+  ['platform all', ['-p', 'all'], {}, (o) => assert.equal(o.platforms, 'all')],
+  ['SOURCE_DATE_EPOCH', [], { SOURCE_DATE_EPOCH: '1700000000' }, (o) => assert.equal(o.mtime, 1700000000)],
+  ['outputs', ['-o', 'oci:./img', '-o', 'tarball:/tmp/a.tar'], {}, (o) => assert.deepEqual([o.ociLayout, o.tarball], ['./img', '/tmp/a.tar'])],
+  ['labels, annotations', ['-l', 'a=1', '-a', 'org.opencontainers.image.source=x'], {}, (o) => assert.deepEqual([o.labels, o.annotations], [{ a: '1' }, { 'org.opencontainers.image.source': 'x' }])],
+  ['verbosity', ['-v', '-v'], {}, (o) => assert.equal(o.verbosity, 2)],
+  ['scratch', ['-b', 'scratch'], {}, (o) => assert.equal(o.base, 'scratch')],
+  ['insecure registries', ['--insecure-registry', 'reg.lan:5000'], {}, (o) => assert.deepEqual(o.insecureRegistries, ['reg.lan:5000'])],
+];
+
+for (const [name, extra, env, check] of good) {
+  test(`parses: ${name}`, () => {
+    const argv = extra.includes('-b') ? ['-t', 'localhost:5000/app:1', ...extra] : ['-b', 'alpine:3.20', '-t', 'localhost:5000/app:1', ...extra];
+    check(parseOptions(argv, env));
+  });
+}
+
+const bad: Array<[string, string[], Record<string, string>, RegExp]> = [
+  ['no base', ['-t', 'localhost:5000/a'], {}, /missing --baseimage/],
+  ['no target', ['-b', 'alpine'], {}, /missing --target/],
+  ['bad reference', ['-b', 'Alpine', '-t', 'localhost:5000/a'], {}, /--baseimage: invalid image reference "Alpine"/],
+  ['target by digest', ['-b', 'alpine', '-t', `localhost:5000/a@sha256:${'a'.repeat(64)}`], {}, /name a tag, not a digest/],
+  ['env without =', ['-b', 'alpine', '-t', 'l:5000/a', '-e', 'LOGLEVEL'], {}, /--env "LOGLEVEL": expected KEY=VALUE/],
+  ['env bad key', ['-b', 'alpine', '-t', 'l:5000/a', '-e', '1X=2'], {}, /"1X" is not a valid name/],
+  ['expose junk', ['-b', 'alpine', '-t', 'l:5000/a', '--expose', 'http'], {}, /--expose "http": expected PORT/],
+  ['expose range', ['-b', 'alpine', '-t', 'l:5000/a', '--expose', '70000'], {}, /PORT 1-65535/],
+  ['chown names', ['-b', 'alpine', '-t', 'l:5000/a', '--chown', 'app:app'], {}, /--chown "app:app": expected numeric UID:GID/],
+  ['cmd bad JSON', ['-b', 'alpine', '-t', 'l:5000/a', '-c', '["/a",'], {}, /--cmd: starts with "\[" but is not a JSON array/],
+  ['cmd JSON not strings', ['-b', 'alpine', '-t', 'l:5000/a', '-c', '[1,2]'], {}, /array of strings/],
+  ['cmd unterminated quote', ['-b', 'alpine', '-t', 'l:5000/a', '-c', '/a "b'], {}, /unterminated double quote/],
+  ['platform junk', ['-b', 'alpine', '-t', 'l:5000/a', '-p', 'amd64'], {}, /invalid platform "amd64"/],
+  ['platform all and more', ['-b', 'alpine', '-t', 'l:5000/a', '-p', 'all', '-p', 'linux/amd64'], {}, /cannot be combined/],
+  ['output junk', ['-b', 'alpine', '-o', 'dir:/x'], {}, /expected oci:DIR or tarball:FILE/],
+  ['unknown flag', ['-b', 'alpine', '-t', 'l:5000/a', '--frobnicate'], {}, /Unknown option '--frobnicate'.*artificer --help/],
+  ['positional', ['-b', 'alpine', '-t', 'l:5000/a', 'extra'], {}, /Unexpected argument 'extra'/],
+  ['bad SOURCE_DATE_EPOCH', ['-b', 'alpine', '-t', 'l:5000/a'], { SOURCE_DATE_EPOCH: 'yesterday' }, /SOURCE_DATE_EPOCH="yesterday"/],
+  ['spec with build flags', ['--spec', 'a.json', '-b', 'alpine', '-e', 'A=1'], {}, /--spec defines the image; remove --baseimage, --env/],
+  ['bare tag without target', ['-b', 'alpine', '-o', 'oci:x', '--tag', 'v1'], {}, /needs --target/],
+  ['bad tag', ['-b', 'alpine', '-t', 'l:5000/a', '--tag', 'has space'], {}, /--tag "has space"/],
+  ['concurrency', ['-b', 'alpine', '-t', 'l:5000/a', '-j', '0'], {}, /--concurrency "0"/],
+];
+
+for (const [name, argv, env, message] of bad) {
+  test(`rejects: ${name}`, () => {
+    assert.throws(() => parseOptions(argv, env), (err: unknown) => {
+      assert.ok(err instanceof UsageError, `${name}: ${String(err)}`);
+      assert.equal(err.code, 'ARTIFICER_USAGE');
+      assert.match(err.message, message);
+      return true;
+    });
+  });
+}
+
+test('--tag: bare tags join the target repository, full references stand alone, duplicates drop', () => {
+  const target = parseReference('localhost:5000/app:1');
+  const tags = resolveTags(target, ['latest', '1', parseReference('other:5000/x:y'), 'latest']);
+  assert.deepEqual(tags.map(String), ['localhost:5000/app:latest', 'other:5000/x:y']);
+});
+
+test('help and version need nothing else', () => {
+  assert.equal(parseOptions(['--help'], {}).command, 'help');
+  assert.equal(parseOptions(['-h'], {}).command, 'help');
+  assert.equal(parseOptions(['--version'], {}).command, 'version');
+});

@@ -1,0 +1,74 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import {
+  AbortedError,
+  ArtificerError,
+  DeniedError,
+  DigestMismatchError,
+  InvalidReferenceError,
+  InvalidSpecError,
+  ManifestUnknownError,
+  NetworkError,
+  PlatformMismatchError,
+  RegistryError,
+  SourceError,
+  TargetNotAllowedError,
+  UnauthorizedError,
+  UnsupportedError,
+  UsageError,
+  redactHeaders,
+  redactUrl,
+  withContext,
+} from '../../src/errors.ts';
+
+const url = 'https://user:hunter2@reg.example.com/v2/app/blobs/uploads/abc?_state=SECRET&digest=sha256:1';
+const cases: Array<[ArtificerError, string, string, RegExp, boolean]> = [
+  [new UsageError('bad flag'), 'UsageError', 'ARTIFICER_USAGE', /^bad flag$/, false],
+  [new InvalidReferenceError('Alpine', 'repository name must be lowercase'), 'InvalidReferenceError', 'ARTIFICER_INVALID_REFERENCE', /^invalid image reference "Alpine": repository name must be lowercase$/, false],
+  [new InvalidSpecError('/env/0', 'expected KEY=VALUE'), 'InvalidSpecError', 'ARTIFICER_INVALID_SPEC', /^spec \/env\/0: expected KEY=VALUE$/, false],
+  [new SourceError('conf/fifo', 'is a FIFO'), 'SourceError', 'ARTIFICER_SOURCE', /^conf\/fifo: is a FIFO$/, false],
+  [new ManifestUnknownError('localhost:5000/base:nope'), 'ManifestUnknownError', 'ARTIFICER_MANIFEST_UNKNOWN', /image localhost:5000\/base:nope not found/, false],
+  [new PlatformMismatchError('b:1', 'linux/s390x', ['linux/amd64', 'linux/arm64']), 'PlatformMismatchError', 'ARTIFICER_PLATFORM_MISMATCH', /no linux\/s390x variant; available: linux\/amd64, linux\/arm64/, false],
+  [new RegistryError('pushing', { method: 'PUT', url, status: 503 }), 'RegistryError', 'ARTIFICER_REGISTRY', /^pushing$/, true],
+  [new RegistryError('pushing', { method: 'PUT', url, status: 400 }), 'RegistryError', 'ARTIFICER_REGISTRY', /^pushing$/, false],
+  [new UnauthorizedError('reg.example.com', 'docker config /x/config.json', 'push', { method: 'POST', url, status: 401 }), 'UnauthorizedError', 'ARTIFICER_UNAUTHORIZED', /unauthorized to push on reg.example.com \(credentials tried: docker config \/x\/config.json\)/, false],
+  [new DeniedError('reg.example.com', 'anonymous', 'push', { method: 'POST', url, status: 403 }), 'DeniedError', 'ARTIFICER_DENIED', /denied: not allowed to push on reg.example.com/, false],
+  [new NetworkError('connect ECONNREFUSED'), 'NetworkError', 'ARTIFICER_NETWORK', /ECONNREFUSED/, true],
+  [new DigestMismatchError('manifest', 'sha256:a', 'sha256:b'), 'DigestMismatchError', 'ARTIFICER_DIGEST_MISMATCH', /expected sha256:a, registry has sha256:b/, false],
+  [new UnsupportedError('schema1'), 'UnsupportedError', 'ARTIFICER_UNSUPPORTED', /schema1/, false],
+  [new TargetNotAllowedError('evil.example.com/x'), 'TargetNotAllowedError', 'ARTIFICER_TARGET_NOT_ALLOWED', /evil.example.com\/x is not in ARTIFICER_ALLOWED_TARGETS/, false],
+  [new AbortedError(), 'AbortedError', 'ARTIFICER_ABORTED', /aborted/, false],
+];
+
+for (const [err, name, code, message, temporary] of cases) {
+  test(`${name} (${code})`, () => {
+    assert.ok(err instanceof ArtificerError);
+    assert.ok(err instanceof Error);
+    assert.equal(err.name, name);
+    assert.equal(err.code, code);
+    assert.match(err.message, message);
+    assert.equal(err.temporary, temporary);
+  });
+}
+
+test('registry errors keep status and method and never the secrets of the URL', () => {
+  const err = new RegistryError('x', { method: 'PATCH', url, status: 500, errors: [{ code: 'BLOB_UPLOAD_UNKNOWN' }] });
+  assert.equal(err.status, 500);
+  assert.equal(err.method, 'PATCH');
+  assert.doesNotMatch(err.url, /hunter2|SECRET/);
+  assert.match(err.url, /reg\.example\.com\/v2\/app\/blobs\/uploads\/abc/);
+  assert.deepEqual(err.errors, [{ code: 'BLOB_UPLOAD_UNKNOWN' }]);
+});
+
+test('redactUrl and redactHeaders', () => {
+  assert.equal(redactUrl('http://a:b@h/p?access_token=t&x=1'), 'http://REDACTED@h/p?access_token=REDACTED&x=1');
+  assert.equal(redactUrl('not a url //u:p@host'), 'not a url //REDACTED@host');
+  assert.deepEqual(redactHeaders({ Authorization: 'Bearer abc', 'content-type': 'x' }), { Authorization: 'REDACTED', 'content-type': 'x' });
+});
+
+test('withContext prefixes once and keeps the class', () => {
+  const err = withContext(new NetworkError('reset'), 'pushing blob sha256:1');
+  assert.ok(err instanceof NetworkError);
+  assert.equal(err.message, 'pushing blob sha256:1: reset');
+  assert.equal(withContext(err, 'pushing blob sha256:1').message, 'pushing blob sha256:1: reset');
+});
