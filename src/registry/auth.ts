@@ -1,0 +1,305 @@
+/**
+ * Registry authentication per the distribution token spec
+ * (https://distribution.github.io/distribution/spec/auth/token/ and …/oauth/):
+ * ping `/v2/`, read the challenge, then send Basic credentials directly or exchange them at the
+ * Bearer realm for a token scoped to the repositories and actions of the request. Tokens are
+ * cached per (registry, scope set) until shortly before `expires_in`; a token covering more
+ * actions serves requests needing fewer.
+ */
+import { request, type Dispatcher } from 'undici';
+import { NetworkError, AbortedError, RegistryError, UnauthorizedError, redactUrl } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { challengeScopes, parseWwwAuthenticate, type Challenge } from './challenge.ts';
+import { isForbiddenRealmHost, isInsecure, type Endpoint } from './endpoint.ts';
+import type { CredentialProvider, ResolvedCredential } from './types.ts';
+
+/** Seconds assumed when a token response has no `expires_in` (the spec's default). */
+export const DEFAULT_TOKEN_LIFETIME_S = 60;
+/** A cached token is dropped this long before it expires, so it does not expire mid-request. */
+const EXPIRY_MARGIN_MS = 10_000;
+
+export const ANONYMOUS_SOURCE = 'anonymous';
+
+export interface AuthorizationResult {
+  /** Value for the Authorization header; undefined for anonymous requests. */
+  readonly header?: string;
+  /** Where the credentials came from, for messages ("anonymous" when none). */
+  readonly source: string;
+}
+
+interface CachedToken {
+  readonly token: string;
+  readonly expiresAt: number;
+  readonly scopes: ReadonlyMap<string, ReadonlySet<string>>;
+}
+
+interface HostState {
+  /** undefined: not pinged yet; null: the registry wants no auth. */
+  challenge?: Challenge | null;
+  ping?: Promise<void>;
+  credential?: Promise<ResolvedCredential | undefined>;
+  tokens: CachedToken[];
+}
+
+/** "repository:a/b:pull,push" → Map { "repository:a/b" → {pull, push} }, merged. */
+export function scopeMap(scopes: readonly string[]): Map<string, Set<string>> {
+  const m = new Map<string, Set<string>>();
+  for (const s of scopes) {
+    const last = s.lastIndexOf(':');
+    if (last <= 0) continue;
+    const key = s.slice(0, last);
+    const set = m.get(key) ?? new Set<string>();
+    for (const a of s.slice(last + 1).split(',')) if (a) set.add(a);
+    m.set(key, set);
+  }
+  return m;
+}
+
+/** Canonical, sorted scope strings with merged actions. */
+export function normalizeScopes(scopes: readonly string[]): string[] {
+  return [...scopeMap(scopes)].map(([k, actions]) => `${k}:${[...actions].sort().join(',')}`).sort();
+}
+
+function covers(have: ReadonlyMap<string, ReadonlySet<string>>, want: ReadonlyMap<string, ReadonlySet<string>>): boolean {
+  for (const [k, actions] of want) {
+    const got = have.get(k);
+    if (!got) return false;
+    for (const a of actions) if (!got.has(a)) return false;
+  }
+  return true;
+}
+
+export interface AuthenticatorOptions {
+  readonly credentials: CredentialProvider;
+  readonly insecureRegistries: readonly string[];
+  readonly logger: Logger;
+  readonly userAgent: string;
+  readonly dispatcher?: Dispatcher | undefined;
+}
+
+export class Authenticator {
+  readonly #opts: AuthenticatorOptions;
+  readonly #hosts = new Map<string, HostState>();
+  /** Token requests made, for tests and debugging. */
+  tokenRequests = 0;
+
+  constructor(opts: AuthenticatorOptions) {
+    this.#opts = opts;
+  }
+
+  #state(registry: string): HostState {
+    let s = this.#hosts.get(registry);
+    if (!s) {
+      s = { tokens: [] };
+      this.#hosts.set(registry, s);
+    }
+    return s;
+  }
+
+  async #credential(registry: string, signal?: AbortSignal): Promise<ResolvedCredential | undefined> {
+    const s = this.#state(registry);
+    s.credential ??= this.#opts.credentials.resolve(registry, signal);
+    try {
+      return await s.credential;
+    } catch (err) {
+      s.credential = undefined;
+      throw err;
+    }
+  }
+
+  async #ping(ep: Endpoint, signal?: AbortSignal): Promise<void> {
+    const s = this.#state(ep.registry);
+    if (s.challenge !== undefined) return;
+    s.ping ??= (async () => {
+      const url = `${ep.origin}/v2/`;
+      const started = Date.now();
+      let res: Dispatcher.ResponseData;
+      try {
+        res = await request(url, {
+          method: 'GET',
+          headers: { 'user-agent': this.#opts.userAgent },
+          ...(signal ? { signal } : {}),
+          ...(this.#opts.dispatcher ? { dispatcher: this.#opts.dispatcher } : {}),
+        });
+      } catch (err) {
+        if (signal?.aborted) throw new AbortedError('aborted', { cause: err });
+        throw new NetworkError(`cannot reach registry ${ep.registry} (GET ${url}): ${describe(err)}`, { cause: err });
+      }
+      await res.body.dump();
+      this.#opts.logger.debug('http', { method: 'GET', url, status: res.statusCode, ms: Date.now() - started });
+      if (res.statusCode === 401) {
+        s.challenge = pickChallenge(parseWwwAuthenticate(res.headers['www-authenticate'])) ?? null;
+      } else if (res.statusCode >= 200 && res.statusCode < 300) {
+        s.challenge = null;
+      } else if (res.statusCode === 404) {
+        // Some registries do not implement the ping; find out on the first real 401.
+        s.challenge = null;
+      } else {
+        throw new RegistryError(`registry ${ep.registry} answered GET /v2/ with ${res.statusCode}`, { method: 'GET', url, status: res.statusCode });
+      }
+    })();
+    try {
+      await s.ping;
+    } finally {
+      s.ping = undefined;
+    }
+  }
+
+  /** The Authorization header for a request needing `scopes` on `ep`. */
+  async authorize(ep: Endpoint, scopes: readonly string[], action: string, signal?: AbortSignal): Promise<AuthorizationResult> {
+    await this.#ping(ep, signal);
+    const s = this.#state(ep.registry);
+    const challenge = s.challenge;
+    if (!challenge) return { source: ANONYMOUS_SOURCE };
+    const resolved = await this.#credential(ep.registry, signal);
+    const cred = resolved?.credential;
+    const source = resolved?.source ?? ANONYMOUS_SOURCE;
+    if (challenge.scheme === 'basic') {
+      if (cred?.username !== undefined && cred.password !== undefined) {
+        this.#assertMaySendCredentials(ep.registry, ep.origin);
+        return { header: `Basic ${Buffer.from(`${cred.username}:${cred.password}`).toString('base64')}`, source };
+      }
+      return { source };
+    }
+    if (challenge.scheme === 'bearer') {
+      if (cred?.registryToken) {
+        this.#assertMaySendCredentials(ep.registry, ep.origin);
+        return { header: `Bearer ${cred.registryToken}`, source };
+      }
+      const want = scopeMap(scopes);
+      const now = Date.now();
+      s.tokens = s.tokens.filter((t) => t.expiresAt > now);
+      const cached = s.tokens.find((t) => covers(t.scopes, want));
+      if (cached) return { header: `Bearer ${cached.token}`, source };
+      const token = await this.#fetchToken(ep, challenge, normalizeScopes(scopes), resolved, action, signal);
+      s.tokens.push(token);
+      return { header: `Bearer ${token.token}`, source };
+    }
+    return { source };
+  }
+
+  /**
+   * A request was answered 401. Forget cached tokens and credentials for the host and adopt
+   * the new challenge; returns the scopes to ask for on the one retry (the challenge may name
+   * more), or undefined when a retry cannot help.
+   */
+  onUnauthorized(registry: string, wwwAuthenticate: string | string[] | undefined, scopes: readonly string[]): string[] | undefined {
+    const s = this.#state(registry);
+    const challenge = pickChallenge(parseWwwAuthenticate(wwwAuthenticate));
+    if (!challenge) return undefined;
+    s.challenge = challenge;
+    s.tokens = [];
+    s.credential = undefined;
+    return normalizeScopes([...scopes, ...challengeScopes(challenge)]);
+  }
+
+  /** Credentials go over plain http only to loopback hosts and registries marked insecure. */
+  #assertMaySendCredentials(registry: string, url: string): void {
+    const u = new URL(url);
+    if (u.protocol === 'https:' || isInsecure(u.host, this.#opts.insecureRegistries)) return;
+    throw new RegistryError(
+      `refusing to send credentials for ${registry} over plain http to ${u.host} (list it in insecureRegistries if that is intended)`,
+      { method: 'GET', url: `${u.origin}/` },
+    );
+  }
+
+  async #fetchToken(
+    ep: Endpoint,
+    challenge: Challenge,
+    scopes: string[],
+    resolved: ResolvedCredential | undefined,
+    action: string,
+    signal?: AbortSignal,
+  ): Promise<CachedToken> {
+    const realmRaw = challenge.params.realm;
+    if (!realmRaw) throw new RegistryError(`registry ${ep.registry} sent a Bearer challenge without a realm`, { method: 'GET', url: `${ep.origin}/v2/` });
+    let realm: URL;
+    try {
+      realm = new URL(realmRaw);
+    } catch {
+      throw new RegistryError(`registry ${ep.registry} sent an invalid token realm`, { method: 'GET', url: `${ep.origin}/v2/` });
+    }
+    if ((realm.protocol !== 'https:' && realm.protocol !== 'http:') || isForbiddenRealmHost(realm.hostname) || realm.username || realm.password) {
+      throw new RegistryError(`refusing token realm ${redactUrl(realm.toString())} of registry ${ep.registry}: not an allowed token server address`, {
+        method: 'GET',
+        url: realm.toString(),
+      });
+    }
+    const cred = resolved?.credential;
+    const source = resolved?.source ?? ANONYMOUS_SOURCE;
+    const sendsSecret = Boolean(cred?.identityToken || (cred?.username !== undefined && cred.password !== undefined));
+    if (sendsSecret) this.#assertMaySendCredentials(ep.registry, realm.toString());
+
+    const service = challenge.params.service;
+    const headers: Record<string, string> = { 'user-agent': this.#opts.userAgent, accept: 'application/json' };
+    let method: 'GET' | 'POST' = 'GET';
+    let body: string | undefined;
+    const url = new URL(realm);
+    if (cred?.identityToken) {
+      // OAuth2 refresh-token grant (distribution spec: oauth.md).
+      method = 'POST';
+      const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: cred.identityToken, client_id: 'artificer' });
+      if (service) form.set('service', service);
+      if (scopes.length) form.set('scope', scopes.join(' '));
+      body = form.toString();
+      headers['content-type'] = 'application/x-www-form-urlencoded';
+    } else {
+      if (service) url.searchParams.set('service', service);
+      for (const sc of scopes) url.searchParams.append('scope', sc);
+      if (cred?.username !== undefined && cred.password !== undefined) {
+        headers.authorization = `Basic ${Buffer.from(`${cred.username}:${cred.password}`).toString('base64')}`;
+      }
+    }
+    this.tokenRequests++;
+    const started = Date.now();
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(url, {
+        method,
+        headers,
+        ...(body !== undefined ? { body } : {}),
+        ...(signal ? { signal } : {}),
+        ...(this.#opts.dispatcher ? { dispatcher: this.#opts.dispatcher } : {}),
+      });
+    } catch (err) {
+      if (signal?.aborted) throw new AbortedError('aborted', { cause: err });
+      throw new NetworkError(`cannot reach token server for ${ep.registry} (${method} ${redactUrl(url.toString())}): ${describe(err)}`, { cause: err });
+    }
+    this.#opts.logger.debug('http', { method, url: redactUrl(url.toString()), status: res.statusCode, ms: Date.now() - started, scopes });
+    const text = await res.body.text();
+    const details = { method, url: url.toString(), status: res.statusCode };
+    if (res.statusCode === 401 || res.statusCode === 403) {
+      throw new UnauthorizedError(ep.registry, source, action, details);
+    }
+    if (res.statusCode !== 200) {
+      throw new RegistryError(`token server for ${ep.registry} answered ${res.statusCode}`, details);
+    }
+    let parsed: { token?: unknown; access_token?: unknown; expires_in?: unknown };
+    try {
+      parsed = JSON.parse(text) as typeof parsed;
+    } catch {
+      throw new RegistryError(`token server for ${ep.registry} answered with something that is not JSON`, details);
+    }
+    const token = typeof parsed.token === 'string' && parsed.token ? parsed.token : typeof parsed.access_token === 'string' ? parsed.access_token : '';
+    if (!token) throw new RegistryError(`token server for ${ep.registry} answered without a token`, details);
+    const lifetime = typeof parsed.expires_in === 'number' && parsed.expires_in > 0 ? parsed.expires_in : DEFAULT_TOKEN_LIFETIME_S;
+    const lifetimeMs = lifetime * 1000;
+    return {
+      token,
+      expiresAt: Date.now() + Math.max(lifetimeMs / 2, lifetimeMs - EXPIRY_MARGIN_MS),
+      scopes: scopeMap(scopes),
+    };
+  }
+}
+
+/** Prefer Bearer over Basic when a registry offers both. */
+function pickChallenge(challenges: Challenge[]): Challenge | undefined {
+  return challenges.find((c) => c.scheme === 'bearer') ?? challenges.find((c) => c.scheme === 'basic');
+}
+
+export function describe(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  const msg = err instanceof Error ? err.message : String(err);
+  return typeof code === 'string' && !msg.includes(code) ? `${code}: ${msg}` : msg;
+}
+

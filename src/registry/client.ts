@@ -1,0 +1,454 @@
+/**
+ * A registry client on undici implementing {@link Registry}: the OCI distribution API
+ * (https://github.com/opencontainers/distribution-spec/blob/main/spec.md) with docker's auth,
+ * one retry policy, digest verification of everything read or written, and errors that say
+ * what was being done.
+ */
+import { Transform, pipeline, type Readable, type TransformCallback } from 'node:stream';
+import { createHash } from 'node:crypto';
+import { request, type Dispatcher } from 'undici';
+import {
+  AbortedError,
+  DeniedError,
+  DigestMismatchError,
+  ManifestUnknownError,
+  NetworkError,
+  RegistryError,
+  UnauthorizedError,
+  UnsupportedError,
+  redactUrl,
+  withContext,
+  type RegistryErrorDetails,
+} from '../errors.ts';
+import { silentLogger, type Logger } from '../log.ts';
+import { HashTap, isDigest, sha256 } from '../oci/digest.ts';
+import { MediaTypes, type Digest, type ImageIndex, type ImageManifest } from '../oci/types.ts';
+import { Authenticator, describe } from './auth.ts';
+import { anonymous } from './credentials.ts';
+import { endpointFor, type Endpoint } from './endpoint.ts';
+import { retryPolicy, setRetryAfter, parseRetryAfter, withRetry, type RetryPolicy } from './retry.ts';
+import type { BlobBody, CredentialProvider, FetchedManifest, Registry, Repository, UploadedBlob } from './types.ts';
+
+/** What `getManifest` accepts. Without it distribution answers 404 or a schema1 manifest. */
+export const MANIFEST_ACCEPT = [MediaTypes.ociManifest, MediaTypes.ociIndex, MediaTypes.dockerManifest, MediaTypes.dockerManifestList].join(', ');
+
+const MAX_MANIFEST_BYTES = 4 * 1024 * 1024; // distribution's own limit
+const MAX_ERROR_BODY = 64 * 1024;
+const MAX_REDIRECTS = 5;
+
+export interface RegistryClientOptions {
+  credentials?: CredentialProvider;
+  retry?: Partial<RetryPolicy>;
+  /** host[:port] spoken to over plain http (loopback hosts always are). */
+  insecureRegistries?: readonly string[];
+  logger?: Logger;
+  userAgent?: string;
+  dispatcher?: Dispatcher;
+}
+
+type Body = Buffer | Uint8Array | Readable | undefined;
+
+interface Call {
+  readonly repo: Repository;
+  readonly scopes: readonly string[];
+  /** For 401/403 messages: "pull library/ubuntu", "push team/app". */
+  readonly action: string;
+  readonly method: string;
+  /** A path ("/v2/…") on the registry, or an absolute URL (an upload Location). */
+  readonly target: string;
+  readonly headers?: Record<string, string>;
+  readonly body?: Body;
+  /** Follow 3xx (blob downloads), dropping Authorization when the origin changes. */
+  readonly followRedirects?: boolean;
+  readonly signal?: AbortSignal | undefined;
+}
+
+interface Sent {
+  readonly res: Dispatcher.ResponseData;
+  readonly url: string;
+  readonly source: string;
+}
+
+const pullScope = (r: Repository): string => `repository:${r.repository}:pull`;
+const pushScope = (r: Repository): string => `repository:${r.repository}:pull,push`;
+const name = (r: Repository): string => `${r.registry}/${r.repository}`;
+
+function header(res: Dispatcher.ResponseData, key: string): string | undefined {
+  const v = res.headers[key];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function manifestRefString(repo: Repository, reference: string): string {
+  return `${name(repo)}${isDigest(reference) ? '@' : ':'}${reference}`;
+}
+
+/** A pass-through that fails at the end when the bytes do not hash to `expected`. */
+class VerifyingStream extends Transform {
+  readonly #hash = createHash('sha256');
+  readonly #expected: Digest;
+  readonly #what: string;
+  constructor(expected: Digest, what: string) {
+    super();
+    this.#expected = expected;
+    this.#what = what;
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.#hash.update(chunk);
+    cb(null, chunk);
+  }
+  override _flush(cb: TransformCallback): void {
+    const actual = `sha256:${this.#hash.digest('hex')}`;
+    cb(actual === this.#expected ? null : new DigestMismatchError(this.#what, this.#expected, actual));
+  }
+}
+
+export class RegistryClient implements Registry {
+  readonly #policy: RetryPolicy;
+  readonly #insecure: readonly string[];
+  readonly #logger: Logger;
+  readonly #userAgent: string;
+  readonly #dispatcher: Dispatcher | undefined;
+  readonly #auth: Authenticator;
+
+  constructor(opts: RegistryClientOptions = {}) {
+    this.#policy = retryPolicy(opts.retry);
+    this.#insecure = opts.insecureRegistries ?? [];
+    this.#logger = opts.logger ?? silentLogger;
+    this.#userAgent = opts.userAgent ?? 'artificer/0.1';
+    this.#dispatcher = opts.dispatcher;
+    this.#auth = new Authenticator({
+      credentials: opts.credentials ?? anonymous,
+      insecureRegistries: this.#insecure,
+      logger: this.#logger,
+      userAgent: this.#userAgent,
+      dispatcher: this.#dispatcher,
+    });
+  }
+
+  /** Number of token requests made so far (tests assert caching with it). */
+  get tokenRequests(): number {
+    return this.#auth.tokenRequests;
+  }
+
+  endpoint(registry: string): Endpoint {
+    return endpointFor(registry, this.#insecure);
+  }
+
+  async getManifest(repo: Repository, reference: string, signal?: AbortSignal): Promise<FetchedManifest> {
+    const ref = manifestRefString(repo, reference);
+    return this.#step(`fetching manifest ${ref}`, true, signal, async () => {
+      const { res, url, source } = await this.#send({
+        repo, scopes: [pullScope(repo)], action: `pull ${repo.repository}`, method: 'GET',
+        target: `/v2/${repo.repository}/manifests/${reference}`, headers: { accept: MANIFEST_ACCEPT }, signal,
+      });
+      if (res.statusCode === 404) {
+        await res.body.dump();
+        throw new ManifestUnknownError(ref);
+      }
+      if (res.statusCode !== 200) throw await this.#error(res, 'GET', url, repo, `pull ${repo.repository}`, source, () => new ManifestUnknownError(ref));
+      const bytes = Buffer.from(await res.body.arrayBuffer());
+      if (bytes.length > MAX_MANIFEST_BYTES) throw new UnsupportedError(`manifest ${ref} is larger than ${MAX_MANIFEST_BYTES} bytes`);
+      const digest = sha256(bytes);
+      if (isDigest(reference) && digest !== reference) throw new DigestMismatchError(`manifest ${ref}`, reference, digest);
+      const claimed = header(res, 'docker-content-digest');
+      if (claimed && isDigest(claimed) && claimed !== digest) throw new DigestMismatchError(`manifest ${ref}`, claimed, digest);
+      let parsed: (ImageManifest | ImageIndex) & { mediaType?: string };
+      try {
+        parsed = JSON.parse(bytes.toString('utf8')) as typeof parsed;
+      } catch {
+        throw new RegistryError(`manifest ${ref} is not valid JSON`, { method: 'GET', url, status: res.statusCode });
+      }
+      const contentType = header(res, 'content-type')?.split(';')[0]?.trim();
+      const mediaType =
+        parsed.mediaType ??
+        (contentType && contentType !== 'application/json' && contentType !== 'application/octet-stream' ? contentType : undefined) ??
+        ('manifests' in parsed ? MediaTypes.ociIndex : MediaTypes.ociManifest);
+      if ((parsed as { schemaVersion?: unknown }).schemaVersion === 1 || mediaType === MediaTypes.dockerManifestV1 || mediaType === MediaTypes.dockerManifestV1Signed) {
+        throw new UnsupportedError(`image ${ref} uses the deprecated Docker schema 1 manifest format; push it again with a current docker or crane`);
+      }
+      return { mediaType, digest, bytes, manifest: parsed };
+    });
+  }
+
+  async hasBlob(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<boolean> {
+    return this.#step(`checking blob ${digest} in ${name(repo)}`, true, signal, async () => {
+      const { res, url, source } = await this.#send({
+        repo, scopes: [pullScope(repo)], action: `pull ${repo.repository}`, method: 'HEAD',
+        target: `/v2/${repo.repository}/blobs/${digest}`, followRedirects: true, signal,
+      });
+      if (res.statusCode === 200) {
+        await res.body.dump();
+        return true;
+      }
+      if (res.statusCode === 404) {
+        await res.body.dump();
+        return false;
+      }
+      throw await this.#error(res, 'HEAD', url, repo, `pull ${repo.repository}`, source);
+    });
+  }
+
+  async getBlob(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<{ stream: Readable; size: number }> {
+    const what = `fetching blob ${digest} from ${name(repo)}`;
+    return this.#step(what, true, signal, async () => {
+      const { res, url, source } = await this.#send({
+        repo, scopes: [pullScope(repo)], action: `pull ${repo.repository}`, method: 'GET',
+        target: `/v2/${repo.repository}/blobs/${digest}`, followRedirects: true, signal,
+      });
+      if (res.statusCode !== 200) throw await this.#error(res, 'GET', url, repo, `pull ${repo.repository}`, source);
+      const size = Number(header(res, 'content-length') ?? -1);
+      const verify = new VerifyingStream(digest, `blob ${digest} from ${name(repo)}`);
+      const stream = pipeline(res.body, verify, () => {});
+      return { stream, size };
+    });
+  }
+
+  async getBlobBytes(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<Buffer> {
+    const what = `fetching blob ${digest} from ${name(repo)}`;
+    return this.#step(what, true, signal, async () => {
+      const { res, url, source } = await this.#send({
+        repo, scopes: [pullScope(repo)], action: `pull ${repo.repository}`, method: 'GET',
+        target: `/v2/${repo.repository}/blobs/${digest}`, followRedirects: true, signal,
+      });
+      if (res.statusCode !== 200) throw await this.#error(res, 'GET', url, repo, `pull ${repo.repository}`, source);
+      const bytes = Buffer.from(await res.body.arrayBuffer());
+      const actual = sha256(bytes);
+      if (actual !== digest) throw new DigestMismatchError(`blob ${digest} from ${name(repo)}`, digest, actual);
+      return bytes;
+    });
+  }
+
+  async mountBlob(repo: Repository, digest: Digest, from: Repository, signal?: AbortSignal): Promise<boolean> {
+    if (from.registry !== repo.registry) return false;
+    return this.#step(`mounting blob ${digest} from ${from.repository} into ${name(repo)}`, true, signal, async () => {
+      const { res, url, source } = await this.#send({
+        repo, scopes: [pushScope(repo), pullScope(from)], action: `push ${repo.repository}`, method: 'POST',
+        target: `/v2/${repo.repository}/blobs/uploads/?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(from.repository)}`,
+        headers: { 'content-length': '0' }, signal,
+      });
+      if (res.statusCode === 201) {
+        await res.body.dump();
+        return true;
+      }
+      if (res.statusCode === 202) {
+        await res.body.dump();
+        // The registry opened an ordinary upload session instead; cancel it, best effort.
+        const location = header(res, 'location');
+        if (location) await this.#cancelUpload(repo, location, signal);
+        return false;
+      }
+      throw await this.#error(res, 'POST', url, repo, `push ${repo.repository}`, source);
+    });
+  }
+
+  async #cancelUpload(repo: Repository, location: string, signal?: AbortSignal): Promise<void> {
+    try {
+      const { res } = await this.#send({ repo, scopes: [pushScope(repo)], action: `push ${repo.repository}`, method: 'DELETE', target: location, signal });
+      await res.body.dump();
+    } catch (err) {
+      this.#logger.debug('cancelling an upload session failed (ignored)', { error: describe(err) });
+    }
+  }
+
+  /**
+   * Uploads in one request, as Artifact Registry requires (it does not support chunked
+   * uploads): POST to open a session, PATCH with the whole body, PUT `?digest=` with no body —
+   * the sequence ggcr uses for streamed layers. A body with a digest known up front is still
+   * hashed on the way, so a wrong digest fails before the upload is committed.
+   */
+  async uploadBlob(repo: Repository, body: BlobBody, signal?: AbortSignal): Promise<UploadedBlob> {
+    const replayable = 'bytes' in body || body.replayable;
+    const label = body.digest ? `blob ${body.digest}` : 'blob';
+    return this.#step(`pushing ${label} to ${name(repo)}`, replayable, signal, async () => {
+      const scopes = [pushScope(repo)];
+      const action = `push ${repo.repository}`;
+      const opened = await this.#send({
+        repo, scopes, action, method: 'POST', target: `/v2/${repo.repository}/blobs/uploads/`, headers: { 'content-length': '0' }, signal,
+      });
+      if (opened.res.statusCode !== 202) throw await this.#error(opened.res, 'POST', opened.url, repo, action, opened.source);
+      await opened.res.body.dump();
+      const location1 = this.#location(opened.res, opened.url);
+
+      let content: Buffer | Readable;
+      let tap: HashTap | undefined;
+      let known: { digest: Digest; size: number } | undefined;
+      const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
+      if ('bytes' in body) {
+        const buf = Buffer.from(body.bytes.buffer, body.bytes.byteOffset, body.bytes.byteLength);
+        known = { digest: sha256(buf), size: buf.length };
+        if (body.digest && body.digest !== known.digest) throw new DigestMismatchError(`blob to push to ${name(repo)}`, body.digest, known.digest);
+        content = buf;
+        headers['content-length'] = String(buf.length);
+      } else {
+        tap = new HashTap();
+        content = pipeline(body.open(), tap, () => {});
+        if (body.size !== undefined) headers['content-length'] = String(body.size);
+      }
+      const patched = await this.#send({ repo, scopes, action, method: 'PATCH', target: location1, headers, body: content, signal });
+      if (patched.res.statusCode !== 202 && patched.res.statusCode !== 204) {
+        throw await this.#error(patched.res, 'PATCH', patched.url, repo, action, patched.source);
+      }
+      await patched.res.body.dump();
+      const location2 = header(patched.res, 'location') ? this.#location(patched.res, patched.url) : location1;
+
+      const actual = known ?? { digest: tap!.digest, size: tap!.size };
+      if (body.digest && body.digest !== actual.digest) {
+        await this.#cancelUpload(repo, location2, signal);
+        throw new DigestMismatchError(`blob to push to ${name(repo)}`, body.digest, actual.digest);
+      }
+      const put = new URL(location2);
+      put.searchParams.set('digest', actual.digest);
+      const committed = await this.#send({
+        repo, scopes, action, method: 'PUT', target: put.toString(), headers: { 'content-length': '0' }, signal,
+      });
+      if (committed.res.statusCode !== 201 && committed.res.statusCode !== 204) {
+        throw await this.#error(committed.res, 'PUT', committed.url, repo, action, committed.source);
+      }
+      await committed.res.body.dump();
+      const stored = header(committed.res, 'docker-content-digest');
+      if (stored && stored !== actual.digest) throw new DigestMismatchError(`blob pushed to ${name(repo)}`, actual.digest, stored);
+      return actual;
+    });
+  }
+
+  async putManifest(repo: Repository, reference: string, bytes: Uint8Array, mediaType: string, signal?: AbortSignal): Promise<Digest> {
+    const ref = manifestRefString(repo, reference);
+    const digest = sha256(bytes);
+    if (isDigest(reference) && reference !== digest) throw new DigestMismatchError(`pushing manifest ${ref}`, reference, digest);
+    return this.#step(`pushing manifest ${ref}`, true, signal, async () => {
+      const { res, url, source } = await this.#send({
+        repo, scopes: [pushScope(repo)], action: `push ${repo.repository}`, method: 'PUT',
+        target: `/v2/${repo.repository}/manifests/${reference}`,
+        headers: { 'content-type': mediaType, 'content-length': String(bytes.byteLength) },
+        body: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), signal,
+      });
+      if (res.statusCode !== 201 && res.statusCode !== 200 && res.statusCode !== 204) {
+        throw await this.#error(res, 'PUT', url, repo, `push ${repo.repository}`, source);
+      }
+      await res.body.dump();
+      const stored = header(res, 'docker-content-digest');
+      if (stored && stored !== digest) throw new DigestMismatchError(`manifest ${ref}`, digest, stored);
+      return digest;
+    });
+  }
+
+  /** One retried, context-adding step. */
+  async #step<T>(what: string, replayable: boolean, signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await withRetry(this.#policy, fn, { signal, logger: this.#logger, what, replayable });
+    } catch (err) {
+      if (signal?.aborted && !(err instanceof AbortedError)) throw new AbortedError(`${what}: aborted`, { cause: err });
+      throw withContext(err, what);
+    }
+  }
+
+  #location(res: Dispatcher.ResponseData, base: string): string {
+    const loc = header(res, 'location');
+    if (!loc) throw new RegistryError(`registry answered ${res.statusCode} without a Location header`, { method: 'POST', url: base, status: res.statusCode });
+    return new URL(loc, base).toString();
+  }
+
+  /**
+   * Sends one request with auth: on a 401 carrying a new challenge (expired token, more scope
+   * needed) it re-authenticates and resends once, if the body can be sent again.
+   */
+  async #send(call: Call): Promise<Sent> {
+    const ep = this.endpoint(call.repo.registry);
+    let scopes = call.scopes;
+    for (let authAttempt = 0; ; authAttempt++) {
+      const auth = await this.#auth.authorize(ep, scopes, call.action, call.signal);
+      let url = new URL(call.target, ep.origin).toString();
+      let authorization = auth.header;
+      let res: Dispatcher.ResponseData;
+      for (let redirects = 0; ; redirects++) {
+        res = await this.#raw(call.method, url, { ...call.headers, ...(authorization ? { authorization } : {}) }, call.body, call.signal);
+        const loc = header(res, 'location');
+        if (!call.followRedirects || res.statusCode < 300 || res.statusCode >= 400 || res.statusCode === 304 || !loc) break;
+        await res.body.dump();
+        if (redirects >= MAX_REDIRECTS) throw new RegistryError(`too many redirects`, { method: call.method, url, status: res.statusCode });
+        const next = new URL(loc, url);
+        // Blob storage (S3, GCS) gets no registry credentials: they are for the registry only.
+        if (next.origin !== new URL(url).origin) authorization = undefined;
+        url = next.toString();
+      }
+      const replayableBody = call.body === undefined || Buffer.isBuffer(call.body) || call.body instanceof Uint8Array;
+      if (res.statusCode === 401 && authAttempt === 0 && replayableBody && new URL(url).origin === ep.origin) {
+        const retryScopes = this.#auth.onUnauthorized(ep.registry, res.headers['www-authenticate'], scopes);
+        if (retryScopes) {
+          await res.body.dump();
+          scopes = retryScopes;
+          continue;
+        }
+      }
+      return { res, url, source: auth.source };
+    }
+  }
+
+  async #raw(method: string, url: string, headers: Record<string, string>, body: Body, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
+    const started = Date.now();
+    try {
+      const res = await request(url, {
+        method: method as Dispatcher.HttpMethod,
+        headers: { 'user-agent': this.#userAgent, ...headers },
+        ...(body !== undefined ? { body } : {}),
+        ...(signal ? { signal } : {}),
+        ...(this.#dispatcher ? { dispatcher: this.#dispatcher } : {}),
+      });
+      this.#logger.debug('http', { method, url: redactUrl(url), status: res.statusCode, ms: Date.now() - started });
+      return res;
+    } catch (err) {
+      if (signal?.aborted) throw new AbortedError('aborted', { cause: err });
+      if (err instanceof DigestMismatchError || err instanceof AbortedError) throw err;
+      this.#logger.debug('http', { method, url: redactUrl(url), error: describe(err), ms: Date.now() - started });
+      throw new NetworkError(`${method} ${redactUrl(url)} failed: ${describe(err)}`, { cause: err });
+    }
+  }
+
+  /** Reads a registry's error response into the matching error class. */
+  async #error(
+    res: Dispatcher.ResponseData,
+    method: string,
+    url: string,
+    repo: Repository,
+    action: string,
+    source: string,
+    notFound?: () => Error,
+  ): Promise<Error> {
+    let text = '';
+    try {
+      const buf = Buffer.from(await res.body.arrayBuffer());
+      text = buf.subarray(0, MAX_ERROR_BODY).toString('utf8');
+    } catch {
+      // the body is best effort
+    }
+    let errors: RegistryErrorDetails['errors'];
+    try {
+      const parsed = JSON.parse(text) as { errors?: unknown };
+      if (Array.isArray(parsed.errors)) {
+        errors = parsed.errors
+          .filter((e): e is { code: unknown; message?: unknown; detail?: unknown } => typeof e === 'object' && e !== null)
+          .map((e) => ({
+            code: String(e.code ?? 'UNKNOWN'),
+            ...(typeof e.message === 'string' ? { message: e.message } : {}),
+            ...(e.detail !== undefined ? { detail: e.detail } : {}),
+          }));
+      }
+    } catch {
+      // not JSON
+    }
+    const details: RegistryErrorDetails = { method, url, status: res.statusCode, ...(errors ? { errors } : {}) };
+    if (notFound && errors?.some((e) => e.code === 'MANIFEST_UNKNOWN' || e.code === 'NAME_UNKNOWN')) return notFound();
+    let err: Error;
+    if (res.statusCode === 401) err = new UnauthorizedError(repo.registry, source, action, details);
+    else if (res.statusCode === 403) err = new DeniedError(repo.registry, source, action, details);
+    else {
+      const summary = errors?.length
+        ? errors.map((e) => `${e.code}${e.message ? `: ${e.message}` : ''}`).join('; ')
+        : text.trim().slice(0, 200) || res.statusText || '';
+      err = new RegistryError(`${method} ${redactUrl(url)} returned ${res.statusCode}${summary ? ` (${summary})` : ''}`, details);
+    }
+    const after = parseRetryAfter(header(res, 'retry-after'));
+    if (after !== undefined) setRetryAfter(err, after);
+    return err;
+  }
+}

@@ -1,0 +1,52 @@
+/**
+ * Where a registry's API lives and whether it may be spoken to over plain http, following
+ * docker: https everywhere, except hosts listed as insecure and loopback hosts
+ * (`localhost`, 127.0.0.0/8, `[::1]`, any port). Docker Hub's API is at `registry-1.docker.io`.
+ */
+
+export interface Endpoint {
+  /** The registry as the user wrote it ("docker.io", "localhost:5000"). */
+  readonly registry: string;
+  /** "https://registry-1.docker.io", "http://127.0.0.1:5000". */
+  readonly origin: string;
+  readonly plainHttp: boolean;
+}
+
+/** Splits host[:port], keeping IPv6 brackets: "[::1]:5000" → ["[::1]", "5000"]. */
+export function splitHostPort(hostport: string): { host: string; port?: string } {
+  const m = /^(\[[^\]]*\]|[^:]*)(?::(\d*))?$/.exec(hostport);
+  if (!m) return { host: hostport };
+  return m[2] !== undefined ? { host: m[1]!, port: m[2] } : { host: m[1]! };
+}
+
+export function isLoopbackHost(hostport: string): boolean {
+  const host = splitHostPort(hostport).host.toLowerCase();
+  return host === 'localhost' || host === '[::1]' || host === '::1' || /^127(\.\d{1,3}){3}$/.test(host);
+}
+
+/**
+ * Hosts a token realm must never point at: link-local addresses (169.254.0.0/16, where cloud
+ * metadata servers answer, and fe80::/10) and the GCE metadata host names. A hostile registry
+ * could otherwise make us send credentials to, or read tokens from, the metadata server.
+ */
+export function isForbiddenRealmHost(hostname: string): boolean {
+  const h = hostname.toLowerCase().replace(/^\[|\]$/g, '').replace(/\.$/, '');
+  if (h === 'metadata.google.internal' || h === 'metadata' || h === 'metadata.goog') return true;
+  if (/^169\.254\.\d{1,3}\.\d{1,3}$/.test(h)) return true;
+  if (/^fe[89ab][0-9a-f]?:/.test(h)) return true;
+  if (/^::ffff:169\.254\./.test(h) || /^::ffff:a9fe:/.test(h)) return true;
+  if (h === '0.0.0.0' || h === '::') return true;
+  return false;
+}
+
+const DOCKER_HUB = new Set(['docker.io', 'index.docker.io', 'registry-1.docker.io']);
+
+export function isInsecure(registry: string, insecureRegistries: readonly string[]): boolean {
+  return isLoopbackHost(registry) || insecureRegistries.includes(registry);
+}
+
+export function endpointFor(registry: string, insecureRegistries: readonly string[] = []): Endpoint {
+  if (DOCKER_HUB.has(registry)) return { registry, origin: 'https://registry-1.docker.io', plainHttp: false };
+  const plainHttp = isInsecure(registry, insecureRegistries);
+  return { registry, origin: `${plainHttp ? 'http' : 'https'}://${registry}`, plainHttp };
+}
