@@ -172,7 +172,10 @@ class Writer {
 
   async #stream(header: TarHeader, body: Readable, entry: LayerEntry): Promise<void> {
     let done!: Promise<void>;
-    const sink = this.#open(header, (p) => (done = p));
+    const sink = this.#open(header, (p) => {
+      done = p;
+      p.catch(() => {});
+    });
     let written = 0;
     try {
       for await (const chunk of body as AsyncIterable<Buffer>) {
@@ -182,13 +185,16 @@ class Writer {
         if (this.#closed) throw new Error('tar stream closed');
       }
     } catch (err) {
+      // Destroy the entry with the real error: tar-stream hands it on to the whole pack.
+      const e = asSourceError(err, entry.origin);
       body.destroy();
-      sink.destroy();
-      throw asSourceError(err, entry.origin);
+      sink.destroy(e);
+      throw e;
     }
     if (written !== entry.size) {
-      sink.destroy();
-      throw sizeChanged(entry, written);
+      const e = sizeChanged(entry, written);
+      sink.destroy(e);
+      throw e;
     }
     sink.end(undefined);
     await done;
@@ -199,8 +205,8 @@ class Writer {
     if (this.#closed) return Promise.reject(new Error('tar stream closed'));
     return new Promise<void>((resolve, reject) => {
       const cb = (err?: Error | null): void => (err ? reject(err) : resolve());
-      if (data) this.#pack.entry(header, data, cb);
-      else this.#pack.entry(header, cb);
+      const sink = data ? this.#pack.entry(header, data, cb) : this.#pack.entry(header, cb);
+      sink.on('error', () => {}); // reported through `cb` and the pack
     });
   }
 
@@ -212,6 +218,9 @@ class Writer {
         sink = this.#pack.entry(header, (err) => (err ? reject(err) : resolve()));
       }),
     );
+    // The entry's error reaches the pack (and the consumer) through tar-stream; these two
+    // listeners only keep it from also surfacing as an uncaught exception / unhandled rejection.
+    sink.on('error', () => {});
     return sink;
   }
 }

@@ -107,9 +107,9 @@ function kindOf(st: Stats): EntryType | string {
 
 /** Turns a destination into a layer path: POSIX, relative to `/`, normalised, no `..` escape. */
 function imagePath(dest: string, origin: string): string {
-  const norm = path.posix.normalize('/' + dest);
-  if (norm.split('/').includes('..')) throw new SourceError(origin, `destination "${dest}" leaves the image root`);
-  return norm.replace(/^\/+/, '').replace(/\/+$/, '');
+  const norm = path.posix.normalize(dest.replace(/^\/+/, '') || '.');
+  if (norm === '..' || norm.startsWith('../')) throw new SourceError(origin, `destination "${dest}" leaves the image root`);
+  return norm === '.' ? '' : norm.replace(/\/+$/, '');
 }
 
 async function walkSpec(spec: LocalSpec, cwd: string): Promise<LayerEntry[]> {

@@ -1,0 +1,195 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
+import { describe, it } from 'node:test';
+import tarStream from 'tar-stream';
+import type { LayerPolicy } from '../../src/build/request.ts';
+import { SourceError } from '../../src/errors.ts';
+import type { LayerEntry } from '../../src/layer/entry.ts';
+import { tarEntries } from '../../src/layer/tar.ts';
+
+const GOLDEN = path.join(import.meta.dirname, '../fixtures/layer/golden.tar');
+const LONG = 'app/' + 'very-long-directory-name/'.repeat(5) + 'file-with-a-name-that-does-not-fit.txt';
+
+async function* list(entries: readonly LayerEntry[]): AsyncIterable<LayerEntry> {
+  yield* entries;
+}
+
+function file(p: string, content: string | Buffer, mode = 0o644, extra: Partial<LayerEntry> = {}): LayerEntry {
+  const bytes = Buffer.from(content);
+  return { path: p, type: 'file', mode, size: bytes.length, open: async () => bytes, origin: `mem:${p}`, uid: 1234, gid: 5678, ...extra };
+}
+
+/** A fixed set covering every header kind: explicit and implicit dirs, setuid, symlink, hardlink, PAX, stream body. */
+function goldenEntries(): LayerEntry[] {
+  return [
+    { path: 'app', type: 'directory', mode: 0o750, size: 0, origin: 'mem:app', uid: 1000, gid: 1000 },
+    file('app/bin/server', '#!/bin/sh\necho hi\n', 0o4755),
+    file('app/hello.txt', 'hello\n'),
+    { path: 'app/link', type: 'symlink', mode: 0o777, size: 0, linkname: '../etc/target', origin: 'mem:link' },
+    { path: 'app/same', type: 'hardlink', mode: 0o644, size: 0, linkname: 'app/hello.txt', origin: 'mem:same' },
+    file(LONG, 'long\n'),
+    file('etc/streamed', 'x'.repeat(3000), 0o600, { open: async () => Readable.from([Buffer.alloc(1000, 'x'), Buffer.alloc(2000, 'x')]) }),
+    file('etc/zero-mode', '', 0o000),
+  ];
+}
+
+const POLICY: LayerPolicy = { mtime: 1_700_000_000 };
+
+async function tarOf(entries: readonly LayerEntry[], policy: LayerPolicy = POLICY): Promise<Buffer> {
+  return buffer(tarEntries(list(entries), policy));
+}
+
+async function headers(tar: Buffer): Promise<tarStream.Header[]> {
+  const out: tarStream.Header[] = [];
+  for await (const entry of Readable.from(tar).pipe(tarStream.extract())) {
+    out.push(entry.header);
+    entry.resume();
+  }
+  return out;
+}
+
+describe('tarEntries', () => {
+  it('produces the golden tar byte for byte', async () => {
+    const tar = await tarOf(goldenEntries());
+    if (process.env.UPDATE_GOLDEN === '1') writeFileSync(GOLDEN, tar);
+    assert.ok(tar.equals(readFileSync(GOLDEN)), 'tar differs from test/fixtures/layer/golden.tar (UPDATE_GOLDEN=1 to regenerate after review)');
+  });
+
+  it('is read by GNU tar with implicit parents, fixed mtime, 0:0 owner and setuid dropped', async () => {
+    const tar = await tarOf(goldenEntries());
+    const listing = execFileSync('tar', ['--numeric-owner', '--utc', '-tvf', '-'], { input: tar, env: { ...process.env, TZ: 'UTC' } })
+      .toString()
+      .trim()
+      .split('\n')
+      .map((l) => l.replace(/\s+/g, ' '));
+    assert.deepEqual(listing, [
+      'drwxr-x--- 0/0 0 2023-11-14 22:13 app/',
+      'drwxr-xr-x 0/0 0 2023-11-14 22:13 app/bin/',
+      '-rwxr-xr-x 0/0 18 2023-11-14 22:13 app/bin/server',
+      '-rw-r--r-- 0/0 6 2023-11-14 22:13 app/hello.txt',
+      'lrwxrwxrwx 0/0 0 2023-11-14 22:13 app/link -> ../etc/target',
+      'hrw-r--r-- 0/0 0 2023-11-14 22:13 app/same link to app/hello.txt',
+      'drwxr-xr-x 0/0 0 2023-11-14 22:13 app/very-long-directory-name/',
+      'drwxr-xr-x 0/0 0 2023-11-14 22:13 app/very-long-directory-name/very-long-directory-name/',
+      'drwxr-xr-x 0/0 0 2023-11-14 22:13 app/very-long-directory-name/very-long-directory-name/very-long-directory-name/',
+      'drwxr-xr-x 0/0 0 2023-11-14 22:13 app/very-long-directory-name/very-long-directory-name/very-long-directory-name/very-long-directory-name/',
+      'drwxr-xr-x 0/0 0 2023-11-14 22:13 app/very-long-directory-name/very-long-directory-name/very-long-directory-name/very-long-directory-name/very-long-directory-name/',
+      `-rw-r--r-- 0/0 5 2023-11-14 22:13 ${LONG}`,
+      'drwxr-xr-x 0/0 0 2023-11-14 22:13 etc/',
+      '-rw------- 0/0 3000 2023-11-14 22:13 etc/streamed',
+      '---------- 0/0 0 2023-11-14 22:13 etc/zero-mode',
+    ]);
+    const contents = execFileSync('tar', ['-xOf', '-', LONG, 'etc/streamed'], { input: tar }).toString();
+    assert.equal(contents, 'long\n' + 'x'.repeat(3000));
+  });
+
+  it('writes a PAX header for a name longer than ustar holds', async () => {
+    const name = 'd/' + 'n'.repeat(180);
+    const tar = await tarOf([file(name, 'p')]);
+    assert.ok(tar.includes(Buffer.from(` path=${name}\n`)), 'PAX path record present');
+    const hs = await headers(tar);
+    assert.deepEqual(
+      hs.map((h) => h.name),
+      ['d/', name],
+    );
+  });
+
+  it('keeps setuid/setgid with keepSpecialBits and applies chown', async () => {
+    const hs = await headers(await tarOf([file('s', 'x', 0o6755), file('t', 'y', 0o1777)], { mtime: 0, keepSpecialBits: true, chown: { uid: 1000, gid: 2000 } }));
+    assert.deepEqual(
+      hs.map((h) => [h.name, h.mode.toString(8), h.uid, h.gid, h.uname, h.gname, h.mtime.getTime()]),
+      [
+        ['s', '6755', 1000, 2000, '', '', 0],
+        ['t', '1777', 1000, 2000, '', '', 0],
+      ],
+    );
+    const dropped = await headers(await tarOf([file('s', 'x', 0o6755), file('t', 'y', 0o1777)]));
+    assert.deepEqual(
+      dropped.map((h) => h.mode.toString(8)),
+      ['755', '1777'],
+      'setuid/setgid dropped, sticky kept',
+    );
+  });
+
+  it('does not mutate or share headers: two passes give identical bytes', async () => {
+    const a = await tarOf(goldenEntries());
+    await new Promise((r) => setTimeout(r, 1100));
+    const b = await tarOf(goldenEntries());
+    assert.ok(a.equals(b));
+  });
+
+  for (const bad of ['/etc/passwd', '../x', 'a/../../x', 'a//b', './a', 'a/', '']) {
+    it(`rejects the path ${JSON.stringify(bad)}`, async () => {
+      await assert.rejects(tarOf([file(bad, 'x')]), (err: unknown) => {
+        assert.ok(err instanceof SourceError);
+        assert.equal(err.code, 'ARTIFICER_SOURCE');
+        assert.match(err.message, /must be relative, normalised and without "\.\."/);
+        return true;
+      });
+    });
+  }
+
+  it('rejects a hardlink whose target escapes', async () => {
+    await assert.rejects(
+      tarOf([{ path: 'a', type: 'hardlink', mode: 0o644, size: 0, linkname: '../etc/shadow', origin: 'mem:a' }]),
+      /invalid hardlink target/,
+    );
+  });
+
+  it('rejects bytes whose length differs from size', async () => {
+    await assert.rejects(tarOf([file('a', 'abc', 0o644, { size: 4 })]), (err: unknown) => {
+      assert.ok(err instanceof SourceError);
+      assert.equal(err.message, 'mem:a: changed while being read: expected 4 bytes, got 3');
+      return true;
+    });
+  });
+
+  it('rejects a stream that delivers too many or too few bytes', async () => {
+    const long = file('a', 'abcd', 0o644, { size: 3, open: async () => Readable.from([Buffer.from('ab'), Buffer.from('cd')]) });
+    await assert.rejects(tarOf([long]), /mem:a: changed while being read: expected 3 bytes, got more than 3/);
+    const short = file('a', 'ab', 0o644, { size: 3, open: async () => Readable.from([Buffer.from('ab')]) });
+    await assert.rejects(tarOf([short]), /mem:a: changed while being read: expected 3 bytes, got 2/);
+  });
+
+  it('turns a failing body stream into a SourceError naming the origin', async () => {
+    const failing = file('a', 'ab', 0o644, {
+      size: 10,
+      open: async () =>
+        new Readable({
+          read() {
+            this.destroy(Object.assign(new Error('boom'), { code: 'EACCES' }));
+          },
+        }),
+    });
+    await assert.rejects(tarOf([failing]), (err: unknown) => err instanceof SourceError && err.message === 'mem:a: permission denied');
+  });
+
+  it('stops when the consumer destroys the stream', async () => {
+    let opened = 0;
+    async function* many(): AsyncIterable<LayerEntry> {
+      for (let i = 0; i < 10_000; i++) {
+        yield file(`f${String(i).padStart(5, '0')}`, Buffer.alloc(4096), 0o644, {
+          open: async () => {
+            opened++;
+            return Buffer.alloc(4096);
+          },
+        });
+      }
+    }
+    const out = tarEntries(many(), POLICY);
+    for await (const _ of out) break; // destroys the stream
+    await new Promise((r) => setTimeout(r, 50));
+    assert.ok(opened < 10_000, `stopped early (opened ${opened})`);
+  });
+
+  it('aborts through the signal', async () => {
+    const ac = new AbortController();
+    const out = tarEntries(list([file('a', 'x', 0o644, { open: () => new Promise(() => {}) })]), POLICY, ac.signal);
+    ac.abort();
+    await assert.rejects(buffer(out), { code: 'ARTIFICER_ABORTED' });
+  });
+});

@@ -1,0 +1,246 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { chmod, link, mkdir, symlink, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
+import { after, before, describe, it } from 'node:test';
+import { SourceError } from '../../src/errors.ts';
+import type { EntrySource, LayerEntry } from '../../src/layer/entry.ts';
+import { localSource, parseLocalSpec, SMALL_FILE_BYTES } from '../../src/source/local.ts';
+import { tempDir, type TempDir } from '../support/tmp.ts';
+
+async function collect(src: EntrySource): Promise<LayerEntry[]> {
+  const out: LayerEntry[] = [];
+  for await (const e of src()) out.push(e);
+  return out;
+}
+
+async function paths(specs: ReadonlyArray<{ from: string; to: string }>, cwd: string): Promise<string[]> {
+  return (await collect(localSource(specs, { cwd }))).map((e) => (e.type === 'directory' ? e.path + '/' : e.path));
+}
+
+function isSourceError(message: RegExp | string) {
+  return (err: unknown): boolean => {
+    assert.ok(err instanceof SourceError, `expected a SourceError, got ${String(err)}`);
+    assert.equal(err.code, 'ARTIFICER_SOURCE');
+    if (typeof message === 'string') assert.equal(err.message, message);
+    else assert.match(err.message, message);
+    return true;
+  };
+}
+
+describe('localSource', () => {
+  let tmp: TempDir;
+  let cwd: string;
+  before(async () => {
+    tmp = await tempDir('local-source');
+    cwd = tmp.path;
+    await mkdir(path.join(cwd, 'conf/sub'), { recursive: true });
+    await mkdir(path.join(cwd, 'dist'), { recursive: true });
+    await writeFile(path.join(cwd, 'server'), 'binary');
+    await chmod(path.join(cwd, 'server'), 0o755);
+    await writeFile(path.join(cwd, 'conf/app.yaml'), 'a: 1\n');
+    await writeFile(path.join(cwd, 'conf/sub/x'), 'x');
+    await writeFile(path.join(cwd, 'dist/index.js'), 'js');
+    await writeFile(path.join(cwd, 'dist/B'), 'upper');
+    await writeFile(path.join(cwd, 'dist/a-b'), 'dash');
+    await mkdir(path.join(cwd, 'dist/a'));
+    await writeFile(path.join(cwd, 'dist/a/z'), 'z');
+  });
+  after(() => tmp.remove());
+
+  it('puts a file under its basename at the root', async () => {
+    assert.deepEqual(await paths([{ from: 'server', to: '' }], cwd), ['server']);
+  });
+
+  it('puts a directory under its basename, with or without a trailing slash', async () => {
+    const expected = ['conf/', 'conf/app.yaml', 'conf/sub/', 'conf/sub/x'];
+    assert.deepEqual(await paths([{ from: 'conf', to: '' }], cwd), expected);
+    assert.deepEqual(await paths([{ from: 'conf/', to: '' }], cwd), expected);
+  });
+
+  it("puts a directory's contents under SRC:DEST, sorted in byte order", async () => {
+    assert.deepEqual(await paths([{ from: 'dist/', to: '/app/' }], cwd), ['app/', 'app/B', 'app/a/', 'app/a-b', 'app/a/z', 'app/index.js']);
+    assert.deepEqual(await paths([{ from: 'dist', to: '/app' }], cwd), ['app/', 'app/B', 'app/a/', 'app/a-b', 'app/a/z', 'app/index.js']);
+  });
+
+  it('renames a file, or puts it into a directory when DEST ends in /', async () => {
+    assert.deepEqual(await paths([{ from: 'server', to: '/usr/local/bin/server2' }], cwd), ['usr/local/bin/server2']);
+    assert.deepEqual(await paths([{ from: 'server', to: '/usr/bin/' }], cwd), ['usr/bin/server']);
+    assert.deepEqual(await paths([{ from: './server', to: 'opt//x/../y' }], cwd), ['opt/y']);
+  });
+
+  it('contents of a directory at / have no root entry', async () => {
+    assert.deepEqual(await paths([{ from: 'conf', to: '/' }], cwd), ['app.yaml', 'sub/', 'sub/x']);
+  });
+
+  it('sorts across specs; a later spec wins a duplicate path', async () => {
+    await using t = await tempDir('local-dup');
+    await writeFile(path.join(t.path, 'one'), '1');
+    await writeFile(path.join(t.path, 'two'), '22');
+    const entries = await collect(
+      localSource(
+        [
+          { from: 'two', to: '/z' },
+          { from: 'one', to: '/a' },
+          { from: 'two', to: '/a' },
+        ],
+        { cwd: t.path },
+      ),
+    );
+    assert.deepEqual(
+      entries.map((e) => [e.path, e.size, e.origin]),
+      [
+        ['a', 2, 'two'],
+        ['z', 2, 'two'],
+      ],
+    );
+  });
+
+  it('rejects a file used as a directory by another spec', async () => {
+    await assert.rejects(
+      collect(localSource([{ from: 'server', to: '/app' }, { from: 'dist', to: '/app/x' }], { cwd })),
+      isSourceError('dist: cannot be added at /app/x: /app is a file (from server), not a directory'),
+    );
+  });
+
+  it('rejects a destination outside the root and a file at the root', async () => {
+    await assert.rejects(collect(localSource([{ from: 'server', to: '../../etc/x' }], { cwd })), isSourceError(/leaves the image root/));
+    await assert.rejects(collect(localSource([{ from: 'server', to: '/.' }], { cwd })), isSourceError(/is the image root/));
+    assert.deepEqual(await paths([{ from: 'server', to: '/' }], cwd), ['server'], '"/" for a file means "into /"');
+  });
+
+  it('keeps symlinks verbatim (even dangling ones) and follows a symlink named directly', async () => {
+    await using t = await tempDir('local-links');
+    await mkdir(path.join(t.path, 'tree'));
+    await writeFile(path.join(t.path, 'tree/real'), 'real');
+    await symlink('real', path.join(t.path, 'tree/rel'));
+    await symlink('/nowhere/at/all', path.join(t.path, 'tree/dangling'));
+    await symlink('tree/real', path.join(t.path, 'top'));
+    const entries = await collect(localSource([{ from: 'tree', to: '' }, { from: 'top', to: '' }], { cwd: t.path }));
+    assert.deepEqual(
+      entries.map((e) => [e.path, e.type, e.linkname ?? null, e.size]),
+      [
+        ['top', 'file', null, 4],
+        ['tree', 'directory', null, 0],
+        ['tree/dangling', 'symlink', '/nowhere/at/all', 0],
+        ['tree/real', 'file', null, 4],
+        ['tree/rel', 'symlink', 'real', 0],
+      ],
+    );
+  });
+
+  it('writes hardlinked files as independent regular files', async () => {
+    await using t = await tempDir('local-hard');
+    await writeFile(path.join(t.path, 'a'), 'same');
+    await link(path.join(t.path, 'a'), path.join(t.path, 'b'));
+    const entries = await collect(localSource([{ from: '.', to: '/d' }], { cwd: t.path }));
+    assert.deepEqual(
+      entries.map((e) => [e.path, e.type, e.size]),
+      [
+        ['d', 'directory', 0],
+        ['d/a', 'file', 4],
+        ['d/b', 'file', 4],
+      ],
+    );
+  });
+
+  it('rejects a FIFO with a message naming it, before yielding anything', async () => {
+    await using t = await tempDir('local-fifo');
+    await mkdir(path.join(t.path, 'dir'));
+    await writeFile(path.join(t.path, 'dir/a-first'), 'a');
+    execFileSync('mkfifo', [path.join(t.path, 'dir/pipe')]);
+    const it = localSource([{ from: 'dir', to: '' }], { cwd: t.path })()[Symbol.asyncIterator]();
+    await assert.rejects(
+      it.next(),
+      isSourceError('dir/pipe: is a FIFO; image layers may only contain regular files, directories and symlinks'),
+    );
+  });
+
+  it('rejects a socket', async () => {
+    await using t = await tempDir('local-sock');
+    const server = createServer();
+    await new Promise<void>((r) => server.listen(path.join(t.path, 'sock'), r));
+    try {
+      await assert.rejects(collect(localSource([{ from: '.', to: '/x' }], { cwd: t.path })), isSourceError(/^sock: is a socket; image layers may only/));
+    } finally {
+      server.close();
+    }
+  });
+
+  it('names a missing file and says why', async () => {
+    await assert.rejects(
+      collect(localSource([{ from: 'server', to: '' }, { from: 'nope/missing.txt', to: '' }], { cwd })),
+      isSourceError('nope/missing.txt: no such file or directory'),
+    );
+  });
+
+  it('reports permission denied for an unreadable file (as an unprivileged user)', async (t) => {
+    // Root reads everything; run the walk as nobody in a child process to see EACCES.
+    if (process.getuid?.() !== 0) return t.skip('needs root to switch to nobody');
+    await using d = await tempDir('local-perm');
+    await chmod(d.path, 0o755);
+    await writeFile(path.join(d.path, 'secret'), 's');
+    await chmod(path.join(d.path, 'secret'), 0o600);
+    const script = `
+      import { localSource } from ${JSON.stringify(path.resolve('src/source/local.ts'))};
+      try { for await (const e of localSource([{ from: 'secret', to: '' }], { cwd: ${JSON.stringify(d.path)} })()) {} console.log('no error'); }
+      catch (e) { console.log(e.code + ' ' + e.message); }`;
+    const out = execFileSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--input-type=module', '-e', script], {
+      cwd: process.cwd(),
+    }).toString();
+    assert.equal(out.trim(), 'ARTIFICER_SOURCE secret: permission denied');
+  });
+
+  it('delivers small files as bytes and big ones as streams, exactly size bytes', async () => {
+    await using t = await tempDir('local-sizes');
+    await writeFile(path.join(t.path, 'small'), Buffer.alloc(SMALL_FILE_BYTES, 1));
+    await writeFile(path.join(t.path, 'big'), Buffer.alloc(SMALL_FILE_BYTES + 1, 2));
+    const entries = await collect(localSource([{ from: '.', to: '/d' }], { cwd: t.path }));
+    const big = entries.find((e) => e.path === 'd/big')!;
+    const small = entries.find((e) => e.path === 'd/small')!;
+    const bigBody = await big.open!();
+    const smallBody = await small.open!();
+    assert.ok(bigBody instanceof Readable);
+    assert.ok(smallBody instanceof Uint8Array);
+    assert.equal(smallBody.byteLength, SMALL_FILE_BYTES);
+    assert.equal((await buffer(bigBody)).byteLength, SMALL_FILE_BYTES + 1);
+  });
+
+  it('reports facts: mode bits including setuid, owner', async () => {
+    await using t = await tempDir('local-mode');
+    await writeFile(path.join(t.path, 'suid'), 'x');
+    await chmod(path.join(t.path, 'suid'), 0o4750);
+    const [e] = await collect(localSource([{ from: 'suid', to: '' }], { cwd: t.path }));
+    assert.equal(e?.mode, 0o4750);
+    assert.equal(e?.uid, process.getuid?.());
+  });
+
+  it('walks again on every call (re-openable)', async () => {
+    await using t = await tempDir('local-reopen');
+    await writeFile(path.join(t.path, 'a'), 'a');
+    const src = localSource([{ from: '.', to: '/d' }], { cwd: t.path });
+    assert.deepEqual((await collect(src)).map((e) => e.path), ['d', 'd/a']);
+    await writeFile(path.join(t.path, 'b'), 'b');
+    assert.deepEqual((await collect(src)).map((e) => e.path), ['d', 'd/a', 'd/b']);
+  });
+});
+
+describe('parseLocalSpec', () => {
+  for (const [arg, from, to] of [
+    ['server', 'server', ''],
+    ['conf/', 'conf/', ''],
+    ['dist/:/app/', 'dist/', '/app/'],
+    ['server:/usr/local/bin/server', 'server', '/usr/local/bin/server'],
+    ['a:b:c', 'a', 'b:c'],
+  ] as const) {
+    it(`${arg} → ${from} : ${to || '(default)'}`, () => {
+      assert.deepEqual(parseLocalSpec(arg), { from, to });
+    });
+  }
+  it('rejects an empty source', () => {
+    assert.throws(() => parseLocalSpec(':/x'), SourceError);
+  });
+});
