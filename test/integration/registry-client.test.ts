@@ -5,7 +5,7 @@ import { text } from 'node:stream/consumers';
 import { randomBytes } from 'node:crypto';
 import { DigestMismatchError, ManifestUnknownError, RegistryError, UnsupportedError } from '../../src/errors.ts';
 import { sha256 } from '../../src/oci/digest.ts';
-import { MediaTypes, type Digest } from '../../src/oci/types.ts';
+import { MediaTypes, type ImageIndex, type ImageManifest } from '../../src/oci/types.ts';
 import { RegistryClient } from '../../src/registry/client.ts';
 import type { Repository } from '../../src/registry/types.ts';
 import { startRegistry, type RunningRegistry } from '../support/registry.ts';
@@ -118,7 +118,7 @@ describe('RegistryClient against docker-registry without auth', () => {
         assert.equal(got.mediaType, mt);
         assert.equal(got.digest, digest);
         assert.deepEqual(got.bytes, bytes);
-        assert.equal((got.manifest as { layers: unknown[] }).layers.length, 1);
+        assert.equal((got.manifest as ImageManifest).layers.length, 1);
       }
     });
   }
@@ -137,7 +137,7 @@ describe('RegistryClient against docker-registry without auth', () => {
     const got = await client.getManifest(repo, 'multi');
     assert.equal(got.mediaType, MediaTypes.ociIndex);
     assert.equal(got.digest, id);
-    assert.equal((got.manifest as { manifests: Array<{ digest: Digest }> }).manifests[0]!.digest, md);
+    assert.equal((got.manifest as ImageIndex).manifests[0]!.digest, md);
   });
 
   test('a missing tag, a missing digest and a missing repository are ManifestUnknownError naming the reference', async () => {
