@@ -7,7 +7,7 @@
  * actions serves requests needing fewer.
  */
 import { request, type Dispatcher } from 'undici';
-import { NetworkError, AbortedError, RegistryError, UnauthorizedError, redactUrl } from '../errors.ts';
+import { NetworkError, AbortedError, RegistryError, UnauthorizedError, isTemporaryStatus, redactUrl } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { challengeScopes, parseWwwAuthenticate, type Challenge } from './challenge.ts';
 import { isForbiddenRealmHost, isInsecure, type Endpoint } from './endpoint.ts';
@@ -129,13 +129,12 @@ export class Authenticator {
       this.#opts.logger.debug('http', { method: 'GET', url, status: res.statusCode, ms: Date.now() - started });
       if (res.statusCode === 401) {
         s.challenge = pickChallenge(parseWwwAuthenticate(res.headers['www-authenticate'])) ?? null;
-      } else if (res.statusCode >= 200 && res.statusCode < 300) {
-        s.challenge = null;
-      } else if (res.statusCode === 404) {
-        // Some registries do not implement the ping; find out on the first real 401.
-        s.challenge = null;
-      } else {
+      } else if (isTemporaryStatus(res.statusCode)) {
         throw new RegistryError(`registry ${ep.registry} answered GET /v2/ with ${res.statusCode}`, { method: 'GET', url, status: res.statusCode });
+      } else {
+        // 200, or a registry that does not implement the ping (404, 403 behind some proxies):
+        // no challenge yet; a 401 on a real request will bring one.
+        s.challenge = null;
       }
     })();
     try {

@@ -237,6 +237,13 @@ export class RegistryClient implements Registry {
         if (location) await this.#cancelUpload(repo, location, signal);
         return false;
       }
+      if (res.statusCode === 401 || res.statusCode === 403) {
+        // Typically no pull right on the source repository; an ordinary upload may still work
+        // and, if it does not, reports the real problem.
+        await res.body.dump();
+        this.#logger.debug('mount refused, falling back to upload', { digest, from: name(from), to: name(repo), status: res.statusCode });
+        return false;
+      }
       throw await this.#error(res, 'POST', url, repo, `push ${repo.repository}`, source);
     });
   }

@@ -1,0 +1,273 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import { DeniedError, RegistryError, UnauthorizedError } from '../../src/errors.ts';
+import type { Logger } from '../../src/log.ts';
+import { sha256 } from '../../src/oci/digest.ts';
+import { MediaTypes } from '../../src/oci/types.ts';
+import { RegistryClient } from '../../src/registry/client.ts';
+import { staticCredentials } from '../../src/registry/credentials.ts';
+import type { Repository } from '../../src/registry/types.ts';
+import { startRegistry, type RunningRegistry } from '../support/registry.ts';
+
+const noRetry = { attempts: 1, baseDelayMs: 1 };
+
+function recordingLogger(): Logger & { lines: string[] } {
+  const lines: string[] = [];
+  const rec = (m: string, f?: Record<string, unknown>): void => void lines.push(`${m} ${JSON.stringify(f ?? {})}`);
+  return { lines, debug: rec, info: rec, warn: rec };
+}
+
+/** One image push as the build does it: HEAD, upload config and layer, PUT manifest. */
+async function pushImage(client: RegistryClient, repo: Repository, tag: string): Promise<string> {
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] }, tag }));
+  const layer = randomBytes(1000);
+  for (const b of [config, layer]) {
+    if (!(await client.hasBlob(repo, sha256(b)))) await client.uploadBlob(repo, { bytes: b });
+  }
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: MediaTypes.ociManifest,
+    config: { mediaType: MediaTypes.ociConfig, digest: sha256(config), size: config.length },
+    layers: [{ mediaType: MediaTypes.ociLayerGzip, digest: sha256(layer), size: layer.length }],
+  }));
+  return client.putManifest(repo, tag, manifest, MediaTypes.ociManifest);
+}
+
+async function listen(handler: Parameters<typeof createServer>[1]): Promise<{ server: Server; host: string; close(): Promise<void> }> {
+  const server = createServer(handler);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const host = `127.0.0.1:${(server.address() as { port: number }).port}`;
+  return {
+    server,
+    host,
+    close: () => {
+      server.closeAllConnections();
+      return new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+describe('basic auth', () => {
+  let reg: RunningRegistry;
+  before(async () => {
+    reg = await startRegistry({ auth: 'basic' });
+  });
+  after(async () => {
+    await reg?.stop();
+  });
+
+  test('the right password pushes and pulls; the password never reaches the log', async () => {
+    const logger = recordingLogger();
+    const client = new RegistryClient({ retry: noRetry, logger, credentials: staticCredentials(reg.host, { username: reg.username!, password: reg.password! }, 'test creds') });
+    const repo = { registry: reg.host, repository: 'basic/app' };
+    const digest = await pushImage(client, repo, 'v1');
+    assert.equal((await client.getManifest(repo, 'v1')).digest, digest);
+    assert.ok(logger.lines.length > 0);
+    const b64 = Buffer.from(`${reg.username}:${reg.password}`).toString('base64');
+    for (const line of logger.lines) {
+      assert.ok(!line.includes(reg.password!) && !line.includes(b64), line);
+      assert.doesNotMatch(line, /authorization/i);
+    }
+  });
+
+  test('a wrong password is UnauthorizedError naming the registry and the source, not the password', async () => {
+    const client = new RegistryClient({ retry: noRetry, credentials: staticCredentials(reg.host, { username: reg.username!, password: 'wrong-secret-123' }, 'docker config /tmp/x/config.json') });
+    await assert.rejects(client.getManifest({ registry: reg.host, repository: 'basic/app' }, 'v1'), (err: unknown) => {
+      assert.ok(err instanceof UnauthorizedError, String(err));
+      assert.equal(err.code, 'ARTIFICER_UNAUTHORIZED');
+      assert.equal(err.registry, reg.host);
+      assert.equal(err.credentialSource, 'docker config /tmp/x/config.json');
+      assert.equal(err.status, 401);
+      assert.match(err.message, new RegExp(`unauthorized to pull basic/app on ${reg.host.replace(/\./g, '\\.')} \\(credentials tried: docker config /tmp/x/config.json\\)`));
+      assert.ok(!err.message.includes('wrong-secret-123'));
+      assert.ok(!JSON.stringify(err).includes('wrong-secret-123'));
+      return true;
+    });
+  });
+
+  test('no credentials is UnauthorizedError naming "anonymous"', async () => {
+    const client = new RegistryClient({ retry: noRetry });
+    await assert.rejects(client.hasBlob({ registry: reg.host, repository: 'basic/app' }, sha256('x')), (err: unknown) => {
+      assert.ok(err instanceof UnauthorizedError, String(err));
+      assert.equal(err.credentialSource, 'anonymous');
+      return true;
+    });
+  });
+});
+
+describe('token auth', () => {
+  let reg: RunningRegistry;
+  before(async () => {
+    reg = await startRegistry({ auth: 'token', refreshTokens: { 'refresh-abc': 'robot' } });
+  });
+  after(async () => {
+    await reg?.stop();
+  });
+
+  test('tokens are scoped per repository and action and cached: a second push fetches none', async () => {
+    const client = new RegistryClient({ retry: noRetry, credentials: staticCredentials(reg.host, { username: reg.username!, password: reg.password! }) });
+    const repo = { registry: reg.host, repository: 'tok/app' };
+    const before1 = reg.tokenServer!.requests.length;
+    await pushImage(client, repo, 'one');
+    const first = reg.tokenServer!.requests.slice(before1);
+    assert.ok(first.length >= 1 && first.length <= 2, JSON.stringify(first));
+    assert.ok(first.every((r) => r.username === reg.username));
+    assert.deepEqual(first.at(-1)!.scopes, ['repository:tok/app:pull,push']);
+    const issued = reg.tokenServer!.tokensIssued();
+    await pushImage(client, repo, 'two');
+    await client.getManifest(repo, 'two'); // pull is covered by the pull,push token
+    assert.equal(reg.tokenServer!.tokensIssued(), issued, 'no new token for the second push');
+    assert.equal(client.tokenRequests, first.length);
+  });
+
+  test('a cross-repository mount asks for pull on the source too, and mounts', async () => {
+    const client = new RegistryClient({ retry: noRetry, credentials: staticCredentials(reg.host, { username: reg.username!, password: reg.password! }) });
+    const src = { registry: reg.host, repository: 'tok/base' };
+    const dst = { registry: reg.host, repository: 'tok/derived' };
+    const { digest } = await client.uploadBlob(src, { bytes: randomBytes(500) });
+    const n = reg.tokenServer!.requests.length;
+    assert.equal(await client.mountBlob(dst, digest, src), true);
+    const asked = reg.tokenServer!.requests.slice(n).map((r) => r.scopes);
+    assert.deepEqual(asked, [['repository:tok/base:pull', 'repository:tok/derived:pull,push']]);
+    assert.equal(await client.hasBlob(dst, digest), true);
+  });
+
+  test('a mount without pull rights on the source falls back (false)', async () => {
+    const limited = await startRegistry({
+      auth: 'token',
+      users: { u: 'p' },
+      authorize: (r) => (r.username === 'u' && r.password === 'p' ? r.scopes.filter((s) => !s.startsWith('repository:secret/')) : false),
+    });
+    try {
+      const client = new RegistryClient({ retry: noRetry, credentials: staticCredentials(limited.host, { username: 'u', password: 'p' }) });
+      const src = { registry: limited.host, repository: 'open/src' };
+      const { digest } = await client.uploadBlob(src, { bytes: randomBytes(64) });
+      const dst = { registry: limited.host, repository: 'open/dst' };
+      assert.equal(await client.mountBlob(dst, digest, { registry: limited.host, repository: 'secret/src' }), false);
+      assert.equal(await client.hasBlob(dst, digest), false);
+      // The fallback the build does next still works with the same client.
+      await client.uploadBlob(dst, { bytes: await client.getBlobBytes(src, digest) });
+      assert.equal(await client.hasBlob(dst, digest), true);
+    } finally {
+      await limited.stop();
+    }
+  });
+
+  test('a wrong password is refused by the token server: UnauthorizedError with the source', async () => {
+    const client = new RegistryClient({ retry: noRetry, credentials: staticCredentials(reg.host, { username: reg.username!, password: 'nope-secret' }, 'credential helper docker-credential-test') });
+    await assert.rejects(client.getManifest({ registry: reg.host, repository: 'tok/app' }, 'one'), (err: unknown) => {
+      assert.ok(err instanceof UnauthorizedError, String(err));
+      assert.equal(err.credentialSource, 'credential helper docker-credential-test');
+      assert.equal(err.registry, reg.host);
+      assert.ok(!err.message.includes('nope-secret'));
+      return true;
+    });
+  });
+
+  test('anonymous gets a token without access: UnauthorizedError naming "anonymous"', async () => {
+    const client = new RegistryClient({ retry: noRetry });
+    await assert.rejects(client.getManifest({ registry: reg.host, repository: 'tok/app' }, 'one'), (err: unknown) => {
+      assert.ok(err instanceof UnauthorizedError, String(err));
+      assert.equal(err.credentialSource, 'anonymous');
+      return true;
+    });
+  });
+
+  test('an identity token is exchanged with the refresh_token grant (POST)', async () => {
+    const client = new RegistryClient({ retry: noRetry, credentials: staticCredentials(reg.host, { identityToken: 'refresh-abc' }) });
+    const n = reg.tokenServer!.requests.length;
+    await pushImage(client, { registry: reg.host, repository: 'tok/robot' }, 'r1');
+    const reqs = reg.tokenServer!.requests.slice(n);
+    assert.ok(reqs.length > 0);
+    assert.ok(reqs.every((r) => r.method === 'POST' && r.grantType === 'refresh_token'), JSON.stringify(reqs));
+  });
+
+  test('an expired token is replaced after the registry rejects it', async () => {
+    const short = await startRegistry({ auth: 'token', tokenExpiresIn: 1 });
+    try {
+      const client = new RegistryClient({ retry: noRetry, credentials: staticCredentials(short.host, { username: short.username!, password: short.password! }) });
+      const repo = { registry: short.host, repository: 'exp/app' };
+      await client.uploadBlob(repo, { bytes: Buffer.from('a') });
+      const issued = short.tokenServer!.tokensIssued();
+      await new Promise((r) => setTimeout(r, 2100));
+      await client.uploadBlob(repo, { bytes: Buffer.from('b') });
+      assert.ok(short.tokenServer!.tokensIssued() > issued);
+    } finally {
+      await short.stop();
+    }
+  });
+});
+
+describe('auth edge cases against small servers', () => {
+  test('a token realm on a link-local / metadata address is refused', async () => {
+    for (const realm of ['http://169.254.169.254/computeMetadata/v1/token', 'http://metadata.google.internal/token', 'http://[fe80::1]/t']) {
+      const srv = await listen((_req, res) => void res.writeHead(401, { 'www-authenticate': `Bearer realm="${realm}",service="x"` }).end());
+      try {
+        const client = new RegistryClient({ retry: noRetry, credentials: staticCredentials(srv.host, { username: 'u', password: 'p' }) });
+        await assert.rejects(client.getManifest({ registry: srv.host, repository: 'a' }, 'b'), (err: unknown) => {
+          assert.ok(err instanceof RegistryError, String(err));
+          assert.match(err.message, /refusing token realm/);
+          return true;
+        });
+      } finally {
+        await srv.close();
+      }
+    }
+  });
+
+  test('credentials are not sent to a plain-http token realm on a non-loopback host', async () => {
+    const srv = await listen((_req, res) => void res.writeHead(401, { 'www-authenticate': 'Bearer realm="http://auth.example.invalid/token",service="x"' }).end());
+    try {
+      const client = new RegistryClient({ retry: noRetry, credentials: staticCredentials(srv.host, { username: 'u', password: 'p' }) });
+      await assert.rejects(client.hasBlob({ registry: srv.host, repository: 'a' }, sha256('x')), /refusing to send credentials for 127\.0\.0\.1:\d+ over plain http to auth\.example\.invalid/);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  test('a blob redirect to storage is followed without the Authorization header', async () => {
+    const blob = randomBytes(300);
+    const digest = sha256(blob);
+    const seen: IncomingHttpHeaders[] = [];
+    const storage = await listen((req, res) => {
+      seen.push(req.headers);
+      res.writeHead(200, { 'content-length': String(blob.length) }).end(blob);
+    });
+    const registry = await listen((req, res) => {
+      if (!req.headers.authorization) return void res.writeHead(401, { 'www-authenticate': 'Basic realm="r"' }).end();
+      res.writeHead(307, { location: `http://${storage.host}/bucket/${digest}?X-Goog-Signature=abc` }).end();
+    });
+    try {
+      const client = new RegistryClient({ retry: noRetry, credentials: staticCredentials(registry.host, { username: 'u', password: 'p' }) });
+      const repo = { registry: registry.host, repository: 'a' };
+      assert.deepEqual(await client.getBlobBytes(repo, digest), blob);
+      const { stream } = await client.getBlob(repo, digest);
+      for await (const _ of stream) void _;
+      assert.equal(seen.length, 2);
+      for (const h of seen) assert.equal(h.authorization, undefined);
+    } finally {
+      await registry.close();
+      await storage.close();
+    }
+  });
+
+  test('403 is DeniedError', async () => {
+    const srv = await listen((_req, res) => {
+      res.writeHead(403, { 'content-type': 'application/json' }).end(JSON.stringify({ errors: [{ code: 'DENIED', message: 'requested access to the resource is denied' }] }));
+    });
+    try {
+      const client = new RegistryClient({ retry: noRetry });
+      await assert.rejects(client.putManifest({ registry: srv.host, repository: 'a' }, 't', Buffer.from('{}'), MediaTypes.ociManifest), (err: unknown) => {
+        assert.ok(err instanceof DeniedError, String(err));
+        assert.equal(err.status, 403);
+        assert.equal(err.errors[0]?.code, 'DENIED');
+        assert.match(err.message, /^pushing manifest 127\.0\.0\.1:\d+\/a:t: denied: not allowed to push a/);
+        return true;
+      });
+    } finally {
+      await srv.close();
+    }
+  });
+});
