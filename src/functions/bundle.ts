@@ -1,0 +1,155 @@
+/**
+ * Re-packs a `.tar` / `.tar.gz` bundle into layer entries on the fly: the bundle's bytes flow
+ * through gunzip and tar-stream's extractor, and each file entry's content *is* the extractor's
+ * entry stream. Nothing touches the disk and memory stays at a few buffers.
+ *
+ * The price: entries must be consumed in order. A file's content is readable only until the
+ * next entry is requested; the layer writer (src/layer/tar.ts) reads each entry's stream to its
+ * end before asking for the next, which is exactly that. An entry whose content was not read is
+ * skipped (drained) when the next one is requested.
+ *
+ * Bundles come from users, so every header is checked: `..` or absolute names, hardlinks to
+ * anything not earlier in the same bundle, devices, FIFOs and unknown types are rejected with a
+ * {@link SourceError} naming the bundle and the entry. Truncated data (fewer bytes than a
+ * header's size) fails too, both here and in the layer writer's byte count.
+ */
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream';
+import { createGunzip } from 'node:zlib';
+import tarStream from 'tar-stream';
+import type { Header as TarHeader } from 'tar-stream';
+
+type TarEntry = Readable & { readonly header: TarHeader };
+import { SourceError } from '../errors.ts';
+import type { LayerEntry } from '../layer/entry.ts';
+
+export interface BundleOptions {
+  /** Directory in the image receiving the entries ("/" or "/app"). */
+  readonly to: string;
+  readonly gzip: boolean;
+  /** For messages: "gs://bucket/dist.tar.gz". */
+  readonly origin: string;
+  /**
+   * Turns an error of the underlying byte stream (network, storage) into the error to report,
+   * e.g. a temporary one. Errors of the tar/gzip format are always non-temporary SourceErrors.
+   */
+  readonly mapReadError?: (err: unknown) => Error;
+}
+
+/** Normalises a tar member name to a path relative to the bundle root; '' for the root itself. */
+export function bundlePath(name: string, origin: string): string {
+  if (name.includes('\0')) throw new SourceError(origin, `entry name contains a NUL character`);
+  if (name.startsWith('/')) throw new SourceError(`${origin}#${name}`, 'absolute path in bundle (entries must be relative)');
+  const parts = name.split('/');
+  if (parts.includes('..')) throw new SourceError(`${origin}#${name}`, 'path with ".." in bundle (entries must stay inside it)');
+  const norm = path.posix.normalize(name).replace(/\/+$/, '');
+  return norm === '.' ? '' : norm.replace(/^(\.\/)+/, '');
+}
+
+function join(to: string, rel: string): string {
+  return path.posix.join('/', to, rel).replace(/^\/+/, '').replace(/\/+$/, '');
+}
+
+/**
+ * Entries of one pass over a bundle. `open` returns a fresh stream of the bundle's bytes (each
+ * pass re-opens it: the layer may be built more than once).
+ */
+export async function* bundleEntries(open: () => Promise<Readable>, opts: BundleOptions): AsyncGenerator<LayerEntry> {
+  const raw = await open();
+  const extract = tarStream.extract();
+  let readError: Error | undefined;
+  raw.once('error', (err) => {
+    readError = opts.mapReadError ? opts.mapReadError(err) : err;
+  });
+  const formatError = (err: unknown): Error => {
+    if (readError) return readError;
+    if (err instanceof SourceError) return err;
+    const msg = err instanceof Error ? err.message : String(err);
+    return new SourceError(opts.origin, `not a valid ${opts.gzip ? '.tar.gz' : '.tar'} bundle: ${msg}`, { cause: err });
+  };
+  const stages: Array<NodeJS.ReadableStream | NodeJS.WritableStream> = opts.gzip ? [raw, createGunzip(), extract as unknown as NodeJS.WritableStream] : [raw, extract as unknown as NodeJS.WritableStream];
+  // pipeline tears every stage down on error; the iterator below sees the extractor's error.
+  (pipeline as (...args: unknown[]) => void)(...stages, () => {});
+
+  const files = new Set<string>();
+  const iterator = (extract as unknown as AsyncIterable<TarEntry>)[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      let step: IteratorResult<TarEntry>;
+      try {
+        step = await iterator.next();
+      } catch (err) {
+        throw formatError(err);
+      }
+      if (step.done) break;
+      const stream = step.value;
+      const header = stream.header;
+      const rel = bundlePath(header.name, opts.origin);
+      const where = `${opts.origin}#${header.name}`;
+      const mode = (header.mode ?? 0o644) & 0o7777;
+      let entry: LayerEntry | undefined;
+      let consumed = false;
+      switch (header.type) {
+        case 'directory':
+          if (rel !== '') entry = { path: join(opts.to, rel), type: 'directory', mode, size: 0, origin: where };
+          break;
+        case 'file':
+        case 'contiguous-file': {
+          if (rel === '') throw new SourceError(where, 'file entry with an empty name');
+          const size = header.size ?? 0;
+          if (!Number.isSafeInteger(size) || size < 0) throw new SourceError(where, `invalid size ${String(header.size)}`);
+          files.add(rel);
+          entry = {
+            path: join(opts.to, rel),
+            type: 'file',
+            mode,
+            size,
+            origin: where,
+            open: async () => {
+              if (consumed) throw new SourceError(where, 'bundle entry content read twice in one pass');
+              consumed = true;
+              return Readable.from(content(stream as unknown as AsyncIterable<Buffer>, formatError), { objectMode: false });
+            },
+          };
+          break;
+        }
+        case 'symlink':
+          if (!header.linkname) throw new SourceError(where, 'symlink without a target');
+          entry = { path: join(opts.to, rel), type: 'symlink', mode: 0o777, size: 0, linkname: header.linkname, origin: where };
+          break;
+        case 'link': {
+          const target = bundlePath(header.linkname ?? '', opts.origin);
+          if (!files.has(target)) {
+            throw new SourceError(where, `hardlink to "${header.linkname ?? ''}", which is not a file earlier in the bundle`);
+          }
+          entry = { path: join(opts.to, rel), type: 'hardlink', mode, size: 0, linkname: join(opts.to, target), origin: where };
+          break;
+        }
+        case 'character-device':
+        case 'block-device':
+          throw new SourceError(where, 'device files are not allowed in a bundle');
+        case 'fifo':
+          throw new SourceError(where, 'FIFOs are not allowed in a bundle');
+        default:
+          throw new SourceError(where, `unsupported tar entry type "${String(header.type)}"`);
+      }
+      if (entry) yield entry;
+      if (!consumed) stream.resume();
+    }
+    if (readError) throw readError;
+  } finally {
+    // Stops reading the bundle when the consumer stops early or an entry was rejected.
+    raw.destroy();
+    extract.destroy();
+  }
+}
+
+/** An entry's bytes, with a failure of the bundle's stream reported as the bundle's error. */
+async function* content(stream: AsyncIterable<Buffer>, formatError: (err: unknown) => Error): AsyncGenerator<Buffer> {
+  try {
+    yield* stream;
+  } catch (err) {
+    throw formatError(err);
+  }
+}

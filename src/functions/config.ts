@@ -1,0 +1,88 @@
+/**
+ * The function's settings, a pure function of the environment (tested with a table). Read once
+ * per event, never at import time.
+ *
+ * | variable | meaning |
+ * |---|---|
+ * | `ARTIFICER_ALLOWED_TARGETS` | comma-separated repository prefixes the function may push to (`us-docker.pkg.dev/p/r/`, `us-docker.pkg.dev/p/r/app`); unset or empty: nothing is allowed |
+ * | `ARTIFICER_INSECURE_REGISTRIES` | hosts spoken to over plain HTTP (loopback hosts always are) |
+ * | `ARTIFICER_GOOGLE_REGISTRIES` | test/dev knob: extra hosts that receive the service account's token, like *.pkg.dev |
+ * | `ARTIFICER_REBUILD_PREFIX` | `gs://bucket/prefix/`: where Artifact Registry notifications look for specs to rebuild |
+ * | `ARTIFICER_MAX_EVENT_AGE` | seconds; a temporary failure of an older event is recorded as failed instead of retried (default 3600) |
+ * | `ARTIFICER_REGISTRY_RETRY_ATTEMPTS` | attempts per registry request inside one run (default: the client's, 5) |
+ * | `ARTIFICER_LOG_LEVEL` | `debug` \| `info` (default) \| `warning` |
+ * | `SOURCE_DATE_EPOCH` | timestamp of the files and the image config (default 0) |
+ */
+import { UsageError } from '../errors.ts';
+import { parseGoogleRegistries } from './google-credentials.ts';
+
+export type LogLevel = 'debug' | 'info' | 'warning';
+
+export interface FunctionConfig {
+  readonly allowedTargets: readonly string[];
+  readonly insecureRegistries: readonly string[];
+  readonly googleRegistries: readonly string[];
+  readonly rebuild?: { readonly bucket: string; readonly prefix: string };
+  readonly maxEventAgeMs: number;
+  readonly registryRetryAttempts?: number;
+  readonly logLevel: LogLevel;
+  readonly sourceDateEpoch: number;
+}
+
+export const DEFAULT_MAX_EVENT_AGE_SECONDS = 3600;
+
+function list(v: string | undefined): string[] {
+  return (v ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+function positiveInt(name: string, v: string | undefined, fallback: number | undefined): number | undefined {
+  if (v === undefined || v.trim() === '') return fallback;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0) throw new UsageError(`${name} must be a non-negative integer, got "${v}"`);
+  return n;
+}
+
+export function parseFunctionConfig(env: Readonly<Record<string, string | undefined>>): FunctionConfig {
+  const allowedTargets = list(env.ARTIFICER_ALLOWED_TARGETS).map((p) => {
+    const lower = p.toLowerCase();
+    if (!/^[a-z0-9.-]+(:\d+)?(\/|$)/.test(lower) || lower.includes('*')) {
+      throw new UsageError(`ARTIFICER_ALLOWED_TARGETS entry "${p}" must be a repository prefix like us-docker.pkg.dev/project/repo/`);
+    }
+    return lower;
+  });
+  let rebuild: FunctionConfig['rebuild'];
+  const rp = env.ARTIFICER_REBUILD_PREFIX?.trim();
+  if (rp) {
+    const m = /^gs:\/\/([a-z0-9][a-z0-9._-]{1,221}[a-z0-9])\/?(.*)$/.exec(rp);
+    if (!m) throw new UsageError(`ARTIFICER_REBUILD_PREFIX must look like gs://bucket/prefix/, got "${rp}"`);
+    rebuild = { bucket: m[1]!, prefix: m[2] ?? '' };
+  }
+  const level = (env.ARTIFICER_LOG_LEVEL ?? 'info').toLowerCase();
+  if (level !== 'debug' && level !== 'info' && level !== 'warning') {
+    throw new UsageError(`ARTIFICER_LOG_LEVEL must be debug, info or warning, got "${env.ARTIFICER_LOG_LEVEL}"`);
+  }
+  const attempts = positiveInt('ARTIFICER_REGISTRY_RETRY_ATTEMPTS', env.ARTIFICER_REGISTRY_RETRY_ATTEMPTS, undefined);
+  return {
+    allowedTargets,
+    insecureRegistries: list(env.ARTIFICER_INSECURE_REGISTRIES),
+    googleRegistries: parseGoogleRegistries(env.ARTIFICER_GOOGLE_REGISTRIES),
+    ...(rebuild ? { rebuild } : {}),
+    maxEventAgeMs: (positiveInt('ARTIFICER_MAX_EVENT_AGE', env.ARTIFICER_MAX_EVENT_AGE, DEFAULT_MAX_EVENT_AGE_SECONDS) ?? 0) * 1000,
+    ...(attempts !== undefined ? { registryRetryAttempts: Math.max(1, attempts) } : {}),
+    logLevel: level,
+    sourceDateEpoch: positiveInt('SOURCE_DATE_EPOCH', env.SOURCE_DATE_EPOCH, 0) ?? 0,
+  };
+}
+
+/**
+ * Whether `registry/repository` is inside one of the allowed prefixes. A prefix matches whole
+ * path components: `host/team` allows `host/team` and `host/team/app`, not `host/team-evil`;
+ * a trailing `/` allows only what is below it.
+ */
+export function isAllowedTarget(repository: string, allowed: readonly string[]): boolean {
+  const name = repository.toLowerCase();
+  return allowed.some((p) => (p.endsWith('/') ? name.startsWith(p) : name === p || name.startsWith(`${p}/`)));
+}

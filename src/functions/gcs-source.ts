@@ -1,0 +1,206 @@
+/**
+ * Files for a build from Cloud Storage: the objects a spec names, beside the spec object, or one
+ * bundle object. Objects are listed once, when the build starts, and each is pinned to the
+ * generation seen then; every pass streams exactly those generations
+ * (`file.createReadStream()` with `generation`), so a concurrent overwrite cannot mix versions
+ * into one image, and no byte goes to a temp file.
+ *
+ * If a pinned generation disappears mid-build (overwritten in a bucket without versioning), the
+ * read fails with a *temporary* error: the retried event lists the objects again.
+ */
+import path from 'node:path';
+import { PassThrough, pipeline, type Readable } from 'node:stream';
+import type { Bucket, File } from '@google-cloud/storage';
+import { ArtificerError, SourceError } from '../errors.ts';
+import type { EntrySource, LayerEntry } from '../layer/entry.ts';
+import type { FileSpec } from '../spec/spec.ts';
+import { bundleEntries } from './bundle.ts';
+
+/** Default permission bits of an object: Cloud Storage keeps none (unless gcloud's --preserve-posix did). */
+export const DEFAULT_OBJECT_MODE = 0o644;
+/** Custom metadata key `gcloud storage cp --preserve-posix` writes (octal string). */
+export const POSIX_MODE_KEY = 'goog-reserved-posix-mode';
+
+interface PinnedObject {
+  readonly name: string;
+  readonly generation: string;
+  readonly size: number;
+  readonly dest: string;
+  readonly mode: number;
+}
+
+type PinnedItem =
+  | { readonly kind: 'objects'; readonly objects: readonly PinnedObject[] }
+  | { readonly kind: 'bundle'; readonly object: PinnedObject; readonly to: string; readonly gzip: boolean };
+
+/** True for Cloud Storage / network errors worth retrying (429, 408, 5xx, resets, timeouts). */
+export function isTemporaryGcsError(err: unknown): boolean {
+  if (err instanceof ArtificerError) return err.temporary;
+  const e = err as { code?: unknown; status?: unknown; cause?: unknown } | undefined;
+  const status = typeof e?.code === 'number' ? e.code : typeof e?.status === 'number' ? e.status : undefined;
+  if (status !== undefined) return status === 408 || status === 429 || status >= 500;
+  if (typeof e?.code === 'string') {
+    return /^(ECONNRESET|ECONNREFUSED|ETIMEDOUT|EPIPE|EAI_AGAIN|ENOTFOUND|ENETUNREACH|EHOSTUNREACH|UND_ERR_.*|ERR_STREAM_PREMATURE_CLOSE)$/.test(e.code);
+  }
+  if (e?.cause !== undefined && e.cause !== err) return isTemporaryGcsError(e.cause);
+  return false;
+}
+
+export function gcsStatus(err: unknown): number | undefined {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return typeof code === 'number' ? code : undefined;
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Turns a storage error into an artificer error, temporary when worth a retry. */
+export function storageError(err: unknown, url: string, doing: string): ArtificerError {
+  if (err instanceof ArtificerError) return err;
+  if (gcsStatus(err) === 404) {
+    return new SourceError(url, `${doing}: the object changed or was deleted during the build`, { cause: err, temporary: true });
+  }
+  return new SourceError(url, `${doing}: ${describe(err)}`, { cause: err, temporary: isTemporaryGcsError(err) });
+}
+
+function imagePath(dest: string, origin: string): string {
+  const norm = path.posix.normalize('/' + dest);
+  if (norm.split('/').includes('..')) throw new SourceError(origin, `destination "${dest}" leaves the image root`);
+  return norm.replace(/^\/+/, '').replace(/\/+$/, '');
+}
+
+function objectMode(metadata: Record<string, unknown> | undefined, override: number | undefined): number {
+  if (override !== undefined) return override;
+  const posix = (metadata?.metadata as Record<string, unknown> | undefined)?.[POSIX_MODE_KEY];
+  if (typeof posix === 'string' && /^[0-7]{1,7}$/.test(posix)) return parseInt(posix, 8) & 0o7777;
+  return DEFAULT_OBJECT_MODE;
+}
+
+export interface GcsSourceOptions {
+  readonly bucket: Bucket;
+  /** The spec object's name; spec paths are relative to its folder. */
+  readonly specName: string;
+  readonly files: readonly FileSpec[];
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * Lists and pins every object the spec names, then returns the re-openable source. Throws a
+ * {@link SourceError} for a missing object (a user mistake: files must be uploaded before the
+ * spec), temporary for storage failures.
+ *
+ * Order: items in spec order (a later item's entry overrides an earlier one's at the same path
+ * when the layer is extracted); objects of one folder item sorted by destination; bundle
+ * entries in the bundle's own order.
+ */
+export async function pinGcsSource(opts: GcsSourceOptions): Promise<{ source: EntrySource; objects: number; bytes: number }> {
+  const dir = path.posix.dirname(opts.specName);
+  const prefix = dir === '.' ? '' : `${dir}/`;
+  const gs = (name: string): string => `gs://${opts.bucket.name}/${name}`;
+  const items: PinnedItem[] = [];
+  let objects = 0;
+  let bytes = 0;
+
+  const pin = (f: File, dest: string, mode: number | undefined): PinnedObject => {
+    const md = f.metadata as Record<string, unknown>;
+    const size = Number(md.size ?? 0);
+    objects++;
+    bytes += size;
+    return { name: f.name, generation: String(md.generation), size, dest, mode: objectMode(md, mode) };
+  };
+
+  const list = async (p: string): Promise<File[]> => {
+    try {
+      const [files] = await opts.bucket.getFiles({ prefix: p, autoPaginate: true });
+      return files.filter((f) => !f.name.endsWith('/')); // folder placeholders
+    } catch (err) {
+      throw storageError(err, gs(p), 'listing objects');
+    }
+  };
+
+  const stat = async (name: string): Promise<File | undefined> => {
+    const f = opts.bucket.file(name);
+    try {
+      await f.getMetadata();
+      return f;
+    } catch (err) {
+      if (gcsStatus(err) === 404) return undefined;
+      throw storageError(err, gs(name), 'reading object metadata');
+    }
+  };
+
+  for (const item of opts.files) {
+    if (item.kind === 'bundle') {
+      const name = prefix + item.bundle;
+      const found = await stat(name);
+      if (!found) throw new SourceError(gs(name), 'bundle object not found (upload the files before the spec)');
+      items.push({ kind: 'bundle', object: pin(found, '', undefined), to: item.to, gzip: item.gzip });
+      continue;
+    }
+    const name = prefix + item.from.replace(/\/$/, '');
+    const base = path.posix.basename(name);
+    const origin = gs(item.from.endsWith('/') ? `${name}/` : name);
+    const exact = item.from.endsWith('/') ? undefined : await stat(name);
+    const pinned: PinnedObject[] = [];
+    if (exact) {
+      let dest: string;
+      if (item.to === '') dest = base;
+      else if (item.to.endsWith('/')) dest = item.to + base;
+      else dest = item.to;
+      const p = imagePath(dest, origin);
+      if (p === '') throw new SourceError(origin, `destination "${item.to}" is the image root, which must be a directory`);
+      pinned.push(pin(exact, p, item.mode));
+    } else {
+      // A folder: every object under it; its contents go to `to`, or to /basename.
+      const under = await list(`${name}/`);
+      if (under.length === 0) {
+        throw new SourceError(origin, `no such object${item.from.endsWith('/') ? 's under this folder' : ' or folder'} (upload the files before the spec)`);
+      }
+      const root = item.to === '' ? imagePath(base, origin) : imagePath(item.to, origin);
+      for (const f of under) {
+        const rel = f.name.slice(name.length + 1);
+        pinned.push(pin(f, imagePath(root === '' ? rel : `${root}/${rel}`, gs(f.name)), item.mode));
+      }
+      pinned.sort((a, b) => Buffer.compare(Buffer.from(a.dest), Buffer.from(b.dest)));
+    }
+    items.push({ kind: 'objects', objects: pinned });
+  }
+
+  const bucket = opts.bucket;
+  const read = (o: PinnedObject): Readable => {
+    const url = `${gs(o.name)}#${o.generation}`;
+    const out = new PassThrough({ highWaterMark: 1024 * 1024 });
+    // Validation (crc32c/md5) stays on: a corrupted read fails instead of building a wrong image.
+    pipeline(bucket.file(o.name, { generation: Number(o.generation) }).createReadStream(), out, (err) => {
+      if (err) out.destroy(storageError(err, url, 'reading'));
+    });
+    return out;
+  };
+
+  const source: EntrySource = async function* (): AsyncGenerator<LayerEntry> {
+    for (const item of items) {
+      if (item.kind === 'objects') {
+        for (const o of item.objects) {
+          yield {
+            path: o.dest,
+            type: 'file',
+            mode: o.mode,
+            size: o.size,
+            origin: gs(o.name),
+            open: async () => read(o),
+          };
+        }
+      } else {
+        const o = item.object;
+        yield* bundleEntries(async () => read(o), {
+          to: item.to,
+          gzip: item.gzip,
+          origin: gs(o.name),
+          mapReadError: (err) => storageError(err, gs(o.name), 'reading bundle'),
+        });
+      }
+    }
+  };
+  return { source, objects, bytes };
+}

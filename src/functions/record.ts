@@ -1,0 +1,101 @@
+/**
+ * The build record: custom metadata on the spec object, written when a build ends.
+ *
+ * - Written only after the manifest push (the caller passes a finished result).
+ * - Describes the newest generation: before writing, the object's current generation is read;
+ *   if it is not the one built, a newer upload exists and its own event writes the record, so
+ *   this (stale) run writes nothing.
+ * - The patch carries `ifGenerationMatch` + `ifMetagenerationMatch` (the values just read), so
+ *   a concurrent upload or a concurrent record write makes it fail with 412 instead of clobbering;
+ *   it is then re-read and retried.
+ *
+ * Emulator caveat: fake-gcs-server v1.55.1 ignores both preconditions on metadata PATCH and does
+ * not bump the metageneration, so locally only the generation check is exercised.
+ */
+import type { File } from '@google-cloud/storage';
+import { redactSecrets } from './logger.ts';
+import { gcsStatus, storageError } from './gcs-source.ts';
+
+export const RECORD_KEYS = {
+  status: 'artificer-status',
+  digest: 'artificer-digest',
+  image: 'artificer-image',
+  tags: 'artificer-tags',
+  error: 'artificer-error',
+  generation: 'artificer-generation',
+  builtAt: 'artificer-built-at',
+} as const;
+
+/** Longest `artificer-error` value; Cloud Storage allows 8 KiB of custom metadata in total. */
+export const MAX_ERROR_LENGTH = 1024;
+
+export type BuildRecord =
+  | { readonly status: 'succeeded'; readonly digest: string; readonly image: string; readonly tags: readonly string[] }
+  | { readonly status: 'failed'; readonly error: string };
+
+export interface ObjectState {
+  readonly generation: string;
+  readonly metageneration: string;
+  /** The record's fields currently on the object (artificer-* keys). */
+  readonly record: Readonly<Record<string, string>>;
+}
+
+/** A bounded, credential-free, one-line error message for the record. */
+export function recordError(message: string): string {
+  const line = redactSecrets(message).replace(/\s+/g, ' ').trim();
+  return line.length <= MAX_ERROR_LENGTH ? line : `${line.slice(0, MAX_ERROR_LENGTH - 1)}…`;
+}
+
+/** The live object's generation, metageneration and record; undefined when it was deleted. */
+export async function readState(file: File): Promise<ObjectState | undefined> {
+  let md: Record<string, unknown>;
+  try {
+    [md] = (await file.getMetadata()) as unknown as [Record<string, unknown>];
+  } catch (err) {
+    if (gcsStatus(err) === 404) return undefined;
+    throw storageError(err, `gs://${file.bucket.name}/${file.name}`, 'reading the spec object metadata');
+  }
+  const custom = (md.metadata ?? {}) as Record<string, unknown>;
+  const record: Record<string, string> = {};
+  for (const key of Object.values(RECORD_KEYS)) {
+    const v = custom[key];
+    if (typeof v === 'string') record[key] = v;
+  }
+  return { generation: String(md.generation), metageneration: String(md.metageneration), record };
+}
+
+export type WriteOutcome = 'written' | 'superseded' | 'deleted';
+
+/**
+ * Writes the record for `generation` of the spec object. Resolves 'superseded' (nothing
+ * written) when the object is now a newer generation, 'deleted' when it is gone.
+ */
+export async function writeRecord(file: File, generation: string, record: BuildRecord, now = new Date()): Promise<WriteOutcome> {
+  const fields: Record<string, string | null> = {
+    [RECORD_KEYS.status]: record.status,
+    [RECORD_KEYS.generation]: generation,
+    [RECORD_KEYS.builtAt]: now.toISOString(),
+    // null deletes a key left by an earlier record
+    [RECORD_KEYS.digest]: record.status === 'succeeded' ? record.digest : null,
+    [RECORD_KEYS.image]: record.status === 'succeeded' ? record.image : null,
+    [RECORD_KEYS.tags]: record.status === 'succeeded' ? record.tags.join(',') : null,
+    [RECORD_KEYS.error]: record.status === 'failed' ? recordError(record.error) : null,
+  };
+  for (let attempt = 0; ; attempt++) {
+    const state = await readState(file);
+    if (!state) return 'deleted';
+    if (state.generation !== generation) return 'superseded';
+    try {
+      await file.setMetadata(
+        { metadata: fields },
+        { ifGenerationMatch: state.generation, ifMetagenerationMatch: state.metageneration },
+      );
+      return 'written';
+    } catch (err) {
+      // 412: someone changed the object or its metadata between our read and write. Re-read.
+      if (gcsStatus(err) === 412 && attempt < 5) continue;
+      if (gcsStatus(err) === 404) return 'deleted';
+      throw storageError(err, `gs://${file.bucket.name}/${file.name}`, 'writing the build record');
+    }
+  }
+}
