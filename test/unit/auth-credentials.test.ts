@@ -1,0 +1,129 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { anonymous, chainCredentials, dockerConfigCredentials, dockerConfigPath, staticCredentials } from '../../src/registry/credentials.ts';
+
+let dir: string;
+let binDir: string;
+let env: NodeJS.ProcessEnv;
+
+// A real credential helper implementing the docker-credential-helpers protocol: server URL on
+// stdin, JSON on stdout, "credentials not found" + exit 1 when it has nothing.
+const HELPER = `#!/bin/sh
+[ "$1" = get ] || exit 2
+read -r server
+echo "$server" >> "$HELPER_LOG"
+case "$server" in
+  helper.example.com) echo '{"ServerURL":"helper.example.com","Username":"hu","Secret":"hs"}' ;;
+  token.example.com) echo '{"ServerURL":"token.example.com","Username":"<token>","Secret":"refresh-1"}' ;;
+  https://index.docker.io/v1/) echo '{"Username":"hubuser","Secret":"hubpass"}' ;;
+  broken.example.com) echo "boom: internal" >&2; exit 3 ;;
+  *) echo "credentials not found in native keychain"; exit 1 ;;
+esac
+`;
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'artificer-creds-'));
+  binDir = join(dir, 'bin');
+  await mkdir(binDir);
+  await writeFile(join(binDir, 'docker-credential-test'), HELPER);
+  await chmod(join(binDir, 'docker-credential-test'), 0o755);
+  env = { DOCKER_CONFIG: join(dir, 'cfg'), PATH: `${binDir}:${process.env.PATH}`, HELPER_LOG: join(dir, 'helper.log') };
+  await mkdir(join(dir, 'cfg'));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function writeConfig(config: unknown): Promise<string> {
+  const path = join(dir, 'cfg', 'config.json');
+  await writeFile(path, JSON.stringify(config));
+  return path;
+}
+
+const b64 = (s: string): string => Buffer.from(s).toString('base64');
+
+test('dockerConfigPath honours DOCKER_CONFIG, else ~/.docker', () => {
+  assert.equal(dockerConfigPath({ DOCKER_CONFIG: '/x/y' }), '/x/y/config.json');
+  assert.equal(dockerConfigPath({ HOME: '/home/u' }), '/home/u/.docker/config.json');
+});
+
+test('no config file: no credentials', async () => {
+  const p = dockerConfigCredentials({ env: { DOCKER_CONFIG: join(dir, 'does-not-exist') } });
+  assert.equal(await p.resolve('gcr.io'), undefined);
+});
+
+test('auths: base64 user:pass (with a colon in the password), identitytoken, registrytoken, URL keys, Docker Hub', async () => {
+  const path = await writeConfig({
+    auths: {
+      'reg.example.com': { auth: b64('alice:pa:ss') },
+      'https://url.example.com/v1/': { auth: b64('bob:pw') },
+      'id.example.com': { auth: b64('<token>:'), identitytoken: 'refresh-xyz' },
+      'rt.example.com': { registrytoken: 'bearer-123' },
+      'https://index.docker.io/v1/': { auth: b64('hub:hubpw') },
+      'localhost:5000': { username: 'local', password: 'lpw' },
+      'empty.example.com': {},
+    },
+  });
+  const p = dockerConfigCredentials({ env });
+  const source = `docker config ${path}`;
+  assert.deepEqual(await p.resolve('reg.example.com'), { credential: { username: 'alice', password: 'pa:ss' }, source });
+  assert.deepEqual(await p.resolve('url.example.com'), { credential: { username: 'bob', password: 'pw' }, source });
+  assert.deepEqual(await p.resolve('id.example.com'), { credential: { identityToken: 'refresh-xyz' }, source });
+  assert.deepEqual(await p.resolve('rt.example.com'), { credential: { registryToken: 'bearer-123' }, source });
+  assert.deepEqual(await p.resolve('docker.io'), { credential: { username: 'hub', password: 'hubpw' }, source });
+  assert.deepEqual(await p.resolve('index.docker.io'), { credential: { username: 'hub', password: 'hubpw' }, source });
+  assert.deepEqual(await p.resolve('localhost:5000'), { credential: { username: 'local', password: 'lpw' }, source });
+  assert.equal(await p.resolve('empty.example.com'), undefined);
+  assert.equal(await p.resolve('other.example.com'), undefined);
+  assert.equal(await p.resolve('localhost:5001'), undefined);
+});
+
+test('credHelpers run docker-credential-NAME get with the host on stdin; <token> means identity token', async () => {
+  await writeConfig({
+    auths: { 'helper.example.com': { auth: b64('ignored:ignored') } },
+    credHelpers: { 'helper.example.com': 'test', 'token.example.com': 'test', 'nothing.example.com': 'test', 'broken.example.com': 'test', 'missing.example.com': 'no-such-helper' },
+  });
+  const p = dockerConfigCredentials({ env });
+  const source = 'credential helper docker-credential-test';
+  assert.deepEqual(await p.resolve('helper.example.com'), { credential: { username: 'hu', password: 'hs' }, source });
+  assert.deepEqual(await p.resolve('token.example.com'), { credential: { identityToken: 'refresh-1' }, source });
+  assert.equal(await p.resolve('nothing.example.com'), undefined);
+  await assert.rejects(p.resolve('broken.example.com'), (err: Error) => {
+    assert.match(err.message, /credential helper docker-credential-test failed for broken\.example\.com \(exit 3\): boom: internal/);
+    return true;
+  });
+  await assert.rejects(p.resolve('missing.example.com'), /cannot run credential helper docker-credential-no-such-helper: ENOENT/);
+});
+
+test('credsStore is used for every registry; Docker Hub is asked as https://index.docker.io/v1/', async () => {
+  await writeConfig({ credsStore: 'test', auths: { 'fallback.example.com': { auth: b64('f:fp') } } });
+  const p = dockerConfigCredentials({ env });
+  assert.deepEqual(await p.resolve('docker.io'), { credential: { username: 'hubuser', password: 'hubpass' }, source: 'credential helper docker-credential-test' });
+  // The store has nothing: auths still answer (docker's own fallback).
+  assert.deepEqual((await p.resolve('fallback.example.com'))?.credential, { username: 'f', password: 'fp' });
+  const { readFile } = await import('node:fs/promises');
+  assert.match(await readFile(env.HELPER_LOG!, 'utf8'), /^https:\/\/index\.docker\.io\/v1\/$/m);
+});
+
+test('a malformed config is an error naming the file, not its content', async () => {
+  const path = await writeConfig({});
+  await writeFile(path, '{"auths": {"x": {"auth": "c2VjcmV0"}');
+  await assert.rejects(dockerConfigCredentials({ env }).resolve('x'), (err: Error) => {
+    assert.match(err.message, new RegExp(`cannot read docker config ${path.replace(/[.]/g, '\\.')}: invalid JSON`));
+    assert.ok(!err.message.includes('c2VjcmV0'));
+    return true;
+  });
+});
+
+test('chainCredentials: first provider with an answer wins; anonymous has none', async () => {
+  const a = staticCredentials('a.io', { username: 'a', password: '1' }, 'A');
+  const b = staticCredentials('b.io', { username: 'b', password: '2' }, 'B');
+  const chain = chainCredentials(anonymous, a, b, staticCredentials('a.io', { username: 'z', password: 'z' }, 'Z'));
+  assert.equal((await chain.resolve('a.io'))?.source, 'A');
+  assert.equal((await chain.resolve('b.io'))?.source, 'B');
+  assert.equal(await chain.resolve('c.io'), undefined);
+  assert.equal(await anonymous.resolve('a.io'), undefined);
+});
