@@ -55,6 +55,7 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
     throw new UsageError('nothing to do: give a target to push to, or an output (oci:DIR, tarball:FILE)');
   }
 
+  await preflight(req.files);
   const base = await resolveBase(req, ctx.registry, signal);
   if (req.outputs.tarball && base.multiPlatform) {
     throw new UsageError('a docker tarball holds a single platform; choose one with --platform, or use oci:DIR for several');
@@ -87,7 +88,12 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
 
   if (targets.length) await pushToRegistries(pusher, ctx, base, images, index, targets, layerDescriptor);
   if (req.outputs.ociLayout) {
-    await writeOciLayout(req.outputs.ociLayout, { registry: ctx.registry, base, layer, images, index, tag: targets[0]?.tags[0], ...(signal ? { signal } : {}) });
+    // An OCI layout holds OCI media types (skopeo and umoci look for nothing else): a Docker-family
+    // image is written as its OCI twin, the same config and layer bytes under OCI names.
+    const oci = base.family === 'oci' ? base : { ...base, family: 'oci' as const };
+    const ociImages = oci === base ? images : base.images.map((image) => assembleImage(oci, image, req, { descriptor: layerDescriptor, diffId: digests.diffId }));
+    const ociIndex = oci === base ? index : base.multiPlatform ? assembleIndex('oci', ociImages, req.annotations) : undefined;
+    await writeOciLayout(req.outputs.ociLayout, { registry: ctx.registry, base, layer, images: ociImages, index: ociIndex, tag: targets[0]?.tags[0], ...(signal ? { signal } : {}) });
   }
   if (req.outputs.tarball) {
     await writeTarball(req.outputs.tarball, { registry: ctx.registry, base, layer, image: images[0]!, repoTags: req.outputs.registry.map(String), ...(signal ? { signal } : {}) });
@@ -106,6 +112,20 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
     })),
     layerBytes: digests.size,
   };
+}
+
+/**
+ * Starts one pass over the files and stops at the first entry. Sources validate everything they
+ * can before yielding (the local source checks every path, type and permission), so a missing
+ * file or a FIFO is reported before the first request to a registry, not as a failed upload.
+ */
+async function preflight(files: BuildRequest['files']): Promise<void> {
+  const it = files()[Symbol.asyncIterator]();
+  try {
+    await it.next();
+  } finally {
+    await it.return?.();
+  }
 }
 
 /**

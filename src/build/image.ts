@@ -1,5 +1,5 @@
 import { sha256 } from '../oci/digest.ts';
-import { FamilyTypes, type Descriptor, type Digest, type Family, type ImageIndex, type ImageManifest, type Platform } from '../oci/types.ts';
+import { FamilyTypes, MediaTypes, type Descriptor, type Digest, type Family, type ImageIndex, type ImageManifest, type Platform } from '../oci/types.ts';
 import type { BaseImage, ResolvedBase } from './base.ts';
 import { newImageConfig } from './config.ts';
 import type { BuildRequest } from './request.ts';
@@ -25,6 +25,26 @@ function blob(value: unknown, mediaType: string, extra: Partial<Descriptor> = {}
   return { bytes, descriptor: { mediaType, digest: sha256(bytes), size: bytes.length, ...extra } };
 }
 
+const LAYER_TYPES: Record<Family, Record<string, string>> = {
+  oci: {
+    [MediaTypes.dockerLayerGzip]: MediaTypes.ociLayerGzip,
+    [MediaTypes.dockerForeignLayerGzip]: MediaTypes.ociLayerNondistributableGzip,
+  },
+  docker: {
+    [MediaTypes.ociLayerGzip]: MediaTypes.dockerLayerGzip,
+    [MediaTypes.ociLayerNondistributableGzip]: MediaTypes.dockerForeignLayerGzip,
+  },
+};
+
+/**
+ * A layer descriptor with the media type of `family`: the bytes are the same in both families,
+ * only the name differs (what skopeo does when it copies a Docker image into an OCI layout).
+ */
+function inFamily(family: Family, d: Descriptor): Descriptor {
+  const mediaType = LAYER_TYPES[family][d.mediaType];
+  return mediaType ? { ...d, mediaType } : d;
+}
+
 export const BASE_NAME_ANNOTATION = 'org.opencontainers.image.base.name';
 export const BASE_DIGEST_ANNOTATION = 'org.opencontainers.image.base.digest';
 
@@ -43,7 +63,7 @@ export function assembleImage(
 ): AssembledImage {
   const types = FamilyTypes[base.family];
   const config = blob(newImageConfig(image.config, image.platform, req.config, req.layer, layer.diffId), types.config);
-  const layers = [...(image.manifest?.layers ?? []), layer.descriptor];
+  const layers = [...(image.manifest?.layers ?? []).map((d) => inFamily(base.family, d)), inFamily(base.family, layer.descriptor)];
   const annotations: Record<string, string> = {};
   if (base.family === 'oci') {
     if (base.reference && image.manifestDigest) {

@@ -244,8 +244,16 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {
     insecureRegistries: v['insecure-registry'] ?? [],
     ...(concurrency !== undefined ? { concurrency } : {}),
     mtime: parseSourceDateEpoch(env),
-    createdBy: `artificer ${argv.join(' ')}`.slice(0, 1024),
+    createdBy: describeLayer(v.files ?? []),
   };
+}
+
+/**
+ * The history entry's `created_by`: what the layer adds, like a Dockerfile's `COPY` line. Not the
+ * whole command line: a target or an output must not change the image's digest.
+ */
+function describeLayer(files: readonly string[]): string {
+  return `artificer ${files.map((f) => `--files ${f}`).join(' ')}`.slice(0, 1024);
 }
 
 /** Resolves `--tag` values against the target: a bare tag joins the target's repository. */

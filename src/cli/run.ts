@@ -76,7 +76,7 @@ async function toRequest(opts: CliOptions, io: Io): Promise<BuildRequest> {
   if (opts.spec !== undefined) {
     const file = path.resolve(io.cwd, opts.spec);
     const spec = await readSpec(file);
-    const { request, target } = specToRequest(spec, specFiles(spec, path.dirname(file)), { sourceDateEpoch: opts.mtime, createdBy: opts.createdBy });
+    const { request, target } = specToRequest(spec, specFiles(spec, path.dirname(file)), { sourceDateEpoch: opts.mtime });
     let registry: readonly Reference[] = request.outputs.registry;
     if (opts.target) registry = [opts.target, ...resolveTags(opts.target, [...opts.tags, ...spec.tags])];
     else if (opts.tags.length) registry = [...registry, ...resolveTags(target, opts.tags)];

@@ -1,0 +1,202 @@
+// The CLI end to end: the exact seed flags against the real docker-registry, the image pulled
+// back by skopeo, unpacked by umoci and run by runc; assertions on what the container prints.
+import assert from 'node:assert/strict';
+import { chmod, chown, mkdir, utimes, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { artificer } from '../support/cli.ts';
+import { BASE_PATH, craneConfig, craneManifest, pushBusyboxBase, type PushedImage } from '../support/images.ts';
+import { startRegistry, type RunningRegistry } from '../support/registry.ts';
+import { pullAndRun, runDockerArchive, runLayout } from '../support/runc.ts';
+import { tempDir, type TempDir } from '../support/tmp.ts';
+
+const SERVER = `#!/bin/sh
+echo "server says hello"
+echo "LOGLEVEL=$LOGLEVEL ENVIRONMENT=$ENVIRONMENT BASE_VAR=$BASE_VAR"
+echo "PATH=$PATH"
+cat /conf/app.conf
+`;
+
+let registry: RunningRegistry;
+let work: TempDir;
+let dockerBase: PushedImage;
+let ociBase: PushedImage;
+let multiBase: PushedImage;
+
+async function makeInputs(dir: string): Promise<void> {
+  await mkdir(path.join(dir, 'conf'), { recursive: true });
+  await writeFile(path.join(dir, 'server-binary'), SERVER);
+  await chmod(path.join(dir, 'server-binary'), 0o755);
+  await writeFile(path.join(dir, 'conf', 'app.conf'), 'conf: loaded\n');
+}
+
+const digestLine = /^127\.0\.0\.1:\d+\/[a-z0-9/._-]+@sha256:[a-f0-9]{64}\n$/;
+
+before(async () => {
+  registry = await startRegistry();
+  work = await tempDir('cli-e2e');
+  await makeInputs(work.path);
+  [dockerBase, ociBase, multiBase] = await Promise.all([
+    pushBusyboxBase(registry.host, { repository: 'base/busybox', tag: 'docker', format: 'docker' }),
+    pushBusyboxBase(registry.host, { repository: 'base/busybox', tag: 'oci', format: 'oci' }),
+    pushBusyboxBase(registry.host, { repository: 'base/multi', tag: '1', format: 'oci', platforms: ['linux/amd64', 'linux/arm64'] }),
+  ]);
+});
+
+after(async () => {
+  await registry?.stop();
+  await work?.remove();
+});
+
+describe('the seed command', () => {
+  test('pushes an image that runs under runc, prints its CMD output, with merged ENV', async () => {
+    const target = `${registry.host}/app/server:1`;
+    const r = await artificer(
+      ['--baseimage', dockerBase.reference, '--files', 'server-binary', '--files', 'conf/', '--cmd', '/server-binary', '--target', target, '--env', 'LOGLEVEL=1', '--env', 'ENVIRONMENT=prod'],
+      { cwd: work.path },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, digestLine, 'stdout is exactly one line REGISTRY/REPO@sha256:…');
+    assert.ok(r.stdout.startsWith(`${registry.host}/app/server@sha256:`));
+
+    const run = await pullAndRun(target);
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(
+      run.stdout,
+      ['server says hello', 'LOGLEVEL=1 ENVIRONMENT=prod BASE_VAR=from-base', BASE_PATH, 'conf: loaded', ''].join('\n'),
+    );
+
+    // The docker family is kept, the base layer is reused, not rebuilt.
+    const manifest = await craneManifest(target);
+    assert.equal(manifest.mediaType, 'application/vnd.docker.distribution.manifest.v2+json');
+    const layers = manifest.layers as Array<{ mediaType: string; digest: string }>;
+    const baseManifest = await craneManifest(dockerBase.reference);
+    assert.deepEqual(layers.slice(0, -1), baseManifest.layers);
+    assert.equal(layers.at(-1)!.mediaType, 'application/vnd.docker.image.rootfs.diff.tar.gzip');
+    const config = await craneConfig(target);
+    assert.equal(config.created, '1970-01-01T00:00:00Z');
+    assert.equal((config.history as unknown[]).length, ((await craneConfig(dockerBase.reference)).history as unknown[]).length + 1);
+  });
+
+  test('the short forms do the same, and the same inputs give the same digest', async () => {
+    const args = (t: string) => ['-b', dockerBase.reference, '-f', 'server-binary', '-f', 'conf/', '-c', '/server-binary', '-t', `${registry.host}/app/${t}:1`, '-e', 'LOGLEVEL=1', '-e', 'ENVIRONMENT=prod'];
+    const first = await artificer(args('short'), { cwd: work.path });
+    assert.equal(first.code, 0, first.stderr);
+    // Different mtimes and owners on disk must not change the image.
+    await utimes(path.join(work.path, 'server-binary'), new Date('2001-02-03'), new Date('2001-02-03'));
+    await utimes(path.join(work.path, 'conf', 'app.conf'), new Date(), new Date());
+    await chown(path.join(work.path, 'conf', 'app.conf'), 1234, 5678);
+    const second = await artificer(args('short2'), { cwd: work.path });
+    assert.equal(second.code, 0, second.stderr);
+    const digest = (out: string) => out.trim().split('@')[1];
+    assert.equal(digest(first.stdout), digest(second.stdout));
+    await chown(path.join(work.path, 'conf', 'app.conf'), 0, 0);
+  });
+});
+
+describe('OCI bases, platforms and outputs', () => {
+  test('an OCI base gives an OCI image with base annotations', async () => {
+    const target = `${registry.host}/app/oci:1`;
+    const r = await artificer(['-b', ociBase.reference, '-f', 'server-binary', '-f', 'conf/', '-c', '/server-binary', '-t', target, '-a', 'org.example.note=hi'], { cwd: work.path });
+    assert.equal(r.code, 0, r.stderr);
+    const manifest = await craneManifest(target);
+    assert.equal(manifest.mediaType, 'application/vnd.oci.image.manifest.v1+json');
+    assert.deepEqual(manifest.annotations, {
+      'org.opencontainers.image.base.name': ociBase.reference,
+      'org.opencontainers.image.base.digest': ociBase.digest,
+      'org.example.note': 'hi',
+    });
+    const run = await pullAndRun(target);
+    assert.match(run.stdout, /^server says hello\n/);
+  });
+
+  test('--platform all on an index pushes an index with every platform', async () => {
+    const target = `${registry.host}/app/multi:1`;
+    const r = await artificer(['-b', multiBase.reference, '-f', 'server-binary', '-c', '/server-binary', '-t', target, '--platform', 'all'], { cwd: work.path });
+    assert.equal(r.code, 0, r.stderr);
+    const index = await craneManifest(target);
+    assert.equal(index.mediaType, 'application/vnd.oci.image.index.v1+json');
+    const platforms = (index.manifests as Array<{ platform: { os: string; architecture: string } }>).map((m) => `${m.platform.os}/${m.platform.architecture}`);
+    assert.deepEqual(platforms, ['linux/amd64', 'linux/arm64']);
+    assert.equal((await craneConfig(target, { platform: 'linux/arm64' })).architecture, 'arm64');
+    const run = await pullAndRun(target, { platform: 'linux/amd64', args: ['/server-binary'] });
+    assert.match(run.stdout, /^server says hello\n/);
+  });
+
+  test('a platform the base lacks is an error listing the ones it has, and nothing is pushed', async () => {
+    const target = `${registry.host}/app/s390x:1`;
+    const r = await artificer(['-b', multiBase.reference, '-f', 'server-binary', '-t', target, '--platform', 'linux/s390x'], { cwd: work.path });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /has no linux\/s390x variant; available: linux\/amd64, linux\/arm64/);
+    assert.equal(r.stdout, '');
+    await assert.rejects(craneManifest(target));
+  });
+
+  test('--output oci:DIR and tarball:FILE are runnable by independent tools', async () => {
+    const layout = path.join(work.path, 'layout');
+    const tarball = path.join(work.path, 'image.tar');
+    const r = await artificer(['-b', dockerBase.reference, '-f', 'server-binary', '-f', 'conf/', '-c', '/server-binary', '-e', 'LOGLEVEL=2', '-t', `${registry.host}/app/out:1`, '-o', `oci:${layout}`, '-o', `tarball:${tarball}`], { cwd: work.path });
+    assert.equal(r.code, 0, r.stderr);
+    const fromLayout = await runLayout(layout, '1');
+    assert.equal(fromLayout.code, 0, fromLayout.stderr);
+    assert.match(fromLayout.stdout, /LOGLEVEL=2/);
+    const fromTarball = await runDockerArchive(tarball);
+    assert.equal(fromTarball.code, 0, fromTarball.stderr);
+    assert.match(fromTarball.stdout, /LOGLEVEL=2/);
+  });
+
+  test('scratch: no base at all', async () => {
+    const target = `${registry.host}/app/scratch:1`;
+    const r = await artificer(['-b', 'scratch', '-f', 'conf/', '-t', target], { cwd: work.path });
+    assert.equal(r.code, 0, r.stderr);
+    const manifest = await craneManifest(target);
+    assert.equal((manifest.layers as unknown[]).length, 1);
+    const config = await craneConfig(target);
+    assert.equal(config.os, 'linux');
+    assert.equal(config.architecture, 'amd64');
+  });
+});
+
+describe('bad input: a specific message, a non-zero exit, nothing pushed', () => {
+  const cases: Array<[string, (t: string) => string[], number, RegExp]> = [
+    ['bad reference', (t) => ['-b', 'Not/Valid', '-f', 'server-binary', '-t', t], 2, /invalid image reference "Not\/Valid"/],
+    ['base tag not found', (t) => ['-b', `${registry.host}/base/busybox:nope`, '-f', 'server-binary', '-t', t], 1, /base\/busybox:nope not found/],
+    ['missing file', (t) => ['-b', dockerBase.reference, '-f', 'no-such-file', '-t', t], 2, /no-such-file.*no such file or directory/],
+    ['bad --env', (t) => ['-b', dockerBase.reference, '-f', 'server-binary', '-e', 'NOEQUALS', '-t', t], 2, /--env "NOEQUALS": expected KEY=VALUE/],
+    ['bad --expose', (t) => ['-b', dockerBase.reference, '-f', 'server-binary', '--expose', 'web', '-t', t], 2, /--expose "web"/],
+    ['bad --chown', (t) => ['-b', dockerBase.reference, '-f', 'server-binary', '--chown', 'root', '-t', t], 2, /--chown "root"/],
+  ];
+  for (const [name, args, code, message] of cases) {
+    test(name, async () => {
+      const target = `${registry.host}/bad/${name.replace(/[^a-z]+/g, '-')}:1`;
+      const r = await artificer(args(target), { cwd: work.path });
+      assert.equal(r.code, code, r.stderr);
+      assert.match(r.stderr, message);
+      assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace for a user mistake');
+      assert.equal(r.stdout, '');
+      await assert.rejects(craneManifest(target), 'the target tag does not exist');
+    });
+  }
+
+  test('a FIFO among the files', async () => {
+    const dir = path.join(work.path, 'withfifo');
+    await mkdir(dir, { recursive: true });
+    const { exec } = await import('../support/tools.ts');
+    await exec('mkfifo', [path.join(dir, 'pipe')]);
+    const target = `${registry.host}/bad/fifo:1`;
+    const r = await artificer(['-b', dockerBase.reference, '-f', 'withfifo/', '-t', target], { cwd: work.path });
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /withfifo\/pipe.*FIFO/);
+    await assert.rejects(craneManifest(target));
+  });
+
+  test('registry down: retried, then a clear error', async () => {
+    const { freePort } = await import('../support/ports.ts');
+    const port = await freePort();
+    const r = await artificer(['-b', dockerBase.reference, '-f', 'server-binary', '-t', `127.0.0.1:${port}/x/y:1`], { cwd: work.path });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`127\\.0\\.0\\.1:${port}`));
+    assert.match(r.stderr, /ECONNREFUSED|connection refused|connect/i);
+    assert.doesNotMatch(r.stderr, /\n\s+at /);
+  });
+});
