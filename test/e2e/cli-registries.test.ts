@@ -1,0 +1,147 @@
+// The CLI against registries with auth, across registries, through faults, and with --spec.
+import assert from 'node:assert/strict';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { artificer } from '../support/cli.ts';
+import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.ts';
+import { craneManifest, pushBusyboxBase, type PushedImage } from '../support/images.ts';
+import { startRegistry, type RunningRegistry } from '../support/registry.ts';
+import { pullAndRun } from '../support/runc.ts';
+import { tempDir, type TempDir } from '../support/tmp.ts';
+
+let plain: RunningRegistry;
+let basic: RunningRegistry;
+let token: RunningRegistry;
+let proxy: FaultProxy;
+let work: TempDir;
+let base: PushedImage;
+
+async function dockerConfig(name: string, auths: Record<string, { username: string; password: string }>): Promise<string> {
+  const dir = path.join(work.path, `docker-config-${name}`);
+  await mkdir(dir, { recursive: true });
+  const entries = Object.fromEntries(Object.entries(auths).map(([host, c]) => [host, { auth: Buffer.from(`${c.username}:${c.password}`).toString('base64') }]));
+  await writeFile(path.join(dir, 'config.json'), JSON.stringify({ auths: entries }));
+  return dir;
+}
+
+before(async () => {
+  [plain, basic, token, work] = await Promise.all([startRegistry(), startRegistry({ auth: 'basic' }), startRegistry({ auth: 'token' }), tempDir('cli-reg')]);
+  proxy = await startFaultProxy(plain.url);
+  base = await pushBusyboxBase(plain.host, { repository: 'base/busybox', tag: '1', format: 'oci' });
+  await writeFile(path.join(work.path, 'hello'), '#!/bin/sh\necho "hello $WHO"\n');
+  await chmod(path.join(work.path, 'hello'), 0o755);
+});
+
+after(async () => {
+  await Promise.all([plain?.stop(), basic?.stop(), token?.stop(), proxy?.stop()]);
+  await work?.remove();
+});
+
+const build = (target: string, extra: string[] = []) => ['-b', base.reference, '-f', 'hello', '-c', '/hello', '-e', 'WHO=world', '-t', target, ...extra];
+
+describe('auth', () => {
+  test('basic auth: credentials from DOCKER_CONFIG; the base streams across registries', async () => {
+    const target = `${basic.host}/team/app:1`;
+    const cfg = await dockerConfig('basic', { [basic.host]: { username: basic.username!, password: basic.password! } });
+    const r = await artificer(build(target), { cwd: work.path, env: { DOCKER_CONFIG: cfg } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(r.stdout.startsWith(`${basic.host}/team/app@sha256:`));
+    const run = await pullAndRun(target, { creds: { username: basic.username!, password: basic.password! } });
+    assert.equal(run.stdout, 'hello world\n');
+  });
+
+  test('basic auth without credentials: says which registry and that it went anonymous', async () => {
+    const r = await artificer(build(`${basic.host}/team/anon:1`), { cwd: work.path });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`unauthorized to push.* on ${basic.host.replace(/\./g, '\\.')} \\(credentials tried: anonymous\\)`));
+  });
+
+  test('a wrong password: names the docker config tried, never the secret', async () => {
+    const cfg = await dockerConfig('wrong', { [basic.host]: { username: basic.username!, password: 'not-the-password-s3cret' } });
+    const r = await artificer(build(`${basic.host}/team/wrong:1`, ['-vv']), { cwd: work.path, env: { DOCKER_CONFIG: cfg } });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /unauthorized/);
+    assert.ok(r.stderr.includes(path.join(cfg, 'config.json')), r.stderr);
+    assert.doesNotMatch(r.stderr, /not-the-password-s3cret|bm90LXRoZS1wYXNzd29yZC1zM2NyZXQ/);
+    assert.doesNotMatch(r.stderr, /Basic [A-Za-z0-9+/=]{8,}/);
+  });
+
+  test('token auth: a bearer token from the token server, no token in the logs', async () => {
+    const target = `${token.host}/team/app:1`;
+    const cfg = await dockerConfig('token', { [token.host]: { username: token.username!, password: token.password! } });
+    const r = await artificer(build(target, ['-vv']), { cwd: work.path, env: { DOCKER_CONFIG: cfg } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /eyJ[A-Za-z0-9_-]{10,}/, 'no JWT in debug output');
+    assert.ok(!r.stderr.includes(token.password!));
+    const run = await pullAndRun(target, { creds: { username: token.username!, password: token.password! } });
+    assert.equal(run.stdout, 'hello world\n');
+  });
+});
+
+describe('through a faulty registry', () => {
+  test('503s and a reset mid-upload are retried; the push succeeds', async () => {
+    proxy.reset();
+    proxy.failNext(1, { status: 503, method: 'PUT', match: /\/manifests\// });
+    proxy.failNext(1, { status: 503, method: 'HEAD', match: /\/blobs\// });
+    proxy.failNext(1, { reset: true, afterBytes: 10, method: 'PATCH' });
+    const target = `${proxy.host}/faulty/app:1`;
+    const r = await artificer(build(target), { cwd: work.path });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(proxy.pendingFaults(), 0, 'every fault fired');
+    const run = await pullAndRun(`${plain.host}/faulty/app:1`);
+    assert.equal(run.stdout, 'hello world\n');
+  });
+
+  test('a registry that keeps failing: a clear error after the retries, no tag', async () => {
+    proxy.reset();
+    proxy.failNext(100, { status: 500, method: 'PUT', match: /\/manifests\// });
+    const target = `${proxy.host}/faulty/never:1`;
+    const r = await artificer(build(target), { cwd: work.path });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /tagging .*faulty\/never:1/);
+    assert.match(r.stderr, /500/);
+    proxy.reset();
+    await assert.rejects(craneManifest(`${plain.host}/faulty/never:1`));
+  });
+
+  test('same registry: base layers are mounted, not re-uploaded', async () => {
+    proxy.reset();
+    const viaProxy = base.reference.replace(plain.host, proxy.host);
+    const r = await artificer(['-b', viaProxy, '-f', 'hello', '-t', `${proxy.host}/mounted/app:1`], { cwd: work.path });
+    assert.equal(r.code, 0, r.stderr);
+    const mounts = proxy.requests.filter((q) => q.method === 'POST' && /[?&]mount=sha256/.test(q.path));
+    assert.ok(mounts.length >= 1, 'a cross-repository mount was asked');
+    assert.ok(mounts.every((m) => m.status === 201), 'and the registry mounted');
+    const gets = proxy.requests.filter((q) => q.method === 'GET' && /\/blobs\/sha256:/.test(q.path));
+    assert.equal(gets.length, 1, `only the base config is read, no base layer: ${JSON.stringify(gets)}`);
+  });
+});
+
+describe('--spec, tags, digest file', () => {
+  test('a spec file builds like the flags, -t overrides its target, --tag and --digest-file work', async () => {
+    const dir = path.join(work.path, 'spec');
+    await mkdir(path.join(dir, 'bin'), { recursive: true });
+    await writeFile(path.join(dir, 'bin', 'hello'), '#!/bin/sh\necho "spec says $WHO"\n');
+    await chmod(path.join(dir, 'bin', 'hello'), 0o755);
+    await writeFile(
+      path.join(dir, 'artificer.json'),
+      JSON.stringify({ base: base.reference, target: 'registry.invalid/never/used:1', files: [{ from: 'bin/hello', to: '/usr/local/bin/hello' }], cmd: ['hello'], env: { WHO: 'spec' } }),
+    );
+    const target = `${plain.host}/spec/app:1`;
+    const digestFile = path.join(work.path, 'digest.txt');
+    const r = await artificer(['--spec', 'spec/artificer.json', '-t', target, '--tag', 'latest', '--digest-file', digestFile], { cwd: work.path });
+    assert.equal(r.code, 0, r.stderr);
+    const digest = (await readFile(digestFile, 'utf8')).trim();
+    assert.equal(r.stdout, `${plain.host}/spec/app@${digest}\n`);
+    const run = await pullAndRun(`${plain.host}/spec/app:latest`);
+    assert.equal(run.stdout, 'spec says spec\n');
+  });
+
+  test('a spec with a typo is refused with the field named', async () => {
+    await writeFile(path.join(work.path, 'typo.json'), JSON.stringify({ base: base.reference, target: `${plain.host}/x/y:1`, files: [], entrypont: ['/x'] }));
+    const r = await artificer(['--spec', 'typo.json'], { cwd: work.path });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /entrypont/);
+  });
+});
