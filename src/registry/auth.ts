@@ -39,6 +39,8 @@ interface HostState {
   ping?: Promise<void>;
   credential?: Promise<ResolvedCredential | undefined>;
   tokens: CachedToken[];
+  /** Token requests in flight, by scope set, so concurrent uploads share one. */
+  inflight: Map<string, Promise<CachedToken>>;
 }
 
 /** "repository:a/b:pull,push" → Map { "repository:a/b" → {pull, push} }, merged. */
@@ -90,7 +92,7 @@ export class Authenticator {
   #state(registry: string): HostState {
     let s = this.#hosts.get(registry);
     if (!s) {
-      s = { tokens: [] };
+      s = { tokens: [], inflight: new Map() };
       this.#hosts.set(registry, s);
     }
     return s;
@@ -170,8 +172,24 @@ export class Authenticator {
       s.tokens = s.tokens.filter((t) => t.expiresAt > now);
       const cached = s.tokens.find((t) => covers(t.scopes, want));
       if (cached) return { header: `Bearer ${cached.token}`, source };
-      const token = await this.#fetchToken(ep, challenge, normalizeScopes(scopes), resolved, action, signal);
-      s.tokens.push(token);
+      const normalized = normalizeScopes(scopes);
+      const key = normalized.join(' ');
+      let pending = s.inflight.get(key);
+      if (!pending) {
+        pending = this.#fetchToken(ep, challenge, normalized, resolved, action, signal).then(
+          (t) => {
+            s.inflight.delete(key);
+            s.tokens.push(t);
+            return t;
+          },
+          (err: unknown) => {
+            s.inflight.delete(key);
+            throw err;
+          },
+        );
+        s.inflight.set(key, pending);
+      }
+      const token = await pending;
       return { header: `Bearer ${token.token}`, source };
     }
     return { source };
@@ -188,6 +206,7 @@ export class Authenticator {
     if (!challenge) return undefined;
     s.challenge = challenge;
     s.tokens = [];
+    s.inflight.clear();
     s.credential = undefined;
     return normalizeScopes([...scopes, ...challengeScopes(challenge)]);
   }

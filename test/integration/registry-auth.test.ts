@@ -271,3 +271,42 @@ describe('auth edge cases against small servers', () => {
     }
   });
 });
+
+describe('token auth under concurrency and cancellation', () => {
+  let reg: RunningRegistry;
+  before(async () => {
+    reg = await startRegistry({ auth: 'token' });
+  });
+  after(async () => {
+    await reg?.stop();
+  });
+
+  test('concurrent uploads to one repository share one token request', async () => {
+    const client = new RegistryClient({ retry: noRetry, credentials: staticCredentials(reg.host, { username: reg.username!, password: reg.password! }) });
+    const repo = { registry: reg.host, repository: 'conc/app' };
+    const n = reg.tokenServer!.tokensIssued();
+    await Promise.all(Array.from({ length: 6 }, () => client.uploadBlob(repo, { bytes: randomBytes(1000) })));
+    assert.equal(reg.tokenServer!.tokensIssued() - n, 1);
+  });
+
+  test('an aborted upload rejects with AbortedError', async () => {
+    const { AbortedError } = await import('../../src/errors.ts');
+    const { Readable } = await import('node:stream');
+    const client = new RegistryClient({ credentials: staticCredentials(reg.host, { username: reg.username!, password: reg.password! }) });
+    const ac = new AbortController();
+    let sent = 0;
+    const slow = new Readable({
+      read() {
+        sent++;
+        if (sent === 3) ac.abort();
+        setTimeout(() => this.push(randomBytes(16_384)), 5);
+      },
+    });
+    await assert.rejects(client.uploadBlob({ registry: reg.host, repository: 'conc/app' }, { open: () => slow, replayable: true }, ac.signal), (err: unknown) => {
+      assert.ok(err instanceof AbortedError, String(err));
+      assert.equal(err.code, 'ARTIFICER_ABORTED');
+      return true;
+    });
+    assert.ok(slow.destroyed, 'the source stream is torn down');
+  });
+});
