@@ -45,6 +45,8 @@ export interface RunningRegistry {
   dataDir: string;
   /** Where the registry's own log goes (read it when a test fails). */
   logFile: string;
+  /** The registry's process id (tests check it is gone after stop). */
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -53,9 +55,18 @@ let exitHookInstalled = false;
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
-  process.on('exit', () => {
+  const killAll = (): void => {
     for (const child of live) child.kill('SIGKILL');
-  });
+  };
+  process.on('exit', killAll);
+  // A test run interrupted (Ctrl-C, the runner's timeout) must not leave registries behind:
+  // kill them, then let the signal do what it would have done.
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(sig, () => {
+      killAll();
+      process.kill(process.pid, sig);
+    });
+  }
 }
 
 async function waitUntilUp(url: string, child: ChildProcess, logFile: string): Promise<void> {
@@ -163,6 +174,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Ru
     ...(tokenServer ? { tokenServer } : {}),
     dataDir,
     logFile,
+    pid: child.pid!,
     stop,
   };
 }
