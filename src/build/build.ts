@@ -1,6 +1,7 @@
+import { Transform, pipeline, type Readable } from 'node:stream';
 import { DigestMismatchError, UsageError, withContext } from '../errors.ts';
 import { createLayer, type Layer, type LayerDigests } from '../layer/layer.ts';
-import { silentLogger } from '../log.ts';
+import { silentLogger, type ProgressEvent } from '../log.ts';
 import { FamilyTypes, type Descriptor } from '../oci/types.ts';
 import { repositoryOf, type Reference } from '../reference/reference.ts';
 import type { Repository } from '../registry/types.ts';
@@ -78,7 +79,7 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
   });
 
   const started = Date.now();
-  const digests = targets.length ? await pushNewLayer(pusher, base, layer, targets[0]!.repo) : await layer.measure();
+  const digests = targets.length ? await pushNewLayer(pusher, base, layer, targets[0]!.repo, ctx.onProgress) : await layer.measure();
   logger.info('layer built', { digest: digests.digest, diffId: digests.diffId, size: digests.size, ms: Date.now() - started });
 
   const layerDescriptor: Descriptor = { mediaType: FamilyTypes[base.family].layer, digest: digests.digest, size: digests.size };
@@ -133,7 +134,13 @@ async function preflight(files: BuildRequest['files']): Promise<void> {
  * parallel. The registry client hashes what it sends; the layer hashes what it produced; the two
  * must agree.
  */
-async function pushNewLayer(pusher: BlobPusher, base: ResolvedBase, layer: Layer, repo: Repository): Promise<LayerDigests> {
+async function pushNewLayer(
+  pusher: BlobPusher,
+  base: ResolvedBase,
+  layer: Layer,
+  repo: Repository,
+  onProgress: ((e: ProgressEvent) => void) | undefined,
+): Promise<LayerDigests> {
   const baseBlobs = Promise.allSettled(baseBlobTransfers(pusher, base, repo));
   let last: Promise<LayerDigests> | undefined;
   const uploaded = pusher.uploadStream(
@@ -143,7 +150,7 @@ async function pushNewLayer(pusher: BlobPusher, base: ResolvedBase, layer: Layer
       last = opened.done;
       // A failed attempt's digests are never read; keep its rejection from going unhandled.
       last.catch(() => {});
-      return opened.stream;
+      return onProgress ? countBytes(opened.stream, onProgress) : opened.stream;
     },
     'new layer',
   );
@@ -152,6 +159,23 @@ async function pushNewLayer(pusher: BlobPusher, base: ResolvedBase, layer: Layer
   const digests = await last!;
   if (digests.digest !== upload.digest) throw new DigestMismatchError('new layer', digests.digest, upload.digest);
   return digests;
+}
+
+/** Reports the bytes of the new layer as they leave, for a progress line (`total` is unknown). */
+function countBytes(stream: Readable, onProgress: (e: ProgressEvent) => void): Readable {
+  let bytes = 0;
+  const counter = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      bytes += chunk.length;
+      onProgress({ kind: 'upload', bytes, done: false });
+      cb(null, chunk);
+    },
+    flush(cb) {
+      onProgress({ kind: 'upload', bytes, done: true });
+      cb();
+    },
+  });
+  return pipeline(stream, counter, () => {});
 }
 
 function baseBlobTransfers(pusher: BlobPusher, base: ResolvedBase, repo: Repository): Promise<void>[] {
