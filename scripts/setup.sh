@@ -13,7 +13,8 @@
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 
-log() { printf '%s setup: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+# .ci/run stamps every line itself.
+log() { if [[ -n "${CI:-}" ]]; then printf 'setup: %s\n' "$*"; else printf '%s setup: %s\n' "$(date -u +%H:%M:%S)" "$*"; fi >&2; }
 die() { log "ERROR: $*"; exit 1; }
 trap 'log "ERROR: failed (exit $?) at scripts/setup.sh:$LINENO: $BASH_COMMAND"' ERR
 
