@@ -82,7 +82,8 @@ export type RebuildMessage =
  */
 export function parseRebuildMessage(event: CloudEventLike): RebuildMessage {
   const d = obj(event.data);
-  const message = obj(d?.message);
+  // Eventarc sends {message, subscription}; a legacy-shaped push may carry the message itself.
+  const message = obj(d?.message) ?? (typeof d?.data === 'string' ? d : undefined);
   const time = date(event.time, message?.publishTime, message?.publish_time);
   if (!message || typeof message.data !== 'string') return { kind: 'ignored', reason: 'no message.data', time };
   let body: Record<string, unknown> | undefined;

@@ -10,7 +10,7 @@
 import type { Bucket, Storage } from '@google-cloud/storage';
 import { build } from '../build/build.ts';
 import type { BuildResult } from '../build/request.ts';
-import { ArtificerError, TargetNotAllowedError } from '../errors.ts';
+import { ArtificerError, SourceError, TargetNotAllowedError } from '../errors.ts';
 import { parseReference } from '../reference/reference.ts';
 import { RegistryClient } from '../registry/client.ts';
 import type { CredentialProvider } from '../registry/types.ts';
@@ -45,6 +45,11 @@ export interface SpecRun {
 
 /** True when the failure may go away on its own (registry 5xx/429, network, storage 503). */
 export function isTemporary(err: unknown): boolean {
+  // A bad input (a truncated bundle) surfacing through the upload of the layer it fed may be
+  // wrapped in a network error by the registry client; the cause decides: retrying cannot fix it.
+  for (let e: unknown = err, i = 0; e instanceof Error && i < 8; e = e.cause, i++) {
+    if (e instanceof SourceError && !e.temporary) return false;
+  }
   if (err instanceof ArtificerError) return err.temporary;
   return isTemporaryGcsError(err);
 }

@@ -9,13 +9,14 @@
  *     npx functions-framework --target=buildOnUpload --signature-type=cloudevent
  */
 import * as functions from '@google-cloud/functions-framework';
-import { Storage } from '@google-cloud/storage';
+import type { Storage } from '@google-cloud/storage';
 import { UsageError } from '../errors.ts';
 import { parseFunctionConfig } from './config.ts';
 import { parseRebuildMessage, parseStorageEvent, type CloudEventLike } from './events.ts';
 import { GoogleCredentialProvider } from './google-credentials.ts';
 import { onObjectFinalized, onRebuildMessage, type HandlerDeps } from './handler.ts';
 import { jsonLogger } from './logger.ts';
+import { createStorage } from './storage.ts';
 
 let shared: { storage: Storage; credentials: GoogleCredentialProvider } | undefined;
 
@@ -23,7 +24,7 @@ function deps(event: CloudEventLike): HandlerDeps {
   const config = parseFunctionConfig(process.env);
   // One Storage client and one token cache per instance; created on first use.
   shared ??= {
-    storage: new Storage(),
+    storage: createStorage(),
     credentials: new GoogleCredentialProvider({ extraRegistries: config.googleRegistries }),
   };
   const logger = jsonLogger(config.logLevel, { eventId: event.id, eventType: event.type });

@@ -85,9 +85,11 @@ export async function writeRecord(file: File, generation: string, record: BuildR
     const state = await readState(file);
     if (!state) return 'deleted';
     if (state.generation !== generation) return 'superseded';
+    // Send null (delete) only for keys that exist: fake-gcs-server stores null as "".
+    const patch = Object.fromEntries(Object.entries(fields).filter(([k, v]) => v !== null || k in state.record));
     try {
       await file.setMetadata(
-        { metadata: fields },
+        { metadata: patch },
         { ifGenerationMatch: state.generation, ifMetagenerationMatch: state.metageneration },
       );
       return 'written';

@@ -1,0 +1,300 @@
+// The buildOnUpload function as deployed: the real functions-framework server running the real
+// handlers, events POSTed in Eventarc's binary CloudEvent shape, fake-gcs-server as Cloud Storage,
+// google-auth-library's ADC path fed by the loopback metadata stand-in, and a token-auth
+// docker-registry (behind the fault proxy) whose token endpoint accepts only
+// `oauth2accesstoken` + a token that stand-in issued.
+import assert from 'node:assert/strict';
+import { createGzip } from 'node:zlib';
+import { after, before, describe, test } from 'node:test';
+import type { Bucket } from '@google-cloud/storage';
+import tarStream from 'tar-stream';
+import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.ts';
+import { deliverStorageEvent, objectEventData, startFunction, type RunningFunction } from '../support/functions.ts';
+import { startGcs, type RunningGcs } from '../support/gcs.ts';
+import { pushBusyboxBase } from '../support/images.ts';
+import { metadataEnv, startMetadataServer, type RunningMetadataServer } from '../support/metadata-server.ts';
+import { startRegistry, type RunningRegistry } from '../support/registry.ts';
+import { parseScope } from '../support/token-server.ts';
+
+const BUCKET = 'artifacts-it';
+const ADMIN = 'admin';
+const ADMIN_PW = 'admin-secret-pw';
+
+let gcs: RunningGcs;
+let md: RunningMetadataServer;
+let registry: RunningRegistry;
+let baseRegistry: RunningRegistry;
+let proxy: FaultProxy;
+let fn: RunningFunction;
+let bucket: Bucket;
+let base: string;
+
+/** What the registry serves for a tag: the manifest digest, fetched independently of the function. */
+async function registryDigest(repo: string, tag: string): Promise<string | undefined> {
+  const tokenRes = await fetch(
+    `${registry.tokenServer!.realm}?service=${encodeURIComponent(registry.tokenServer!.service)}&scope=repository:${repo}:pull`,
+    { headers: { authorization: `Basic ${Buffer.from(`${ADMIN}:${ADMIN_PW}`).toString('base64')}` } },
+  );
+  const { token } = (await tokenRes.json()) as { token: string };
+  const res = await fetch(`${registry.url}/v2/${repo}/manifests/${tag}`, {
+    method: 'HEAD',
+    headers: {
+      authorization: `Bearer ${token}`,
+      accept: 'application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json',
+    },
+  });
+  return res.status === 200 ? (res.headers.get('docker-content-digest') ?? undefined) : undefined;
+}
+
+async function upload(name: string, content: string | Buffer): Promise<Record<string, unknown>> {
+  await bucket.file(name).save(content, { resumable: false });
+  const [meta] = await bucket.file(name).getMetadata();
+  return meta as Record<string, unknown>;
+}
+
+async function uploadSpec(name: string, spec: Record<string, unknown>): Promise<Record<string, unknown>> {
+  return upload(name, JSON.stringify({ base, ...spec }));
+}
+
+async function record(name: string): Promise<Record<string, string>> {
+  const [meta] = await bucket.file(name).getMetadata();
+  const custom = (meta.metadata ?? {}) as Record<string, string>;
+  return Object.fromEntries(Object.entries(custom).filter(([k]) => k.startsWith('artificer-')));
+}
+
+function target(repo: string, tag = 'v1'): string {
+  return `${proxy.host}/${repo}:${tag}`;
+}
+
+async function tarBundle(entries: Array<{ header: Record<string, unknown>; body?: string }>, gzip: boolean): Promise<Buffer> {
+  const pack = tarStream.pack();
+  for (const e of entries) {
+    const header = { mtime: new Date(0), ...e.header } as tarStream.Header;
+    if (e.body === undefined) pack.entry(header);
+    else pack.entry(header, e.body);
+  }
+  pack.finalize();
+  const chunks: Buffer[] = [];
+  for await (const c of (gzip ? pack.pipe(createGzip()) : pack) as AsyncIterable<Buffer>) chunks.push(c);
+  return Buffer.concat(chunks);
+}
+
+before(async () => {
+  [gcs, md] = await Promise.all([startGcs(), startMetadataServer()]);
+  registry = await startRegistry({
+    auth: 'token',
+    authorize: (req) => {
+      if (req.username === ADMIN && req.password === ADMIN_PW) return req.scopes;
+      if (req.username !== 'oauth2accesstoken' || !req.password || !md.isValid(req.password)) return false;
+      // The service account may pull anything and push anywhere but readonly/*.
+      return req.scopes.map((s) => {
+        const p = parseScope(s);
+        return p && p.name.startsWith('readonly/') ? `${p.type}:${p.name}:pull` : s;
+      });
+    },
+  });
+  proxy = await startFaultProxy(registry.url);
+  // The base lives on a second, anonymous registry (crane refuses token realms on loopback, so it
+  // cannot seed the token registry); it must never receive the service account's token.
+  baseRegistry = await startRegistry({ auth: 'none' });
+  base = (await pushBusyboxBase(baseRegistry.host, { repository: 'base/busybox', format: 'docker' })).reference;
+  await gcs.createBucket(BUCKET);
+  bucket = gcs.storage().bucket(BUCKET);
+  fn = await startFunction({
+    target: 'buildOnUpload',
+    env: {
+      ...metadataEnv(md.host),
+      STORAGE_EMULATOR_HOST: gcs.url,
+      ARTIFICER_ALLOWED_TARGETS: `${proxy.host}/apps/,${proxy.host}/readonly/`,
+      ARTIFICER_GOOGLE_REGISTRIES: proxy.host,
+      ARTIFICER_REGISTRY_RETRY_ATTEMPTS: '1',
+      ARTIFICER_MAX_EVENT_AGE: '600',
+    },
+  });
+});
+
+after(async () => {
+  await Promise.allSettled([fn?.stop(), proxy?.stop(), registry?.stop(), baseRegistry?.stop(), md?.stop(), gcs?.stop()]);
+});
+
+describe('buildOnUpload', { concurrency: false }, () => {
+  test('objects beside the spec: pushed, the record on the spec object names the digest the registry has', async () => {
+    await upload('hello/bin/hello.sh', '#!/bin/sh\necho hello from the bucket\n');
+    await upload('hello/conf/a.txt', 'A');
+    await upload('hello/conf/sub/b.txt', 'B');
+    const spec = await uploadSpec('hello/artificer.json', {
+      target: target('apps/hello'),
+      tags: ['latest'],
+      files: [{ from: 'bin/hello.sh', to: '/usr/local/bin/hello', mode: '0755' }, { from: 'conf/', to: '/etc/hello/' }],
+      cmd: ['/usr/local/bin/hello'],
+    });
+    const res = await deliverStorageEvent(fn.url, objectEventData(spec));
+    assert.equal(res.status, 204, res.body);
+    const rec = await record('hello/artificer.json');
+    assert.equal(rec['artificer-status'], 'succeeded', JSON.stringify(rec));
+    assert.equal(rec['artificer-generation'], spec.generation);
+    assert.match(rec['artificer-digest']!, /^sha256:[a-f0-9]{64}$/);
+    assert.equal(rec['artificer-digest'], await registryDigest('apps/hello', 'v1'));
+    assert.equal(rec['artificer-digest'], await registryDigest('apps/hello', 'latest'));
+    assert.equal(rec['artificer-image'], `${proxy.host}/apps/hello@${rec['artificer-digest']}`);
+    assert.deepEqual(rec['artificer-tags']!.split(',').sort(), [target('apps/hello', 'latest'), target('apps/hello')].sort());
+    assert.ok(!Number.isNaN(Date.parse(rec['artificer-built-at']!)));
+    assert.equal(rec['artificer-error'], undefined);
+    // One JSON summary line per event with what Cloud Logging needs.
+    const line = await fn.waitForLog((l) => l.spec === `gs://${BUCKET}/hello/artificer.json` && l.outcome === 'succeeded');
+    assert.equal(line.severity, 'INFO');
+    assert.equal(line.digest, rec['artificer-digest']);
+    assert.equal(typeof line.durationMs, 'number');
+    assert.equal(line.objectBytes, '#!/bin/sh\necho hello from the bucket\n'.length + 2);
+    // The registry only ever saw the service account's token from the metadata server.
+    const tokenUsers = new Set(registry.tokenServer!.requests.filter((r) => r.granted).map((r) => r.username));
+    assert.ok(tokenUsers.has('oauth2accesstoken'));
+    assert.ok(md.issued.length >= 1);
+  });
+
+  test('a duplicate event for a recorded generation does nothing', async () => {
+    const [meta] = await bucket.file('hello/artificer.json').getMetadata();
+    const before = await record('hello/artificer.json');
+    const pushesBefore = proxy.requests.filter((r) => r.method === 'PUT').length;
+    const res = await deliverStorageEvent(fn.url, objectEventData(meta as Record<string, unknown>));
+    assert.equal(res.status, 204);
+    assert.deepEqual(await record('hello/artificer.json'), before);
+    assert.equal(proxy.requests.filter((r) => r.method === 'PUT').length, pushesBefore, 'nothing pushed');
+    await fn.waitForLog((l) => l.spec === `gs://${BUCKET}/hello/artificer.json` && l.outcome === 'duplicate');
+  });
+
+  test('two uploads of the same spec racing: the record describes the newest generation', async () => {
+    await upload('race/app.txt', 'race');
+    const first = await uploadSpec('race/artificer.json', { target: target('apps/race', 'one'), files: ['app.txt'], env: { V: '1' } });
+    const second = await uploadSpec('race/artificer.json', { target: target('apps/race', 'two'), files: ['app.txt'], env: { V: '2' } });
+    assert.notEqual(first.generation, second.generation);
+    // Deliver the newer event first, then the stale one, concurrently.
+    const [a, b] = await Promise.all([deliverStorageEvent(fn.url, objectEventData(second)), deliverStorageEvent(fn.url, objectEventData(first))]);
+    assert.equal(a.status, 204);
+    assert.equal(b.status, 204);
+    const rec = await record('race/artificer.json');
+    assert.equal(rec['artificer-generation'], second.generation);
+    assert.equal(rec['artificer-digest'], await registryDigest('apps/race', 'two'));
+    assert.equal(await registryDigest('apps/race', 'one'), undefined, 'the superseded generation was not built');
+    await fn.waitForLog((l) => l.generation === first.generation && l.outcome === 'superseded');
+  });
+
+  test('a bundle object is re-packed into the layer', async () => {
+    await upload(
+      'bundled/dist.tar.gz',
+      await tarBundle(
+        [
+          { header: { name: 'app/', type: 'directory', mode: 0o755 } },
+          { header: { name: 'app/run.sh', mode: 0o755 }, body: '#!/bin/sh\necho from bundle\n' },
+          { header: { name: 'app/link', type: 'link', linkname: 'app/run.sh' } },
+          { header: { name: 'app/sym', type: 'symlink', linkname: 'run.sh' } },
+        ],
+        true,
+      ),
+    );
+    const spec = await uploadSpec('bundled/svc.artificer.json', { target: target('apps/bundled'), files: [{ bundle: 'dist.tar.gz', to: '/opt' }] });
+    const res = await deliverStorageEvent(fn.url, objectEventData(spec));
+    assert.equal(res.status, 204, res.body);
+    const rec = await record('bundled/svc.artificer.json');
+    assert.equal(rec['artificer-status'], 'succeeded', JSON.stringify(rec));
+    assert.equal(rec['artificer-digest'], await registryDigest('apps/bundled', 'v1'));
+  });
+
+  test('a non-spec object is acknowledged at once and ignored', async () => {
+    const meta = await upload('hello/readme.txt', 'x');
+    const res = await deliverStorageEvent(fn.url, objectEventData(meta));
+    assert.equal(res.status, 204);
+    assert.deepEqual(await record('hello/readme.txt'), {});
+  });
+
+  test('a transient registry failure throws (500 → Eventarc retries); the retried event succeeds', async () => {
+    await upload('flaky/app.txt', 'flaky');
+    const spec = await uploadSpec('flaky/artificer.json', { target: target('apps/flaky'), files: ['app.txt'] });
+    proxy.failNext(1, { status: 503, match: /\/manifests\/v1$/, method: 'PUT' });
+    const first = await deliverStorageEvent(fn.url, objectEventData(spec), { id: 'flaky-1' });
+    assert.equal(first.status, 500, 'the handler threw');
+    assert.equal(proxy.pendingFaults(), 0);
+    assert.deepEqual(await record('flaky/artificer.json'), {}, 'no record before the manifest is pushed');
+    const retry = await deliverStorageEvent(fn.url, objectEventData(spec), { id: 'flaky-1' });
+    assert.equal(retry.status, 204);
+    const rec = await record('flaky/artificer.json');
+    assert.equal(rec['artificer-status'], 'succeeded');
+    assert.equal(rec['artificer-digest'], await registryDigest('apps/flaky', 'v1'));
+  });
+
+  test('a transient failure of an event older than ARTIFICER_MAX_EVENT_AGE is recorded as failed', async () => {
+    await upload('old/app.txt', 'old');
+    const spec = await uploadSpec('old/artificer.json', { target: target('apps/old'), files: ['app.txt'] });
+    proxy.failNext(1, { status: 503, match: /\/manifests\/v1$/, method: 'PUT' });
+    const res = await deliverStorageEvent(fn.url, objectEventData(spec), { time: new Date(Date.now() - 3_600_000) });
+    assert.equal(res.status, 204);
+    const rec = await record('old/artificer.json');
+    assert.equal(rec['artificer-status'], 'failed');
+    assert.match(rec['artificer-error']!, /gave up after retrying/);
+    assert.equal(rec['artificer-digest'], undefined);
+  });
+
+  const mistakes: Array<[string, () => Promise<Record<string, unknown>>, RegExp]> = [
+    ['an unknown spec field', () => uploadSpec('bad1/artificer.json', { target: target('apps/bad'), entryponit: ['x'] }), /unknown field "entryponit"/],
+    ['a spec that is not JSON', () => upload('bad2/artificer.json', '{"base":'), /not valid JSON/],
+    ['a missing file', () => uploadSpec('bad3/artificer.json', { target: target('apps/bad'), files: ['nope.txt'] }), /bad3\/nope\.txt: no such object/],
+    ['a target outside the allow-list', () => uploadSpec('bad4/artificer.json', { target: `${proxy.host}/elsewhere/app:v1` }), /not in ARTIFICER_ALLOWED_TARGETS/],
+    ['a tag outside the allow-list', () => uploadSpec('bad5/artificer.json', { target: target('apps/x'), tags: [`${proxy.host}/apps-evil/x:1`] }), /apps-evil\/x is not in ARTIFICER_ALLOWED_TARGETS/],
+    ['a base that does not exist', () => upload('bad6/artificer.json', JSON.stringify({ base: `${baseRegistry.host}/base/nothing:1`, target: target('apps/bad') })), /not found/],
+    ['a push the registry denies', () => uploadSpec('bad7/artificer.json', { target: target('readonly/app') }), /denied|unauthorized/i],
+  ];
+  for (const [name, make, message] of mistakes) {
+    test(`user mistake, recorded as failed and acknowledged: ${name}`, async () => {
+      const spec = await make();
+      const res = await deliverStorageEvent(fn.url, objectEventData(spec));
+      assert.equal(res.status, 204, res.body);
+      const rec = await record(spec.name as string);
+      assert.equal(rec['artificer-status'], 'failed', JSON.stringify(rec));
+      assert.match(rec['artificer-error']!, message);
+      assert.ok(rec['artificer-error']!.length <= 1024);
+      assert.equal(rec['artificer-generation'], spec.generation);
+    });
+  }
+
+  const badBundles: Array<[string, Array<{ header: Record<string, unknown>; body?: string }>, RegExp]> = [
+    ['a .. entry', [{ header: { name: '../evil' }, body: 'x' }], /"\.\."/],
+    ['an absolute entry', [{ header: { name: '/etc/passwd' }, body: 'x' }], /absolute path/],
+    ['a hardlink out of the bundle', [{ header: { name: 'l', type: 'link', linkname: 'etc/shadow' } }], /hardlink/],
+    ['a device', [{ header: { name: 'dev', type: 'character-device', devmajor: 1, devminor: 3 } }], /device/],
+    ['a FIFO', [{ header: { name: 'f', type: 'fifo' } }], /FIFO/],
+  ];
+  for (const [name, entries, message] of badBundles) {
+    test(`bundle with ${name} is rejected and recorded`, async () => {
+      const dir = `badbundle-${name.replace(/\W+/g, '-')}`;
+      await upload(`${dir}/b.tar`, await tarBundle(entries, false));
+      const spec = await uploadSpec(`${dir}/artificer.json`, { target: target('apps/bb'), files: [{ bundle: 'b.tar' }] });
+      const res = await deliverStorageEvent(fn.url, objectEventData(spec));
+      assert.equal(res.status, 204, res.body);
+      const rec = await record(`${dir}/artificer.json`);
+      assert.equal(rec['artificer-status'], 'failed');
+      assert.match(rec['artificer-error']!, message);
+    });
+  }
+
+  test('a truncated bundle (size mismatch) is rejected', async () => {
+    const full = await tarBundle([{ header: { name: 'big' }, body: 'y'.repeat(5000) }], false);
+    await upload('trunc/b.tar', full.subarray(0, 2048));
+    const spec = await uploadSpec('trunc/artificer.json', { target: target('apps/bb'), files: [{ bundle: 'b.tar' }] });
+    const res = await deliverStorageEvent(fn.url, objectEventData(spec));
+    assert.equal(res.status, 204, fn.output().slice(-1500));
+    const rec = await record('trunc/artificer.json');
+    assert.equal(rec['artificer-status'], 'failed');
+    assert.match(rec['artificer-error']!, /b\.tar/);
+  });
+
+  test('no access token ever appears in the logs or the records', async () => {
+    assert.ok(md.issued.length > 0);
+    const [files] = await bucket.getFiles();
+    const records = JSON.stringify(files.map((f) => f.metadata.metadata ?? {}));
+    for (const token of md.issued) {
+      assert.ok(!fn.output().includes(token), 'token in function output');
+      assert.ok(!records.includes(token), 'token in a record');
+    }
+    assert.ok(!fn.output().includes(ADMIN_PW));
+  });
+});
