@@ -145,3 +145,24 @@ describe('--spec, tags, digest file', () => {
     assert.match(r.stderr, /entrypont/);
   });
 });
+
+describe('a registry that lies', () => {
+  test('a manifest digest other than the one sent is an error, not a success', async () => {
+    proxy.reset();
+    proxy.failNext(1, { method: 'PUT', match: /\/manifests\//, responseHeaders: { 'docker-content-digest': `sha256:${'0'.repeat(64)}` } });
+    const r = await artificer(build(`${proxy.host}/liar/app:1`), { cwd: work.path });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /digest mismatch: expected sha256:[a-f0-9]{64}, registry has sha256:0{64}/);
+    assert.equal(r.stdout, '', 'no image is reported');
+  });
+
+  test('a blob upload answered with another digest is an error', async () => {
+    proxy.reset();
+    proxy.failNext(1, { method: 'PUT', match: /\/blobs\/uploads\//, responseHeaders: { 'docker-content-digest': `sha256:${'1'.repeat(64)}` } });
+    const r = await artificer(build(`${proxy.host}/liar/blob:1`), { cwd: work.path });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /sha256:1{64}/);
+    assert.equal(r.stdout, '');
+    await assert.rejects(craneManifest(`${plain.host}/liar/blob:1`), 'no tag was written');
+  });
+});

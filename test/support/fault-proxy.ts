@@ -20,6 +20,8 @@ export interface FaultOptions {
   delayMs?: number;
   /** Forward, send the upstream's status and headers, then stall this long before the body. */
   bodyDelayMs?: number;
+  /** Forward, but send these response headers instead of the upstream's (e.g. a lying `docker-content-digest`). */
+  responseHeaders?: Record<string, string>;
   /** Only requests whose path (with query) matches. */
   match?: RegExp;
   /** Only requests with this method (case-insensitive). */
@@ -33,7 +35,7 @@ export interface ProxiedRequest {
   /** Status sent to the client; undefined when the connection was reset or broke. */
   status?: number;
   /** Which fault was injected, if any. */
-  fault?: 'status' | 'reset' | 'delay' | 'slow-body';
+  fault?: 'status' | 'reset' | 'delay' | 'slow-body' | 'headers';
 }
 
 export interface FaultProxy {
@@ -106,7 +108,13 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     return proxyOrigin + loc.pathname + loc.search + loc.hash;
   }
 
-  async function forward(req: IncomingMessage, res: ServerResponse, entry: ProxiedRequest, bodyDelayMs: number | undefined): Promise<void> {
+  async function forward(
+    req: IncomingMessage,
+    res: ServerResponse,
+    entry: ProxiedRequest,
+    bodyDelayMs: number | undefined,
+    responseHeaders: Record<string, string> | undefined,
+  ): Promise<void> {
     const upstream = http.request({
       protocol: target.protocol,
       hostname: target.hostname,
@@ -141,6 +149,7 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     }
     const headers = forwardHeaders(up.headers);
     if (typeof headers.location === 'string') headers.location = rewriteLocation(headers.location);
+    if (responseHeaders) Object.assign(headers, Object.fromEntries(Object.entries(responseHeaders).map(([k, v]) => [k.toLowerCase(), v])));
     res.writeHead(up.statusCode ?? 502, up.statusMessage, headers);
     entry.status = up.statusCode;
     if (bodyDelayMs) {
@@ -204,7 +213,8 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
       return;
     }
     if (rule?.bodyDelayMs) entry.fault = 'slow-body';
-    await forward(req, res, entry, rule?.bodyDelayMs);
+    else if (rule?.responseHeaders) entry.fault = 'headers';
+    await forward(req, res, entry, rule?.bodyDelayMs, rule?.responseHeaders);
   }
 
   const server = http.createServer((req, res) => {
@@ -231,8 +241,8 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     requests,
     failNext(n, opts) {
       if (!Number.isInteger(n) || n < 1) throw new Error(`failNext: n must be a positive integer, got ${n}`);
-      if (!opts.status && !opts.reset && !opts.delayMs && !opts.bodyDelayMs) {
-        throw new Error('failNext: say what to do (status, reset, delayMs or bodyDelayMs)');
+      if (!opts.status && !opts.reset && !opts.delayMs && !opts.bodyDelayMs && !opts.responseHeaders) {
+        throw new Error('failNext: say what to do (status, reset, delayMs, bodyDelayMs or responseHeaders)');
       }
       rules.push({ ...opts, left: n });
     },
