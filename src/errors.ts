@@ -13,6 +13,7 @@ export type ErrorCode =
   | 'ARTIFICER_INVALID_REFERENCE'
   | 'ARTIFICER_INVALID_SPEC'
   | 'ARTIFICER_SOURCE'
+  | 'ARTIFICER_OUTPUT'
   | 'ARTIFICER_MANIFEST_UNKNOWN'
   | 'ARTIFICER_PLATFORM_MISMATCH'
   | 'ARTIFICER_UNAUTHORIZED'
@@ -74,6 +75,33 @@ export class SourceError extends ArtificerError {
     super('ARTIFICER_SOURCE', `${file}: ${message}`, options);
     this.file = file;
   }
+}
+
+/** An output on disk (oci:DIR, tarball:FILE, --digest-file) cannot be written. */
+export class OutputError extends ArtificerError {
+  readonly path: string;
+  constructor(path: string, message: string, options?: ArtificerErrorOptions) {
+    super('ARTIFICER_OUTPUT', `cannot write ${path}: ${message}`, options);
+    this.path = path;
+  }
+}
+
+/** Turns a Node file-system error into an {@link OutputError}; anything else passes through. */
+export function asOutputError(path: string, err: unknown): unknown {
+  if (err instanceof ArtificerError || !(err instanceof Error)) return err;
+  const code = (err as NodeJS.ErrnoException).code;
+  if (typeof code !== 'string' || !/^E[A-Z]+$/.test(code)) return err;
+  const reasons: Record<string, string> = {
+    EACCES: 'permission denied',
+    EPERM: 'operation not permitted',
+    ENOENT: 'no such file or directory',
+    ENOTDIR: 'a parent is not a directory',
+    EISDIR: 'is a directory',
+    ENOSPC: 'no space left on device',
+    EROFS: 'read-only file system',
+    EEXIST: 'already exists',
+  };
+  return new OutputError(path, reasons[code] ?? code, { cause: err });
 }
 
 /** The base image (or a tag/digest of it) does not exist in its registry. */

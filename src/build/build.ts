@@ -1,5 +1,5 @@
 import { Transform, pipeline, type Readable } from 'node:stream';
-import { DigestMismatchError, UsageError, withContext } from '../errors.ts';
+import { DigestMismatchError, UsageError, asOutputError, withContext } from '../errors.ts';
 import { createLayer, type Layer, type LayerDigests } from '../layer/layer.ts';
 import { silentLogger, type ProgressEvent } from '../log.ts';
 import { FamilyTypes, type Descriptor } from '../oci/types.ts';
@@ -94,10 +94,16 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
     const oci = base.family === 'oci' ? base : { ...base, family: 'oci' as const };
     const ociImages = oci === base ? images : base.images.map((image) => assembleImage(oci, image, req, { descriptor: layerDescriptor, diffId: digests.diffId }));
     const ociIndex = oci === base ? index : base.multiPlatform ? assembleIndex('oci', ociImages, req.annotations) : undefined;
-    await writeOciLayout(req.outputs.ociLayout, { registry: ctx.registry, base, layer, images: ociImages, index: ociIndex, tag: targets[0]?.tags[0], ...(signal ? { signal } : {}) });
+    const dir = req.outputs.ociLayout;
+    await writeOciLayout(dir, { registry: ctx.registry, base, layer, images: ociImages, index: ociIndex, tag: targets[0]?.tags[0], ...(signal ? { signal } : {}) }).catch((err: unknown) => {
+      throw asOutputError(dir, err);
+    });
   }
   if (req.outputs.tarball) {
-    await writeTarball(req.outputs.tarball, { registry: ctx.registry, base, layer, image: images[0]!, repoTags: req.outputs.registry.map(String), ...(signal ? { signal } : {}) });
+    const file = req.outputs.tarball;
+    await writeTarball(file, { registry: ctx.registry, base, layer, image: images[0]!, repoTags: req.outputs.registry.map(String), ...(signal ? { signal } : {}) }).catch((err: unknown) => {
+      throw asOutputError(file, err);
+    });
   }
 
   return {

@@ -2,7 +2,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { build } from '../build/build.ts';
 import type { BuildRequest } from '../build/request.ts';
-import { ArtificerError, InvalidSpecError, UsageError } from '../errors.ts';
+import { ArtificerError, InvalidSpecError, UsageError, asOutputError } from '../errors.ts';
 import type { EntrySource } from '../layer/entry.ts';
 import type { Logger, ProgressEvent } from '../log.ts';
 import type { Reference } from '../reference/reference.ts';
@@ -142,7 +142,12 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
     });
     for (const image of result.images) io.stdout.write(`${image}\n`);
     if (!result.images.length) logger.info('written', { digest: result.digest });
-    if (opts.digestFile) await writeFile(path.resolve(io.cwd, opts.digestFile), `${result.digest}\n`);
+    if (opts.digestFile) {
+      const file = path.resolve(io.cwd, opts.digestFile);
+      await writeFile(file, `${result.digest}\n`).catch((err: unknown) => {
+        throw asOutputError(file, err);
+      });
+    }
     return 0;
   } catch (err) {
     return report(err, io, opts?.verbosity ?? 0);

@@ -178,6 +178,13 @@ describe('bad input: a specific message, a non-zero exit, nothing pushed', () =>
     });
   }
 
+  test('an output that cannot be written', async () => {
+    const r = await artificer(['-b', dockerBase.reference, '-f', 'server-binary', '-o', 'tarball:/nonexistent-dir/image.tar'], { cwd: work.path });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /cannot write \/nonexistent-dir\/image.tar: no such file or directory/);
+    assert.doesNotMatch(r.stderr, /\n\s+at /);
+  });
+
   test('a FIFO among the files', async () => {
     const dir = path.join(work.path, 'withfifo');
     await mkdir(dir, { recursive: true });

@@ -9,6 +9,7 @@ import {
   InvalidSpecError,
   ManifestUnknownError,
   NetworkError,
+  OutputError,
   PlatformMismatchError,
   RegistryError,
   SourceError,
@@ -16,6 +17,7 @@ import {
   UnauthorizedError,
   UnsupportedError,
   UsageError,
+  asOutputError,
   redactHeaders,
   redactUrl,
   withContext,
@@ -38,6 +40,7 @@ const cases: Array<[ArtificerError, string, string, RegExp, boolean]> = [
   [new UnsupportedError('schema1'), 'UnsupportedError', 'ARTIFICER_UNSUPPORTED', /schema1/, false],
   [new TargetNotAllowedError('evil.example.com/x'), 'TargetNotAllowedError', 'ARTIFICER_TARGET_NOT_ALLOWED', /evil.example.com\/x is not in ARTIFICER_ALLOWED_TARGETS/, false],
   [new AbortedError(), 'AbortedError', 'ARTIFICER_ABORTED', /aborted/, false],
+  [new OutputError('/ro/image.tar', 'read-only file system'), 'OutputError', 'ARTIFICER_OUTPUT', /^cannot write \/ro\/image.tar: read-only file system$/, false],
 ];
 
 for (const [err, name, code, message, temporary] of cases) {
@@ -71,4 +74,16 @@ test('withContext prefixes once and keeps the class', () => {
   assert.ok(err instanceof NetworkError);
   assert.equal(err.message, 'pushing blob sha256:1: reset');
   assert.equal(withContext(err, 'pushing blob sha256:1').message, 'pushing blob sha256:1: reset');
+});
+
+test('asOutputError turns file-system errors into OutputError and leaves others alone', () => {
+  const eacces = Object.assign(new Error('EACCES: permission denied, open'), { code: 'EACCES' });
+  const out = asOutputError('/x/layout', eacces);
+  assert.ok(out instanceof OutputError);
+  assert.equal(out.message, 'cannot write /x/layout: permission denied');
+  assert.equal(out.cause, eacces);
+  const mine = new UsageError('no');
+  assert.equal(asOutputError('/x', mine), mine);
+  const bug = new TypeError('x is undefined');
+  assert.equal(asOutputError('/x', bug), bug);
 });

@@ -40,6 +40,9 @@ export async function writeTarball(file: string, input: TarballInput): Promise<v
   const pack = tar.pack();
   const tmp = `${file}.partial-${randomBytes(6).toString('hex')}`;
   const written = pipeline(pack, createWriteStream(tmp));
+  // Observed now so an early failure (the directory does not exist) is not an unhandled
+  // rejection while entries are still being produced; awaited below.
+  written.catch(() => {});
   const put = (name: string, size: number, body: Readable | Buffer) =>
     new Promise<void>((resolve, reject) => {
       if (Buffer.isBuffer(body)) {
@@ -73,8 +76,10 @@ export async function writeTarball(file: string, input: TarballInput): Promise<v
     await rename(tmp, file);
   } catch (err) {
     pack.destroy(err as Error);
-    await written.catch(() => {});
+    // When the file itself failed (no such directory, disk full), that is the error to report,
+    // not tar-stream's "already destroyed" that the next entry ran into.
+    const writeError: unknown = await written.then(() => undefined, (e: unknown) => e);
     await rm(tmp, { force: true });
-    throw err;
+    throw writeError ?? err;
   }
 }
