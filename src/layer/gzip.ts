@@ -54,12 +54,19 @@ export async function* parallelGzip(source: AsyncIterable<Uint8Array>, options: 
   if (!Number.isInteger(memberBytes) || memberBytes < 1) throw new RangeError(`gzip member size ${memberBytes} is invalid`);
 
   const queue: Promise<Buffer>[] = [];
+  // Input buffers are recycled once zlib has finished with them: a steady state allocates only
+  // the compressed output, which keeps garbage (and so RSS) low between collections.
+  const free: Buffer[] = [];
+  const take = (): Buffer => free.pop() ?? Buffer.allocUnsafeSlow(memberBytes);
   const start = (data: Buffer): void => {
     const p = gzipMember(data, level);
-    p.catch(() => {}); // awaited in order below; this only stops an early failure being "unhandled"
+    p.then(
+      () => data.byteLength === memberBytes && free.length <= concurrency && free.push(data),
+      () => {}, // awaited in order below; this only stops an early failure being "unhandled"
+    );
     queue.push(p);
   };
-  let buf = Buffer.allocUnsafeSlow(memberBytes);
+  let buf = take();
   let fill = 0;
   let members = 0;
   for await (const chunk of source) {
@@ -72,7 +79,7 @@ export async function* parallelGzip(source: AsyncIterable<Uint8Array>, options: 
       if (fill === memberBytes) {
         start(buf);
         members++;
-        buf = Buffer.allocUnsafeSlow(memberBytes);
+        buf = take();
         fill = 0;
         while (queue.length >= concurrency) yield await queue.shift()!;
       }
@@ -85,25 +92,29 @@ export async function* parallelGzip(source: AsyncIterable<Uint8Array>, options: 
 
 /** One complete gzip member for `data`, compressed or stored per {@link parallelGzip}'s rule. */
 export async function gzipMember(data: Buffer, level: number = DEFAULT_GZIP_LEVEL): Promise<Buffer> {
-  const store = await looksIncompressible(data);
+  const ratio = await sampleRatio(data);
+  const store = ratio > STORE_RATIO;
+  // Output buffer sized from the sample's ratio: usually one threadpool trip per member, without
+  // allocating a whole member's worth for output that is a third of it. Does not change the bytes.
+  const expected = store ? data.byteLength + (data.byteLength >>> 12) + 64 : Math.ceil(data.byteLength * ratio * 1.25);
   const out = await gzipAsync(data, {
     level: store ? 0 : level,
-    // One output buffer large enough for the whole member: one threadpool trip instead of many.
-    chunkSize: Math.max(64 * 1024, data.byteLength + (data.byteLength >>> 7) + 1024),
+    chunkSize: Math.max(64 * 1024, expected + 1024),
   });
   out[9] = OS_UNIX;
   return out;
 }
 
-async function looksIncompressible(data: Buffer): Promise<boolean> {
+/** Compressed/uncompressed ratio of a deflate -1 of a sample of `data` (the whole of a small member). */
+async function sampleRatio(data: Buffer): Promise<number> {
   if (data.byteLength < 4 * SAMPLE_SLICE) {
-    if (data.byteLength < 512) return false;
+    if (data.byteLength < 512) return 0.5;
     const z = await deflateRawAsync(data, { level: 1 });
-    return z.byteLength > data.byteLength * STORE_RATIO;
+    return z.byteLength / data.byteLength;
   }
   const sample = Buffer.allocUnsafe(4 * SAMPLE_SLICE);
   const step = Math.floor((data.byteLength - SAMPLE_SLICE) / 3);
   for (let i = 0; i < 4; i++) data.copy(sample, i * SAMPLE_SLICE, i * step, i * step + SAMPLE_SLICE);
   const z = await deflateRawAsync(sample, { level: 1, chunkSize: 80 * 1024 });
-  return z.byteLength > sample.byteLength * STORE_RATIO;
+  return z.byteLength / sample.byteLength;
 }

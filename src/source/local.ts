@@ -1,5 +1,4 @@
-import { constants, createReadStream, type Stats } from 'node:fs';
-import { access, lstat, readdir, readFile, readlink, stat } from 'node:fs/promises';
+import { accessSync, constants, createReadStream, lstatSync, readdirSync, readFileSync, readlinkSync, statSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { SourceError } from '../errors.ts';
@@ -55,6 +54,13 @@ export function parseLocalSpec(arg: string): LocalSpec {
  * - When two specs put something at the same destination path, the later spec wins; a path that
  *   one spec makes a file (or symlink) and another uses as a directory is an error.
  * - Files ≤ {@link SMALL_FILE_BYTES} are delivered as bytes, bigger ones as streams.
+ *
+ * The walk (lstat, readdir, access) and small-file reads use the *synchronous* fs calls, on
+ * purpose: each async fs call is a round trip through the libuv threadpool, and for thousands of
+ * small files those hops cost several times the syscalls themselves (measured: 5,000 files read
+ * in ~0.15 s sync vs 2–4 s with sequential `readFile`; bench/README.md). Nothing else waits on
+ * the event loop during a layer pass except the pipeline that consumes these bytes. Large files
+ * stream in 1 MiB reads, where a hop per read is negligible.
  */
 export function localSource(specs: ReadonlyArray<LocalSpec>, opts: { cwd?: string } = {}): EntrySource {
   const cwd = path.resolve(opts.cwd ?? process.cwd());
@@ -62,7 +68,7 @@ export function localSource(specs: ReadonlyArray<LocalSpec>, opts: { cwd?: strin
   return async function* entries(): AsyncIterable<LayerEntry> {
     const all = new Map<string, LayerEntry>();
     for (const spec of frozen) {
-      for (const entry of await walkSpec(spec, cwd)) {
+      for (const entry of walkSpec(spec, cwd)) {
         all.set(entry.path, entry);
       }
     }
@@ -112,13 +118,13 @@ function imagePath(dest: string, origin: string): string {
   return norm === '.' ? '' : norm.replace(/\/+$/, '');
 }
 
-async function walkSpec(spec: LocalSpec, cwd: string): Promise<LayerEntry[]> {
+function walkSpec(spec: LocalSpec, cwd: string): LayerEntry[] {
   const abs = path.resolve(cwd, spec.from);
   const shown = spec.from;
   let st: Stats;
   try {
     // Follow a symlink named directly on the command line; inside a tree, symlinks stay links.
-    st = await stat(abs);
+    st = statSync(abs);
   } catch (err) {
     throw new SourceError(shown, describe(err), { cause: err });
   }
@@ -128,7 +134,7 @@ async function walkSpec(spec: LocalSpec, cwd: string): Promise<LayerEntry[]> {
     // A directory's contents go to `to` (or to /basename when no destination was given).
     const root = spec.to === '' ? imagePath(base, shown) : imagePath(spec.to, shown);
     if (root !== '') out.push(dirEntry(root, st, shown));
-    await walkDir(abs, shown, root, out);
+    walkDir(abs, shown, root, out);
   } else {
     let dest: string;
     if (spec.to === '') dest = base;
@@ -136,15 +142,15 @@ async function walkSpec(spec: LocalSpec, cwd: string): Promise<LayerEntry[]> {
     else dest = spec.to;
     const p = imagePath(dest, shown);
     if (p === '') throw new SourceError(shown, `destination "${spec.to}" is the image root, which must be a directory`);
-    out.push(await fileEntry(abs, p, st, shown));
+    out.push(fileEntry(abs, p, st, shown));
   }
   return out;
 }
 
-async function walkDir(absDir: string, shownDir: string, destDir: string, out: LayerEntry[]): Promise<void> {
+function walkDir(absDir: string, shownDir: string, destDir: string, out: LayerEntry[]): void {
   let names: string[];
   try {
-    names = await readdir(absDir);
+    names = readdirSync(absDir);
   } catch (err) {
     throw new SourceError(shownDir, describe(err), { cause: err });
   }
@@ -154,15 +160,15 @@ async function walkDir(absDir: string, shownDir: string, destDir: string, out: L
     const dest = destDir === '' ? name : `${destDir}/${name}`;
     let st: Stats;
     try {
-      st = await lstat(abs);
+      st = lstatSync(abs);
     } catch (err) {
       throw new SourceError(shown, describe(err), { cause: err });
     }
     if (st.isDirectory()) {
       out.push(dirEntry(dest, st, shown));
-      await walkDir(abs, shown, dest, out);
+      walkDir(abs, shown, dest, out);
     } else {
-      out.push(await fileEntry(abs, dest, st, shown));
+      out.push(fileEntry(abs, dest, st, shown));
     }
   }
 }
@@ -171,12 +177,12 @@ function dirEntry(dest: string, st: Stats, origin: string): LayerEntry {
   return { path: dest, type: 'directory', mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size: 0, origin };
 }
 
-async function fileEntry(abs: string, dest: string, st: Stats, origin: string): Promise<LayerEntry> {
+function fileEntry(abs: string, dest: string, st: Stats, origin: string): LayerEntry {
   const kind = kindOf(st);
   if (kind === 'symlink') {
     let target: string;
     try {
-      target = await readlink(abs);
+      target = readlinkSync(abs);
     } catch (err) {
       throw new SourceError(origin, describe(err), { cause: err });
     }
@@ -186,14 +192,14 @@ async function fileEntry(abs: string, dest: string, st: Stats, origin: string): 
     throw new SourceError(origin, `is ${kind}; image layers may only contain regular files, directories and symlinks`);
   }
   try {
-    await access(abs, constants.R_OK);
+    accessSync(abs, constants.R_OK);
   } catch (err) {
     throw new SourceError(origin, describe(err), { cause: err });
   }
   const size = st.size;
   const open = async (): Promise<Uint8Array | Readable> => {
     try {
-      if (size <= SMALL_FILE_BYTES) return await readFile(abs);
+      if (size <= SMALL_FILE_BYTES) return readFileSync(abs);
       return createReadStream(abs, { highWaterMark: STREAM_CHUNK });
     } catch (err) {
       throw new SourceError(origin, describe(err), { cause: err });
