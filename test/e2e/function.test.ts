@@ -1,0 +1,143 @@
+// End to end, as a user meets the Cloud Function: files and spec uploaded (once with the real
+// `gcloud storage cp` pointed at fake-gcs-server, once with @google-cloud/storage), the Eventarc
+// event delivered to the functions-framework server, the record read back, the image pulled by
+// skopeo and run with runc. Then the rebuild path: the Pub/Sub emulator pushes to the
+// rebuildOnMessage function, for a {bucket, object} message and for an Artifact Registry
+// notification about the base image.
+import assert from 'node:assert/strict';
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { Bucket } from '@google-cloud/storage';
+import { deliverStorageEvent, objectEventData, startFunction, type RunningFunction } from '../support/functions.ts';
+import { gcloudStorageEnv, startGcs, type RunningGcs } from '../support/gcs.ts';
+import { pushBusyboxBase } from '../support/images.ts';
+import { metadataEnv, startMetadataServer, type RunningMetadataServer } from '../support/metadata-server.ts';
+import { startPubsub, type RunningPubsub } from '../support/pubsub.ts';
+import { startRegistry, type RunningRegistry } from '../support/registry.ts';
+import { pullAndRun } from '../support/runc.ts';
+import { tempDir, type TempDir } from '../support/tmp.ts';
+import { exec, tool } from '../support/tools.ts';
+
+const BUCKET = 'artifacts-e2e';
+let gcs: RunningGcs;
+let md: RunningMetadataServer;
+let registry: RunningRegistry;
+let pubsub: RunningPubsub;
+let upload: RunningFunction;
+let rebuild: RunningFunction;
+let bucket: Bucket;
+let base: string;
+let tmp: TempDir;
+
+async function record(name: string): Promise<Record<string, string>> {
+  const [meta] = await bucket.file(name).getMetadata();
+  return Object.fromEntries(Object.entries((meta.metadata ?? {}) as Record<string, string>).filter(([k]) => k.startsWith('artificer-')));
+}
+
+async function craneDigest(ref: string): Promise<string> {
+  return (await exec(tool('crane'), ['digest', '--insecure', ref])).stdout.trim();
+}
+
+before(async () => {
+  tmp = await tempDir('fn-e2e');
+  [gcs, md, registry] = await Promise.all([startGcs(), startMetadataServer(), startRegistry({ auth: 'none' })]);
+  base = (await pushBusyboxBase(registry.host, { repository: 'base/busybox', format: 'oci' })).reference;
+  await gcs.createBucket(BUCKET);
+  bucket = gcs.storage().bucket(BUCKET);
+  const env = {
+    ...metadataEnv(md.host),
+    STORAGE_EMULATOR_HOST: gcs.url,
+    ARTIFICER_ALLOWED_TARGETS: `${registry.host}/apps/`,
+    ARTIFICER_REBUILD_PREFIX: `gs://${BUCKET}/`,
+  };
+  [upload, rebuild, pubsub] = await Promise.all([
+    startFunction({ target: 'buildOnUpload', env }),
+    startFunction({ target: 'rebuildOnMessage', env }),
+    startPubsub(),
+  ]);
+  await pubsub.createTopic('artificer-rebuild');
+  await pubsub.createPushSubscription('rebuild-push', 'artificer-rebuild', `${rebuild.url}/projects/${pubsub.project}/topics/artificer-rebuild`);
+  await pubsub.createTopic('gcr');
+  await pubsub.createPushSubscription('gcr-push', 'gcr', `${rebuild.url}/projects/${pubsub.project}/topics/gcr`);
+});
+
+after(async () => {
+  await Promise.allSettled([upload?.stop(), rebuild?.stop(), pubsub?.stop(), registry?.stop(), md?.stop(), gcs?.stop(), tmp?.remove()]);
+});
+
+describe('Cloud Function end to end', { concurrency: false }, () => {
+  test('gcloud storage cp the files and the spec → event → record = registry digest → the image runs', async () => {
+    const dir = path.join(tmp.path, 'site');
+    await mkdir(path.join(dir, 'bin'), { recursive: true });
+    await writeFile(path.join(dir, 'bin', 'greet'), '#!/bin/sh\necho "greetings from $GREETING"\n');
+    await writeFile(
+      path.join(dir, 'artificer.json'),
+      JSON.stringify({
+        base,
+        target: `${registry.host}/apps/greet:1`,
+        files: [{ from: 'bin/', to: '/usr/local/bin/', mode: '0755' }],
+        env: { GREETING: 'gcloud' },
+        cmd: ['greet'],
+      }),
+    );
+    const genv = gcloudStorageEnv(gcs.url, path.join(tmp.path, 'gcloud-config'));
+    // Files first, the spec last: the convention the function relies on.
+    await exec(tool('gcloud'), ['storage', 'cp', path.join(dir, 'bin', 'greet'), `gs://${BUCKET}/greet/bin/greet`], { env: genv });
+    await exec(tool('gcloud'), ['storage', 'cp', path.join(dir, 'artificer.json'), `gs://${BUCKET}/greet/artificer.json`], { env: genv });
+
+    const [meta] = await bucket.file('greet/artificer.json').getMetadata();
+    const res = await deliverStorageEvent(upload.url, objectEventData(meta as Record<string, unknown>));
+    assert.equal(res.status, 204, upload.output().slice(-2000));
+    const rec = await record('greet/artificer.json');
+    assert.equal(rec['artificer-status'], 'succeeded', JSON.stringify(rec));
+    assert.equal(rec['artificer-digest'], await craneDigest(`${registry.host}/apps/greet:1`));
+    const run = await pullAndRun(rec['artificer-image']!, { insecure: true });
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(run.stdout.trim(), 'greetings from gcloud');
+  });
+
+  test('a .tar.gz bundle uploaded with @google-cloud/storage is re-packed and runs', async () => {
+    const src = path.join(tmp.path, 'bundle-src');
+    await mkdir(path.join(src, 'app'), { recursive: true });
+    await writeFile(path.join(src, 'app', 'main.sh'), '#!/bin/sh\necho "bundle says $(cat /app/msg.txt)"\n', { mode: 0o755 });
+    await writeFile(path.join(src, 'app', 'msg.txt'), 'hi');
+    const tgz = path.join(tmp.path, 'dist.tar.gz');
+    await exec(tool('tar'), ['-C', src, '-czf', tgz, 'app']);
+    await bucket.upload(tgz, { destination: 'svc/dist.tar.gz' });
+    await bucket.file('svc/svc.artificer.json').save(JSON.stringify({ base, target: `${registry.host}/apps/svc:1`, files: [{ bundle: 'dist.tar.gz' }], entrypoint: '/app/main.sh' }));
+    const [meta] = await bucket.file('svc/svc.artificer.json').getMetadata();
+    assert.equal((await deliverStorageEvent(upload.url, objectEventData(meta as Record<string, unknown>))).status, 204);
+    const rec = await record('svc/svc.artificer.json');
+    assert.equal(rec['artificer-status'], 'succeeded', JSON.stringify(rec));
+    assert.equal(rec['artificer-digest'], await craneDigest(`${registry.host}/apps/svc:1`));
+    const run = await pullAndRun(rec['artificer-image']!, { insecure: true });
+    assert.equal(run.stdout.trim(), 'bundle says hi', run.stderr);
+  });
+
+  test('Pub/Sub {bucket, object} rebuilds the spec (emulator push → functions-framework → handler)', async () => {
+    const before = await record('greet/artificer.json');
+    await pubsub.publish('artificer-rebuild', { bucket: BUCKET, object: 'greet/artificer.json' });
+    const line = await rebuild.waitForLog((l) => l.trigger === 'rebuild' && l.spec === `gs://${BUCKET}/greet/artificer.json`, 60_000);
+    assert.equal(line.outcome, 'succeeded', rebuild.output().slice(-2000));
+    const after = await record('greet/artificer.json');
+    assert.notEqual(after['artificer-built-at'], before['artificer-built-at'], 'a new record was written');
+    assert.equal(after['artificer-digest'], before['artificer-digest'], 'same inputs, same digest');
+  });
+
+  test('an Artifact Registry INSERT for the base tag rebuilds every spec on that base', async () => {
+    // Patch the base: a new image under the same tag.
+    await exec(tool('crane'), ['mutate', '--insecure', base, '--env', 'PATCHED=1', '-t', base]);
+    const baseDigest = await craneDigest(base);
+    await pubsub.publish('gcr', { action: 'INSERT', digest: `${base.replace(/:[^:/]+$/, '')}@${baseDigest}`, tag: base });
+    for (const spec of ['greet/artificer.json', 'svc/svc.artificer.json']) {
+      const line = await rebuild.waitForLog((l) => l.trigger === 'base-update' && l.spec === `gs://${BUCKET}/${spec}`, 60_000);
+      assert.equal(line.outcome, 'succeeded', rebuild.output().slice(-2000));
+    }
+    const rec = await record('greet/artificer.json');
+    const digest = await craneDigest(`${registry.host}/apps/greet:1`);
+    assert.equal(rec['artificer-digest'], digest);
+    const run = await pullAndRun(rec['artificer-image']!, { insecure: true, args: ['sh', '-c', 'echo $PATCHED'] });
+    assert.equal(run.stdout.trim(), '1', 'the rebuilt image is on the patched base');
+  });
+});
