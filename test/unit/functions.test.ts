@@ -1,0 +1,211 @@
+import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import { describe, test } from 'node:test';
+import tarStream from 'tar-stream';
+import { UsageError } from '../../src/errors.ts';
+import { bundleEntries, bundlePath } from '../../src/functions/bundle.ts';
+import { isAllowedTarget, parseFunctionConfig } from '../../src/functions/config.ts';
+import { isSpecObject, parseRebuildMessage, parseStorageEvent } from '../../src/functions/events.ts';
+import { GoogleCredentialProvider, isGoogleRegistry } from '../../src/functions/google-credentials.ts';
+import { jsonLogger, redactSecrets } from '../../src/functions/logger.ts';
+import { recordError } from '../../src/functions/record.ts';
+import { createLayer } from '../../src/layer/layer.ts';
+import type { LayerEntry } from '../../src/layer/entry.ts';
+import { metadataEnv, startMetadataServer } from '../support/metadata-server.ts';
+
+describe('parseFunctionConfig', () => {
+  test('defaults: nothing allowed, 1 h event age', () => {
+    const c = parseFunctionConfig({});
+    assert.deepEqual(c.allowedTargets, []);
+    assert.equal(c.maxEventAgeMs, 3_600_000);
+    assert.equal(c.logLevel, 'info');
+    assert.equal(c.rebuild, undefined);
+  });
+  test('every variable', () => {
+    const c = parseFunctionConfig({
+      ARTIFICER_ALLOWED_TARGETS: ' us-docker.pkg.dev/p/r/ , Gcr.io/p/app ',
+      ARTIFICER_INSECURE_REGISTRIES: '127.0.0.1:5000',
+      ARTIFICER_GOOGLE_REGISTRIES: '127.0.0.1:5000',
+      ARTIFICER_REBUILD_PREFIX: 'gs://specs-bucket/team/',
+      ARTIFICER_MAX_EVENT_AGE: '60',
+      ARTIFICER_REGISTRY_RETRY_ATTEMPTS: '2',
+      ARTIFICER_LOG_LEVEL: 'DEBUG',
+      SOURCE_DATE_EPOCH: '1700000000',
+    });
+    assert.deepEqual(c.allowedTargets, ['us-docker.pkg.dev/p/r/', 'gcr.io/p/app']);
+    assert.deepEqual(c.rebuild, { bucket: 'specs-bucket', prefix: 'team/' });
+    assert.equal(c.maxEventAgeMs, 60_000);
+    assert.equal(c.registryRetryAttempts, 2);
+    assert.equal(c.logLevel, 'debug');
+    assert.equal(c.sourceDateEpoch, 1700000000);
+  });
+  const bad: Array<[Record<string, string>, RegExp]> = [
+    [{ ARTIFICER_ALLOWED_TARGETS: '*' }, /repository prefix/],
+    [{ ARTIFICER_REBUILD_PREFIX: 'specs/' }, /gs:\/\/bucket/],
+    [{ ARTIFICER_MAX_EVENT_AGE: '-1' }, /non-negative integer/],
+    [{ ARTIFICER_LOG_LEVEL: 'loud' }, /debug, info or warning/],
+  ];
+  for (const [env, message] of bad) {
+    test(`rejects ${JSON.stringify(env)}`, () => assert.throws(() => parseFunctionConfig(env), (e: unknown) => e instanceof UsageError && message.test(e.message)));
+  }
+});
+
+test('isAllowedTarget matches whole path components', () => {
+  const allowed = ['reg.example/team', 'us-docker.pkg.dev/p/r/'];
+  assert.ok(isAllowedTarget('reg.example/team', allowed));
+  assert.ok(isAllowedTarget('reg.example/team/app', allowed));
+  assert.ok(!isAllowedTarget('reg.example/team-evil/app', allowed));
+  assert.ok(!isAllowedTarget('reg.example/teamapp', allowed));
+  assert.ok(isAllowedTarget('us-docker.pkg.dev/p/r/app', allowed));
+  assert.ok(!isAllowedTarget('us-docker.pkg.dev/p/r', allowed));
+  assert.ok(!isAllowedTarget('evil.example/reg.example/team', allowed));
+  assert.ok(!isAllowedTarget('anything/x', []));
+});
+
+test('isSpecObject', () => {
+  for (const yes of ['artificer.json', 'a/b/artificer.json', 'x/web.artificer.json']) assert.ok(isSpecObject(yes), yes);
+  for (const no of ['artificer.json.bak', 'a/.artificer.json', 'myartificer.json', 'a/artificer.json/x', 'app.js']) assert.ok(!isSpecObject(no), no);
+});
+
+describe('events', () => {
+  test('storage event: Eventarc data with string generation', () => {
+    const e = parseStorageEvent({ id: '1', time: '2026-01-01T00:00:00Z', data: { bucket: 'b', name: 'a/artificer.json', generation: '123' } });
+    assert.deepEqual(e, { bucket: 'b', name: 'a/artificer.json', generation: '123', time: new Date('2026-01-01T00:00:00Z') });
+    assert.throws(() => parseStorageEvent({ data: { bucket: 'b' } }), UsageError);
+    assert.throws(() => parseStorageEvent({ data: { bucket: 'b', name: 'n', generation: 'x' } }), /no valid generation/);
+  });
+  const msg = (payload: unknown) => ({ data: { message: { data: Buffer.from(JSON.stringify(payload)).toString('base64'), messageId: '1' }, subscription: 's' } });
+  test('Pub/Sub messages', () => {
+    assert.equal(parseRebuildMessage(msg({ bucket: 'b', object: 'a/artificer.json' })).kind, 'spec');
+    assert.deepEqual(
+      { ...parseRebuildMessage(msg({ action: 'INSERT', digest: 'r/x@sha256:1', tag: 'r/x:1' })), time: 0 },
+      { kind: 'base', tag: 'r/x:1', digest: 'r/x@sha256:1', time: 0 },
+    );
+    assert.equal(parseRebuildMessage(msg({ action: 'DELETE', tag: 'r/x:1' })).kind, 'ignored');
+    assert.equal(parseRebuildMessage(msg({ action: 'INSERT', digest: 'r/x@sha256:1' })).kind, 'ignored');
+    assert.equal(parseRebuildMessage(msg({ bucket: 'b', object: 'a/app.js' })).kind, 'ignored');
+    assert.equal(parseRebuildMessage({ data: { message: { data: 'not base64 json' } } }).kind, 'ignored');
+  });
+});
+
+test('isGoogleRegistry: Google hosts and configured extras only', () => {
+  for (const h of ['gcr.io', 'eu.gcr.io', 'us-docker.pkg.dev', 'europe-west1-docker.pkg.dev']) assert.ok(isGoogleRegistry(h), h);
+  for (const h of ['docker.io', 'gcr.io.evil.example', 'pkg.dev.evil.example', 'evilgcr.io', 'gcr.io:8443', '127.0.0.1:5000']) assert.ok(!isGoogleRegistry(h), h);
+  assert.ok(isGoogleRegistry('127.0.0.1:5000', ['127.0.0.1:5000']));
+});
+
+describe('GoogleCredentialProvider through the real ADC path', () => {
+  test('oauth2accesstoken + a metadata-server token for Google hosts, nothing for others, fresh after expiry', async () => {
+    const md = await startMetadataServer({ expiresIn: 1 });
+    const saved = { ...process.env };
+    Object.assign(process.env, metadataEnv(md.host));
+    delete process.env.GOOGLE_APPLICATION_CREDENTIALS;
+    try {
+      const provider = new GoogleCredentialProvider({ extraRegistries: [] });
+      assert.equal(await provider.resolve('docker.io'), undefined);
+      assert.equal(await provider.resolve('gcr.io.evil.example'), undefined);
+      assert.equal(md.issued.length, 0, 'no token fetched for other hosts');
+      const first = await provider.resolve('us-docker.pkg.dev');
+      assert.equal(first?.credential.username, 'oauth2accesstoken');
+      assert.equal(first?.credential.password, md.issued[0]);
+      assert.equal(first?.source, 'google application default credentials');
+      await new Promise((r) => setTimeout(r, 1100));
+      const second = await provider.resolve('gcr.io');
+      assert.notEqual(second?.credential.password, first?.credential.password, 'expired token replaced');
+      assert.ok(md.isValid(second!.credential.password!));
+      assert.ok(md.requests.some((r) => r.endsWith('/service-accounts/default/token')));
+    } finally {
+      process.env = saved;
+      await md.stop();
+    }
+  });
+});
+
+test('logger: JSON lines with severity, secrets redacted, level filter', () => {
+  const lines: string[] = [];
+  const log = jsonLogger('info', { eventId: 'e' }, (l) => lines.push(l));
+  log.debug('hidden');
+  log.info('token ya29.abc-DEF_123 used', { auth: 'Bearer abc.def', url: 'https://u:p@h/x?access_token=s3cret' });
+  log.error('boom');
+  assert.equal(lines.length, 2);
+  const first = JSON.parse(lines[0]!);
+  assert.deepEqual(first, { eventId: 'e', auth: 'Bearer REDACTED', url: 'https://REDACTED@h/x?access_token=REDACTED', severity: 'INFO', message: 'token REDACTED used' });
+  assert.equal(JSON.parse(lines[1]!).severity, 'ERROR');
+  assert.equal(redactSecrets('Basic dXNlcjpwYXNz'), 'Basic REDACTED');
+});
+
+test('recordError: one line, bounded, redacted', () => {
+  assert.equal(recordError('a\n  b ya29.x'), 'a b REDACTED');
+  const long = recordError('x'.repeat(5000));
+  assert.equal(long.length, 1024);
+  assert.ok(long.endsWith('…'));
+});
+
+describe('bundle re-packer', () => {
+  async function tarOf(entries: Array<[Record<string, unknown>, string?]>): Promise<Buffer> {
+    const pack = tarStream.pack();
+    for (const [h, body] of entries) {
+      const header = { mtime: new Date(0), ...h } as tarStream.Header;
+      if (body === undefined) pack.entry(header);
+      else pack.entry(header, body);
+    }
+    pack.finalize();
+    const chunks: Buffer[] = [];
+    for await (const c of pack as AsyncIterable<Buffer>) chunks.push(c);
+    return Buffer.concat(chunks);
+  }
+
+  test('bundlePath', () => {
+    assert.equal(bundlePath('./a/b/', 'x'), 'a/b');
+    assert.equal(bundlePath('./', 'x'), '');
+    assert.throws(() => bundlePath('a/../../b', 'x'), /"\.\."/);
+    assert.throws(() => bundlePath('/abs', 'x'), /absolute/);
+  });
+
+  test('entries come out in bundle order with their content, consumed one at a time', async () => {
+    const tar = await tarOf([
+      [{ name: './', type: 'directory' }],
+      [{ name: 'b.txt', mode: 0o600 }, 'bee'],
+      [{ name: 'a/', type: 'directory', mode: 0o750 }],
+      [{ name: 'a/x', mode: 0o755 }, 'x'.repeat(100_000)],
+      [{ name: 'a/l', type: 'link', linkname: 'a/x' }],
+      [{ name: 's', type: 'symlink', linkname: '/etc/hosts' }],
+    ]);
+    const seen: Array<[string, string, number, string | undefined, string]> = [];
+    for await (const e of bundleEntries(async () => Readable.from([tar]), { to: '/opt/app', gzip: false, origin: 'gs://b/t.tar' })) {
+      let body = '';
+      if (e.open) {
+        const r = await e.open();
+        for await (const c of r as AsyncIterable<Buffer>) body += c.toString();
+      }
+      seen.push([e.path, e.type, e.mode, e.linkname, body.length > 10 ? `${body.length} bytes` : body]);
+    }
+    assert.deepEqual(seen, [
+      ['opt/app/b.txt', 'file', 0o600, undefined, 'bee'],
+      ['opt/app/a', 'directory', 0o750, undefined, ''],
+      ['opt/app/a/x', 'file', 0o755, undefined, '100000 bytes'],
+      ['opt/app/a/l', 'hardlink', 0o644, 'opt/app/a/x', ''],
+      ['opt/app/s', 'symlink', 0o777, '/etc/hosts', ''],
+    ]);
+  });
+
+  test('the layer writer consumes bundle entries in order: two passes give the same digests', async () => {
+    const tar = await tarOf([[{ name: 'one' }, '1'.repeat(70_000)], [{ name: 'skipped-dir/', type: 'directory' }], [{ name: 'two' }, '2']]);
+    let opens = 0;
+    const files = () =>
+      bundleEntries(
+        async () => {
+          opens++;
+          return Readable.from([tar.subarray(0, 1000), tar.subarray(1000)]);
+        },
+        { to: '/', gzip: false, origin: 'mem' },
+      ) as AsyncIterable<LayerEntry>;
+    const layer = createLayer(files, { mtime: 0 }, { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' });
+    const a = await layer.measure();
+    const { stream, done } = layer.open();
+    stream.resume();
+    const b = await done;
+    assert.deepEqual(a, b);
+    assert.equal(opens, 2, 'each pass re-opens the bundle');
+  });
+});
