@@ -124,13 +124,15 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
       createdBy: `artificer cloud function (${url}#${run.generation})`,
     });
     fields.target = target.toString();
+    // The library's progress lines go out at DEBUG: the event's one INFO line is the summary.
+    const libLogger = { debug: logger.debug, info: logger.debug, warn: logger.warn };
     const registry = new RegistryClient({
       credentials: deps.credentials,
       insecureRegistries: config.insecureRegistries,
-      logger,
+      logger: libLogger,
       ...(config.registryRetryAttempts !== undefined ? { retry: { attempts: config.registryRetryAttempts } } : {}),
     });
-    result = await build(request, { registry, logger });
+    result = await build(request, { registry, logger: libLogger });
   } catch (err) {
     const age = now() - run.time.getTime();
     if (isTemporary(err) && age < config.maxEventAgeMs) {

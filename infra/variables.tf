@@ -1,0 +1,39 @@
+variable "project" {
+  description = "Google Cloud project ID."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of the bucket, the repository and the functions."
+  type        = string
+  default     = "us-central1"
+}
+
+variable "bucket_name" {
+  description = "Artifacts bucket: upload files, then an artificer.json spec."
+  type        = string
+}
+
+variable "repository_id" {
+  description = "Artifact Registry Docker repository the function pushes to."
+  type        = string
+  default     = "images"
+}
+
+variable "extra_allowed_targets" {
+  description = "More repository prefixes the function may push to, besides the repository created here."
+  type        = list(string)
+  default     = []
+}
+
+variable "rebuild_prefix" {
+  description = "Folder (in the artifacts bucket) whose specs are rebuilt when their base image tag changes."
+  type        = string
+  default     = ""
+}
+
+variable "max_event_age_seconds" {
+  description = "A temporary failure of an event older than this is recorded as failed instead of retried."
+  type        = number
+  default     = 3600
+}
