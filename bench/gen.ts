@@ -43,7 +43,7 @@ function textBlock(bytes: number): Buffer {
 async function writeBig(file: string, mib: number, block: () => Buffer): Promise<void> {
   const out = createWriteStream(file);
   for (let i = 0; i < mib; i++) {
-    if (!out.write(block())) await new Promise((r) => out.once('drain', r));
+    if (!out.write(block())) await new Promise<void>((r) => out.once("drain", () => r()));
   }
   out.end();
   await finished(out);

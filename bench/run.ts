@@ -1,0 +1,158 @@
+// Benchmark driver: builds the same inputs with every contender, round-robin (so machine load
+// hits them all alike), and prints median wall time and peak RSS as a Markdown table.
+// Usage: node bench/run.ts [--runs N] [--inputs text,small,random] [--peers] [--big] [--no-cli]
+// See bench/README.md.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { pushBusyboxBase } from '../test/support/images.ts';
+import { startRegistry, type RunningRegistry } from '../test/support/registry.ts';
+
+const root = path.resolve(import.meta.dirname, '..');
+const bench = path.join(root, 'bench');
+const data = path.join(bench, '.data');
+const node = path.join(root, 'node_modules/.bin/node');
+const { values } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '5' },
+    inputs: { type: 'string', default: 'text,small,random' },
+    peers: { type: 'boolean', default: false },
+    big: { type: 'boolean', default: false },
+    'no-cli': { type: 'boolean', default: false },
+  },
+});
+const runs = Number(values.runs);
+
+/** Input name → the one path (file or directory) added to the image, relative to `data`. */
+const INPUTS: Record<string, string> = { text: 'text/app.log', small: 'small', random: 'random/blob.bin', big: 'big/app.log' };
+
+function ensureInputs(): void {
+  if (!['text', 'small', 'random'].every((n) => existsSync(path.join(data, INPUTS[n]!)))) {
+    console.error('bench: generating inputs in bench/.data …');
+    execFileSync(node, [path.join(bench, 'gen.ts'), data], { stdio: 'inherit' });
+  }
+  if (values.big && !existsSync(path.join(data, INPUTS.big!))) {
+    console.error('bench: generating the 1 GiB input …');
+    const tmp = path.join(data, '.big');
+    execFileSync(node, [path.join(bench, 'gen.ts'), tmp, '1024', '0', '0'], { stdio: 'inherit' });
+    mkdirSync(path.join(data, 'big'), { recursive: true });
+    execFileSync('mv', [path.join(tmp, 'text/app.log'), path.join(data, INPUTS.big!)]);
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+interface Contender {
+  name: string;
+  argv: (input: string, tag: string) => string[];
+  /** Only for these inputs (default all). */
+  only?: readonly string[];
+}
+
+function contenders(registry: RunningRegistry | undefined): Contender[] {
+  const sh = (cmd: string) => ['sh', '-c', cmd];
+  const tarOf = (input: string) => `tar -cf - -C ${data} ${INPUTS[input]}`;
+  const list: Contender[] = [
+    { name: 'floor1: tar \\| gzip -1 \\| sha256sum', argv: (i) => sh(`${tarOf(i)} | gzip -1 | sha256sum >/dev/null`) },
+    { name: 'floor2: tar \\| pigz -p2 -1 \\| sha256sum', argv: (i) => sh(`${tarOf(i)} | pigz -p2 -1 | sha256sum >/dev/null`) },
+    { name: 'artificer layer (bench/layer.ts)', argv: (i) => [node, path.join(bench, '.build/bench/layer.js'), path.join(data, INPUTS[i]!)] },
+    {
+      name: 'artificer layer, --max-old-space-size=32',
+      argv: (i) => [node, '--max-old-space-size=32', path.join(bench, '.build/bench/layer.js'), path.join(data, INPUTS[i]!)],
+    },
+  ];
+  const cli = path.join(root, 'dist/src/cli/main.js');
+  if (registry && !values['no-cli'] && existsSync(cli)) {
+    list.push({
+      name: 'artificer CLI push',
+      argv: (i, tag) => [node, cli, '-b', `${registry.host}/busybox:latest`, '-f', path.join(data, INPUTS[i]!), '-t', `${registry.host}/bench:${tag}`],
+      only: ['text', 'small', 'random'],
+    });
+  }
+  if (registry && values.peers) {
+    const containerify = path.join(bench, '.peers/node_modules/.bin/containerify');
+    list.push(
+      {
+        name: 'containerify push',
+        argv: (i, tag) => {
+          const rel = INPUTS[i]!;
+          return [
+            node, containerify, '--fromImage', 'busybox:latest', '--fromRegistry', `${registry.url}/v2/`,
+            '--toImage', `bench:${tag}`, '--toRegistry', `${registry.url}/v2/`, '--folder', path.join(data, path.dirname(rel) === '.' ? '' : path.dirname(rel)),
+            '--customContent', path.basename(rel), '--allowNoPushAuth',
+          ];
+        },
+        only: ['text', 'small', 'random'],
+      },
+      { name: 'buildah (vfs) push', argv: (i, tag) => ['bash', path.join(bench, 'buildah.sh'), registry.host, path.join(data, INPUTS[i]!), tag], only: ['text', 'small', 'random'] },
+    );
+  }
+  return list;
+}
+
+interface Sample {
+  wall: number;
+  rssKiB: number;
+}
+
+function measure(argv: string[]): Sample {
+  const out = path.join(bench, '.results/time.out');
+  const r = spawnSync('/usr/bin/time', ['-f', '%e %M', '-o', out, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] });
+  if (r.status !== 0) throw new Error(`benchmark command failed (${r.status}): ${argv.join(' ')}\n${r.stderr.toString().slice(-2000)}`);
+  const [wall, rss] = readFileSync(out, 'utf8').trim().split(/\s+/).slice(-2).map(Number);
+  return { wall: wall!, rssKiB: rss! };
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+ensureInputs();
+mkdirSync(path.join(bench, '.results'), { recursive: true });
+execFileSync(node, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', path.join(bench, 'tsconfig.json')], { stdio: 'inherit' });
+let registry: RunningRegistry | undefined;
+if (values.peers || (!values['no-cli'] && existsSync(path.join(root, 'dist/src/cli/main.js')))) {
+  if (values.peers && !existsSync(path.join(bench, '.peers/node_modules/.bin/containerify'))) {
+    console.error('bench: installing containerify into bench/.peers …');
+    execFileSync('npm', ['install', '--prefix', path.join(bench, '.peers'), '--no-audit', '--no-fund', '--loglevel=error', 'containerify'], { stdio: 'inherit' });
+  }
+  registry = await startRegistry();
+  await pushBusyboxBase(registry.host, { repository: 'busybox', format: 'docker' });
+}
+
+const inputs = values.inputs.split(',').concat(values.big ? ['big'] : []);
+const lines: string[] = [
+  `Runs: ${runs} per cell, round-robin; ${new Date().toISOString()}; load average at start ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
+  '',
+  '| input | contender | median wall s | min s | × floor2 | peak RSS MiB (max) |',
+  '|---|---|---:|---:|---:|---:|',
+];
+try {
+  for (const input of inputs) {
+    const cs = contenders(registry).filter((c) => !c.only || c.only.includes(input));
+    const samples = new Map<string, Sample[]>(cs.map((c) => [c.name, []]));
+    for (let r = 0; r < runs; r++) {
+      for (const c of cs) {
+        samples.get(c.name)!.push(measure(c.argv(input, `${input}-${r}`)));
+        process.stderr.write('.');
+      }
+    }
+    process.stderr.write('\n');
+    const floor2 = median(samples.get(cs[1]!.name)!.map((s) => s.wall));
+    for (const c of cs) {
+      const s = samples.get(c.name)!;
+      const wall = median(s.map((x) => x.wall));
+      const rss = Math.max(...s.map((x) => x.rssKiB)) / 1024;
+      lines.push(`| ${input} | ${c.name} | ${wall.toFixed(2)} | ${Math.min(...s.map((x) => x.wall)).toFixed(2)} | ${(wall / floor2).toFixed(2)} | ${rss.toFixed(0)} |`);
+    }
+  }
+} finally {
+  await registry?.stop();
+}
+const report = lines.join('\n') + '\n';
+const file = path.join(bench, '.results', `${new Date().toISOString().replace(/[:.]/g, '-')}.md`);
+writeFileSync(file, report);
+console.log(report);
+console.error(`bench: written to ${path.relative(root, file)}`);
