@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { request, type Dispatcher } from 'undici';
 import {
   AbortedError,
+  ArtificerError,
   DeniedError,
   DigestMismatchError,
   ManifestUnknownError,
@@ -28,6 +29,14 @@ import { anonymous } from './credentials.ts';
 import { endpointFor, type Endpoint } from './endpoint.ts';
 import { retryPolicy, setRetryAfter, parseRetryAfter, withRetry, type RetryPolicy } from './retry.ts';
 import type { BlobBody, CredentialProvider, FetchedManifest, Registry, Repository, UploadedBlob } from './types.ts';
+
+/** An artificer error (other than a network one) in `err` or its causes: what a request body's stream failed with. */
+function bodyError(err: unknown): ArtificerError | undefined {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
+    if (e instanceof ArtificerError && !(e instanceof NetworkError)) return e;
+  }
+  return undefined;
+}
 
 /** What `getManifest` accepts. Without it distribution answers 404 or a schema1 manifest. */
 export const MANIFEST_ACCEPT = [MediaTypes.ociManifest, MediaTypes.ociIndex, MediaTypes.dockerManifest, MediaTypes.dockerManifestList].join(', ');
@@ -406,6 +415,11 @@ export class RegistryClient implements Registry {
     } catch (err) {
       if (signal?.aborted) throw new AbortedError('aborted', { cause: err });
       if (err instanceof DigestMismatchError || err instanceof AbortedError) throw err;
+      // The request body failed, not the network: a file that vanished, a truncated bundle. That
+      // error is the user's to see as it is (and usually not temporary), never a retryable
+      // network failure.
+      const fromBody = bodyError(err);
+      if (fromBody) throw fromBody;
       this.#logger.debug('http', { method, url: redactUrl(url), error: describe(err), ms: Date.now() - started });
       throw new NetworkError(`${method} ${redactUrl(url)} failed: ${describe(err)}`, { cause: err });
     }
