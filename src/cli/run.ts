@@ -1,13 +1,16 @@
+import { createReadStream } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
+import { once } from 'node:events';
 import path from 'node:path';
 import { build } from '../build/build.ts';
 import type { BuildRequest } from '../build/request.ts';
-import { ArtificerError, InvalidSpecError, UsageError, asOutputError } from '../errors.ts';
+import { ArtificerError, InvalidSpecError, SourceError, asOutputError } from '../errors.ts';
 import type { EntrySource } from '../layer/entry.ts';
 import type { Logger, ProgressEvent } from '../log.ts';
 import type { Reference } from '../reference/reference.ts';
 import { RegistryClient } from '../registry/client.ts';
 import { dockerConfigCredentials } from '../registry/credentials.ts';
+import { bundleEntries } from '../source/bundle.ts';
 import { localSource, parseLocalSpec } from '../source/local.ts';
 import { parseSpecText, specToRequest, type BuildSpec } from '../spec/index.ts';
 import { HELP } from './help.ts';
@@ -61,13 +64,30 @@ async function readSpec(file: string): Promise<BuildSpec> {
   return parseSpecText(text, file);
 }
 
+/**
+ * The files of a spec, read from disk relative to the spec file. Items keep the spec's order
+ * (as the Cloud Function does): each path item's entries sorted, a bundle's entries in the
+ * bundle's own order, re-packed on the fly like the function does, never extracted.
+ */
 function specFiles(spec: BuildSpec, dir: string): EntrySource {
-  const specs = spec.files.map((f) => {
-    if (f.kind === 'bundle') throw new UsageError(`--spec: bundle ${f.bundle}: bundles are read by the Cloud Function; locally, unpack it and list the folder under "from"`);
-    if (f.mode !== undefined) throw new UsageError(`--spec: "mode" for ${f.from} is applied by the Cloud Function only; locally the files' own permissions are used`);
-    return { from: f.from, to: f.to };
+  const items = spec.files.map((f): EntrySource => {
+    if (f.kind === 'path') return localSource([{ from: f.from, to: f.to, ...(f.mode !== undefined ? { mode: f.mode } : {}) }], { cwd: dir });
+    const file = path.resolve(dir, f.bundle);
+    return () =>
+      bundleEntries(
+        async () => {
+          const stream = createReadStream(file);
+          await once(stream, 'open').catch((err: unknown) => {
+            throw new SourceError(f.bundle, (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file or directory' : (err as Error).message, { cause: err });
+          });
+          return stream;
+        },
+        { to: f.to, gzip: f.gzip, origin: f.bundle },
+      );
   });
-  return localSource(specs, { cwd: dir });
+  return async function* entries() {
+    for (const item of items) yield* item();
+  };
 }
 
 /** Turns parsed options into the one build request the engine takes. */

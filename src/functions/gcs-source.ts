@@ -14,7 +14,7 @@ import type { Bucket, File } from '@google-cloud/storage';
 import { ArtificerError, SourceError } from '../errors.ts';
 import type { EntrySource, LayerEntry } from '../layer/entry.ts';
 import type { FileSpec } from '../spec/spec.ts';
-import { bundleEntries } from './bundle.ts';
+import { bundleEntries } from '../source/bundle.ts';
 
 /** Default permission bits of an object: Cloud Storage keeps none (unless gcloud's --preserve-posix did). */
 export const DEFAULT_OBJECT_MODE = 0o644;

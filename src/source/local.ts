@@ -15,6 +15,8 @@ export interface LocalSpec {
    * it is the file's new path.
    */
   readonly to: string;
+  /** Permission bits (0–0o7777) for every regular file this spec adds, instead of the files' own. */
+  readonly mode?: number;
 }
 
 /**
@@ -64,12 +66,12 @@ export function parseLocalSpec(arg: string): LocalSpec {
  */
 export function localSource(specs: ReadonlyArray<LocalSpec>, opts: { cwd?: string } = {}): EntrySource {
   const cwd = path.resolve(opts.cwd ?? process.cwd());
-  const frozen = specs.map((s) => ({ from: s.from, to: s.to }));
+  const frozen = specs.map((s) => ({ from: s.from, to: s.to, mode: s.mode }));
   return async function* entries(): AsyncIterable<LayerEntry> {
     const all = new Map<string, LayerEntry>();
     for (const spec of frozen) {
       for (const entry of walkSpec(spec, cwd)) {
-        all.set(entry.path, entry);
+        all.set(entry.path, spec.mode !== undefined && entry.type === 'file' ? { ...entry, mode: spec.mode } : entry);
       }
     }
     checkConflicts(all);

@@ -138,6 +138,32 @@ describe('--spec, tags, digest file', () => {
     assert.equal(run.stdout, 'spec says spec\n');
   });
 
+  test('a spec with a bundle and a mode: re-packed on the fly, as the function does', async () => {
+    const dir = path.join(work.path, 'bundle-spec');
+    await mkdir(path.join(dir, 'dist', 'bin'), { recursive: true });
+    await writeFile(path.join(dir, 'dist', 'bin', 'app'), '#!/bin/sh\necho "bundled app, $(stat -c %a /opt/tool)"\n');
+    await chmod(path.join(dir, 'dist', 'bin', 'app'), 0o755);
+    await writeFile(path.join(dir, 'tool'), 'tool\n');
+    const { exec } = await import('../support/tools.ts');
+    await exec('tar', ['-czf', path.join(dir, 'dist.tar.gz'), '-C', path.join(dir, 'dist'), '.']);
+    await writeFile(
+      path.join(dir, 'app.artificer.json'),
+      JSON.stringify({ base: base.reference, target: `${plain.host}/spec/bundle:1`, files: [{ bundle: 'dist.tar.gz', to: '/app/' }, { from: 'tool', to: '/opt/tool', mode: '0700' }], cmd: ['/app/bin/app'] }),
+    );
+    const r = await artificer(['--spec', 'bundle-spec/app.artificer.json'], { cwd: work.path });
+    assert.equal(r.code, 0, r.stderr);
+    const run = await pullAndRun(`${plain.host}/spec/bundle:1`);
+    assert.equal(run.stdout, 'bundled app, 700\n');
+  });
+
+  test('a spec naming a missing bundle', async () => {
+    await writeFile(path.join(work.path, 'nobundle.json'), JSON.stringify({ base: base.reference, target: `${plain.host}/spec/nobundle:1`, files: [{ bundle: 'missing.tar.gz' }] }));
+    const r = await artificer(['--spec', 'nobundle.json'], { cwd: work.path });
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /missing\.tar\.gz: no such file or directory/);
+    await assert.rejects(craneManifest(`${plain.host}/spec/nobundle:1`));
+  });
+
   test('a spec with a typo is refused with the field named', async () => {
     await writeFile(path.join(work.path, 'typo.json'), JSON.stringify({ base: base.reference, target: `${plain.host}/x/y:1`, files: [], entrypont: ['/x'] }));
     const r = await artificer(['--spec', 'typo.json'], { cwd: work.path });

@@ -3,7 +3,7 @@ import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import tarStream from 'tar-stream';
 import { UsageError } from '../../src/errors.ts';
-import { bundleEntries, bundlePath } from '../../src/functions/bundle.ts';
+import { bundleEntries, bundlePath } from '../../src/source/bundle.ts';
 import { isAllowedTarget, parseFunctionConfig } from '../../src/functions/config.ts';
 import { isSpecObject, parseRebuildMessage, parseStorageEvent } from '../../src/functions/events.ts';
 import { GoogleCredentialProvider, isGoogleRegistry } from '../../src/functions/google-credentials.ts';
