@@ -1,4 +1,7 @@
-// Driven by scripts/demo-function.sh; see there.
+// The Cloud Function, locally (the second half of `npm run demo`): fake-gcs-server as Cloud
+// Storage, docker-registry, the function in the functions-framework server (built dist/, as
+// `npx functions-framework` serves it), an example artifact + spec uploaded, the Eventarc event
+// delivered; prints the record and what the built container prints.
 import { deliverStorageEvent, objectEventData, startFunction } from '../test/support/functions.ts';
 import { startGcs } from '../test/support/gcs.ts';
 import { pushBusyboxBase } from '../test/support/images.ts';
