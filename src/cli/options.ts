@@ -4,6 +4,7 @@ import type { Platform } from '../oci/types.ts';
 import { parsePlatform } from '../build/platform.ts';
 import { parseReference, withTag, type Reference } from '../reference/reference.ts';
 import { splitCommand } from '../spec/split.ts';
+import { parseAssignment, parseEnvAssignment, parseOwner, parsePort } from '../spec/values.ts';
 
 /**
  * What the command line asks for, validated and typed. Produced by {@link parseOptions}, a pure
@@ -72,35 +73,15 @@ const FLAGS = {
 /** Flags that define the image; with `--spec` the spec file defines it instead. */
 const BUILD_FLAGS = ['baseimage', 'files', 'cmd', 'env', 'entrypoint', 'workdir', 'user', 'label', 'annotation', 'expose', 'chown'] as const;
 
-const ENV_KEY_RE = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
-const PORT_RE = /^(\d{1,5})(?:\/(tcp|udp|sctp))?$/i;
-const OWNER_RE = /^(\d{1,10}):(\d{1,10})$/;
 const TAG_RE = /^[\w][\w.-]{0,127}$/;
 
-/** `K=V`. The key is what a shell would accept as a variable name (dots and dashes allowed, as docker does). */
-export function parseKeyValue(flag: string, text: string, keyRe: RegExp | undefined = undefined): [string, string] {
-  const i = text.indexOf('=');
-  if (i <= 0) throw new UsageError(`--${flag} "${text}": expected KEY=VALUE`);
-  const key = text.slice(0, i);
-  if (keyRe && !keyRe.test(key)) throw new UsageError(`--${flag} "${text}": "${key}" is not a valid name (letters, digits, _ . -, not starting with a digit)`);
-  return [key, text.slice(i + 1)];
-}
-
-/** `8080`, `8080/tcp`, `53/udp` → normalised `PORT/PROTO`. */
-export function parsePort(text: string): string {
-  const m = PORT_RE.exec(text);
-  const port = m ? Number(m[1]) : 0;
-  if (!m || port < 1 || port > 65535) throw new UsageError(`--expose "${text}": expected PORT or PORT/PROTO with PORT 1-65535 and PROTO tcp, udp or sctp, e.g. 8080/tcp`);
-  return `${port}/${(m[2] ?? 'tcp').toLowerCase()}`;
-}
-
-/** `uid:gid`, numeric: names would need the image's /etc/passwd, which the build never reads. */
-export function parseOwner(text: string): { uid: number; gid: number } {
-  const m = OWNER_RE.exec(text);
-  const uid = m ? Number(m[1]) : NaN;
-  const gid = m ? Number(m[2]) : NaN;
-  if (!m || uid > 0xffffffff || gid > 0xffffffff) throw new UsageError(`--chown "${text}": expected numeric UID:GID, e.g. 65532:65532`);
-  return { uid, gid };
+/** Runs a shared value parser (src/spec/values.ts) for `--flag text`, as a UsageError naming both. */
+function value<T>(flag: string, text: string, parse: (text: string) => T): T {
+  try {
+    return parse(text);
+  } catch (err) {
+    throw new UsageError(`--${flag} "${text}": ${(err as Error).message}`);
+  }
 }
 
 /**
@@ -210,12 +191,12 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {
 
   const labels: Record<string, string> = {};
   for (const l of v.label ?? []) {
-    const [k, val] = parseKeyValue('label', l);
+    const [k, val] = value('label', l, parseAssignment);
     labels[k] = val;
   }
   const annotations: Record<string, string> = {};
   for (const a of v.annotation ?? []) {
-    const [k, val] = parseKeyValue('annotation', a);
+    const [k, val] = value('annotation', a, parseAssignment);
     annotations[k] = val;
   }
   for (const f of v.files ?? []) if (f === '' || f.startsWith(':')) throw new UsageError(`--files "${f}": expected SRC or SRC:DEST`);
@@ -226,16 +207,16 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {
     ...(v.spec !== undefined ? { spec: v.spec } : {}),
     ...(v.baseimage !== undefined ? { base: v.baseimage === 'scratch' ? ('scratch' as const) : reference('baseimage', v.baseimage) } : {}),
     files: v.files ?? [],
-    env: (v.env ?? []).map((e) => parseKeyValue('env', e, ENV_KEY_RE)),
+    env: (v.env ?? []).map((e) => value('env', e, parseEnvAssignment)),
     ...(v.cmd !== undefined ? { cmd: parseCommand('cmd', v.cmd) } : {}),
     ...(v.entrypoint !== undefined ? { entrypoint: parseCommand('entrypoint', v.entrypoint) } : {}),
     ...(v.workdir !== undefined ? { workdir: v.workdir } : {}),
     ...(v.user !== undefined ? { user: v.user } : {}),
     labels,
     annotations,
-    exposedPorts: (v.expose ?? []).map(parsePort),
+    exposedPorts: (v.expose ?? []).map((p) => value('expose', p, parsePort)),
     platforms,
-    ...(v.chown !== undefined ? { chown: parseOwner(v.chown) } : {}),
+    ...(v.chown !== undefined ? { chown: value('chown', v.chown, parseOwner) } : {}),
     keepSpecialBits: v['keep-setuid'] ?? false,
     ...(target ? { target } : {}),
     tags,

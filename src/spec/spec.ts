@@ -12,6 +12,7 @@ import type { Platform } from '../oci/types.ts';
 import { parsePlatform } from '../build/platform.ts';
 import { parseReference } from '../reference/reference.ts';
 import { splitCommand } from './split.ts';
+import { checkEnvKey, parseEnvAssignment, parseOwner, parsePort } from './values.ts';
 
 /** Objects (or local files) to add: a file, or every file under a folder (`from` ending in `/`). */
 export interface PathFiles {
@@ -89,9 +90,6 @@ export const BUNDLE_FILE_FIELDS = ['bundle', 'to'] as const;
 export const MAX_SPEC_BYTES = 1024 * 1024;
 
 const TAG_RE = /^[\w][\w.-]{0,127}$/;
-const ENV_KEY_RE = /^[^=\0]+$/;
-const PORT_RE = /^(\d{1,5})(?:\/(tcp|udp|sctp))?$/i;
-const OWNER_RE = /^(\d{1,10}):(\d{1,10})$/;
 
 type Json = unknown;
 
@@ -249,13 +247,11 @@ function envList(ctx: Ctx, path: string, v: Json): Array<[string, string]> {
   if (Array.isArray(v)) {
     v.forEach((item, i) => {
       const s = str(ctx, `${path}/${i}`, item);
-      const eq = s.indexOf('=');
-      if (eq <= 0) ctx.fail(`${path}/${i}`, `"${s}" must be KEY=VALUE`);
-      out.push([s.slice(0, eq), s.slice(eq + 1)]);
+      out.push(value(ctx, `${path}/${i}`, () => parseEnvAssignment(s)));
     });
   } else if (isObject(v)) {
     for (const [k, val] of Object.entries(v)) {
-      if (!ENV_KEY_RE.test(k)) ctx.fail(`${path}/${escapePointer(k)}`, `"${k}" is not a valid variable name (no "=")`);
+      value(ctx, `${path}/${escapePointer(k)}`, () => checkEnvKey(k));
       out.push([k, str(ctx, `${path}/${escapePointer(k)}`, val)]);
     }
   } else {
@@ -264,12 +260,18 @@ function envList(ctx: Ctx, path: string, v: Json): Array<[string, string]> {
   return out;
 }
 
+/** Runs a shared value parser (./values.ts), turning its reason into an error at `path`. */
+function value<T>(ctx: Ctx, path: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    ctx.fail(path, (err as Error).message);
+  }
+}
+
 function port(ctx: Ctx, path: string, v: Json): string {
   const s = typeof v === 'number' ? String(v) : str(ctx, path, v);
-  const m = PORT_RE.exec(s);
-  const n = m ? Number(m[1]) : NaN;
-  if (!m || !Number.isInteger(n) || n < 1 || n > 65535) ctx.fail(path, `"${s}" is not a port like "8080" or "53/udp"`);
-  return `${n}/${(m[2] ?? 'tcp').toLowerCase()}`;
+  return value(ctx, path, () => parsePort(s));
 }
 
 function reference(ctx: Ctx, path: string, v: Json, opts: { allowDigest: boolean }): string {
@@ -350,11 +352,7 @@ export function parseSpec(json: unknown, where = ''): BuildSpec {
   }
   if (json.owner !== undefined) {
     const s = str(ctx, '/owner', json.owner);
-    const m = OWNER_RE.exec(s);
-    const uid = Number(m?.[1]);
-    const gid = Number(m?.[2]);
-    if (!m || uid > 0xffffffff || gid > 0xffffffff) ctx.fail('/owner', `"${s}" must be numeric "uid:gid", e.g. "1000:1000"`);
-    spec.owner = { uid, gid };
+    spec.owner = value(ctx, '/owner', () => parseOwner(s));
   }
   return spec;
 }

@@ -162,7 +162,7 @@ describe('bad input: a specific message, a non-zero exit, nothing pushed', () =>
     ['bad reference', (t) => ['-b', 'Not/Valid', '-f', 'server-binary', '-t', t], 2, /invalid image reference "Not\/Valid"/],
     ['base tag not found', (t) => ['-b', `${registry.host}/base/busybox:nope`, '-f', 'server-binary', '-t', t], 1, /base\/busybox:nope not found/],
     ['missing file', (t) => ['-b', dockerBase.reference, '-f', 'no-such-file', '-t', t], 2, /no-such-file.*no such file or directory/],
-    ['bad --env', (t) => ['-b', dockerBase.reference, '-f', 'server-binary', '-e', 'NOEQUALS', '-t', t], 2, /--env "NOEQUALS": expected KEY=VALUE/],
+    ['bad --env', (t) => ['-b', dockerBase.reference, '-f', 'server-binary', '-e', 'NOEQUALS', '-t', t], 2, /--env "NOEQUALS": "NOEQUALS" must be KEY=VALUE/],
     ['bad --expose', (t) => ['-b', dockerBase.reference, '-f', 'server-binary', '--expose', 'web', '-t', t], 2, /--expose "web"/],
     ['bad --chown', (t) => ['-b', dockerBase.reference, '-f', 'server-binary', '--chown', 'root', '-t', t], 2, /--chown "root"/],
   ];
