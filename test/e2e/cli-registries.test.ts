@@ -57,6 +57,14 @@ describe('auth', () => {
     assert.match(r.stderr, new RegExp(`unauthorized to push.* on ${basic.host.replace(/\./g, '\\.')} \\(credentials tried: anonymous\\)`));
   });
 
+  test('a base on a registry that needs credentials, pulled without any', async () => {
+    const privateBase = await pushBusyboxBase(basic.host, { repository: 'private/base', format: 'docker', auth: { username: basic.username!, password: basic.password! } });
+    const r = await artificer(['-b', privateBase.reference, '-f', 'hello', '-t', `${plain.host}/from/private:1`], { cwd: work.path });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`unauthorized to pull.* on ${basic.host.replace(/\./g, '\\.')} \\(credentials tried: anonymous\\)`));
+    assert.equal(r.stdout, '');
+  });
+
   test('a wrong password: names the docker config tried, never the secret', async () => {
     const cfg = await dockerConfig('wrong', { [basic.host]: { username: basic.username!, password: 'not-the-password-s3cret' } });
     const r = await artificer(build(`${basic.host}/team/wrong:1`, ['-vv']), { cwd: work.path, env: { DOCKER_CONFIG: cfg } });

@@ -123,6 +123,30 @@ describe('OCI bases, platforms and outputs', () => {
     assert.match(run.stdout, /^server says hello\n/);
   });
 
+  test('a Docker manifest list base gives a Docker manifest list', async () => {
+    const list = await pushBusyboxBase(registry.host, { repository: 'base/list', tag: '1', format: 'docker', platforms: ['linux/amd64', 'linux/arm64'] });
+    const target = `${registry.host}/app/list:1`;
+    const r = await artificer(['-b', list.reference, '-f', 'server-binary', '-c', '/server-binary', '-t', target, '-p', 'linux/arm64,linux/amd64'], { cwd: work.path });
+    assert.equal(r.code, 0, r.stderr);
+    const index = await craneManifest(target);
+    assert.equal(index.mediaType, 'application/vnd.docker.distribution.manifest.list.v2+json');
+    const children = index.manifests as Array<{ mediaType: string; platform: { architecture: string } }>;
+    assert.deepEqual(children.map((m) => [m.mediaType, m.platform.architecture]), [
+      ['application/vnd.docker.distribution.manifest.v2+json', 'arm64'],
+      ['application/vnd.docker.distribution.manifest.v2+json', 'amd64'],
+    ]);
+  });
+
+  test('one platform out of an index gives a single manifest, not an index', async () => {
+    const target = `${registry.host}/app/one:1`;
+    const r = await artificer(['-b', multiBase.reference, '-f', 'server-binary', '-t', target, '-p', 'linux/arm64'], { cwd: work.path });
+    assert.equal(r.code, 0, r.stderr);
+    const manifest = await craneManifest(target);
+    assert.equal(manifest.mediaType, 'application/vnd.oci.image.manifest.v1+json');
+    assert.equal((await craneConfig(target)).architecture, 'arm64');
+    assert.deepEqual((manifest.annotations as Record<string, string>)['org.opencontainers.image.base.digest'], multiBase.manifests['linux/arm64']);
+  });
+
   test('a platform the base lacks is an error listing the ones it has, and nothing is pushed', async () => {
     const target = `${registry.host}/app/s390x:1`;
     const r = await artificer(['-b', multiBase.reference, '-f', 'server-binary', '-t', target, '--platform', 'linux/s390x'], { cwd: work.path });
