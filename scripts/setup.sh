@@ -47,7 +47,7 @@ apt_install() {
 # basic auth; skopeo/umoci/runc: pull, unpack and run pushed images (test/support/runc.ts);
 # busybox-static: the bytes of every test base image (test/support/images.ts).
 apt_install ca-certificates curl git tar gzip pigz util-linux coreutils \
-  docker-registry apache2-utils skopeo umoci runc busybox-static
+  docker-registry apache2-utils skopeo umoci runc busybox-static time
 ! ldd /bin/busybox >/dev/null 2>&1 || die "/bin/busybox is not static (busybox-static replaced?)"
 
 # --- Go test tools (pinned) -------------------------------------------------------------------
