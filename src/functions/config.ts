@@ -9,6 +9,7 @@
  * | `ARTIFICER_GOOGLE_REGISTRIES` | test/dev knob: extra hosts that receive the service account's token, like *.pkg.dev |
  * | `ARTIFICER_REBUILD_PREFIX` | `gs://bucket/prefix/`: where Artifact Registry notifications look for specs to rebuild |
  * | `ARTIFICER_MAX_EVENT_AGE` | seconds; a temporary failure of an older event is recorded as failed instead of retried (default 3600) |
+ * | `ARTIFICER_BUILD_TIMEOUT` | seconds one build may take before it is abandoned and recorded as failed (default 500: under the function's 540 s timeout, so the record is still written) |
  * | `ARTIFICER_REGISTRY_RETRY_ATTEMPTS` | attempts per registry request inside one run (default: the client's, 5) |
  * | `ARTIFICER_LOG_LEVEL` | `debug` \| `info` (default) \| `warning` |
  * | `SOURCE_DATE_EPOCH` | timestamp of the files and the image config (default 0) |
@@ -24,12 +25,14 @@ export interface FunctionConfig {
   readonly googleRegistries: readonly string[];
   readonly rebuild?: { readonly bucket: string; readonly prefix: string };
   readonly maxEventAgeMs: number;
+  readonly buildTimeoutMs: number;
   readonly registryRetryAttempts?: number;
   readonly logLevel: LogLevel;
   readonly sourceDateEpoch: number;
 }
 
 export const DEFAULT_MAX_EVENT_AGE_SECONDS = 3600;
+export const DEFAULT_BUILD_TIMEOUT_SECONDS = 500;
 
 function list(v: string | undefined): string[] {
   return (v ?? '')
@@ -71,6 +74,7 @@ export function parseFunctionConfig(env: Readonly<Record<string, string | undefi
     googleRegistries: parseGoogleRegistries(env.ARTIFICER_GOOGLE_REGISTRIES),
     ...(rebuild ? { rebuild } : {}),
     maxEventAgeMs: (positiveInt('ARTIFICER_MAX_EVENT_AGE', env.ARTIFICER_MAX_EVENT_AGE, DEFAULT_MAX_EVENT_AGE_SECONDS) ?? 0) * 1000,
+    buildTimeoutMs: Math.max(1, positiveInt('ARTIFICER_BUILD_TIMEOUT', env.ARTIFICER_BUILD_TIMEOUT, DEFAULT_BUILD_TIMEOUT_SECONDS) ?? 0) * 1000,
     ...(attempts !== undefined ? { registryRetryAttempts: Math.max(1, attempts) } : {}),
     logLevel: level,
     sourceDateEpoch: positiveInt('SOURCE_DATE_EPOCH', env.SOURCE_DATE_EPOCH, 0) ?? 0,

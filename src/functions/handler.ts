@@ -10,7 +10,7 @@
 import type { Bucket, Storage } from '@google-cloud/storage';
 import { build } from '../build/build.ts';
 import type { BuildResult } from '../build/request.ts';
-import { ArtificerError, SourceError, TargetNotAllowedError } from '../errors.ts';
+import { AbortedError, ArtificerError, TargetNotAllowedError } from '../errors.ts';
 import { parseReference } from '../reference/reference.ts';
 import { RegistryClient } from '../registry/client.ts';
 import type { CredentialProvider } from '../registry/types.ts';
@@ -45,11 +45,6 @@ export interface SpecRun {
 
 /** True when the failure may go away on its own (registry 5xx/429, network, storage 503). */
 export function isTemporary(err: unknown): boolean {
-  // A bad input (a truncated bundle) surfacing through the upload of the layer it fed may be
-  // wrapped in a network error by the registry client; the cause decides: retrying cannot fix it.
-  for (let e: unknown = err, i = 0; e instanceof Error && i < 8; e = e.cause, i++) {
-    if (e instanceof SourceError && !e.temporary) return false;
-  }
   if (err instanceof ArtificerError) return err.temporary;
   return isTemporaryGcsError(err);
 }
@@ -101,6 +96,9 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
 
   let result: BuildResult | undefined;
   let objectBytes = 0;
+  // A build that outlives the function is killed without a record; give up a little earlier
+  // so the failure is recorded. Tags are pushed last, so an abandoned build leaves none.
+  const deadline = AbortSignal.timeout(config.buildTimeoutMs);
   try {
     const state = await readState(file);
     if (!state) return done('deleted', 'INFO', `${url} was deleted; nothing to build`);
@@ -117,7 +115,7 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
     const spec = await readSpec(bucket, run.name, run.generation);
     const allTargets = [spec.target, ...spec.tags.filter((t) => !/^[\w][\w.-]{0,127}$/.test(t))];
     checkAllowed(spec, allTargets, config.allowedTargets);
-    const pinned = await pinGcsSource({ bucket, specName: run.name, files: spec.files });
+    const pinned = await pinGcsSource({ bucket, specName: run.name, files: spec.files, signal: deadline });
     objectBytes = pinned.bytes;
     const { request, target } = specToRequest(spec, pinned.source, {
       sourceDateEpoch: config.sourceDateEpoch,
@@ -132,8 +130,11 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
       logger: libLogger,
       ...(config.registryRetryAttempts !== undefined ? { retry: { attempts: config.registryRetryAttempts } } : {}),
     });
-    result = await build(request, { registry, logger: libLogger });
-  } catch (err) {
+    result = await build(request, { registry, logger: libLogger, signal: deadline });
+  } catch (caught) {
+    const err = deadline.aborted
+      ? new AbortedError(`the build did not finish within ${config.buildTimeoutMs / 1000} s (ARTIFICER_BUILD_TIMEOUT); nothing was tagged`, { cause: caught })
+      : caught;
     const age = now() - run.time.getTime();
     if (isTemporary(err) && age < config.maxEventAgeMs) {
       done('failed', 'WARNING', `temporary failure, the event will be retried: ${message(err)}`, { retry: true, eventAgeMs: age });

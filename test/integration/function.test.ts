@@ -100,18 +100,19 @@ before(async () => {
   base = (await pushBusyboxBase(baseRegistry.host, { repository: 'base/busybox', format: 'docker' })).reference;
   await gcs.createBucket(BUCKET);
   bucket = gcs.storage().bucket(BUCKET);
-  fn = await startFunction({
-    target: 'buildOnUpload',
-    env: {
-      ...metadataEnv(md.host),
-      STORAGE_EMULATOR_HOST: gcs.url,
-      ARTIFICER_ALLOWED_TARGETS: `${proxy.host}/apps/,${proxy.host}/readonly/`,
-      ARTIFICER_GOOGLE_REGISTRIES: proxy.host,
-      ARTIFICER_REGISTRY_RETRY_ATTEMPTS: '1',
-      ARTIFICER_MAX_EVENT_AGE: '600',
-    },
-  });
+  fn = await startFunction({ target: 'buildOnUpload', env: functionEnv() });
 });
+
+function functionEnv(): Record<string, string> {
+  return {
+    ...metadataEnv(md.host),
+    STORAGE_EMULATOR_HOST: gcs.url,
+    ARTIFICER_ALLOWED_TARGETS: `${proxy.host}/apps/,${proxy.host}/readonly/`,
+    ARTIFICER_GOOGLE_REGISTRIES: proxy.host,
+    ARTIFICER_REGISTRY_RETRY_ATTEMPTS: '1',
+    ARTIFICER_MAX_EVENT_AGE: '600',
+  };
+}
 
 after(async () => {
   await Promise.allSettled([fn?.stop(), proxy?.stop(), registry?.stop(), baseRegistry?.stop(), md?.stop(), gcs?.stop()]);
@@ -232,6 +233,24 @@ describe('buildOnUpload', { concurrency: false }, () => {
     assert.equal(rec['artificer-status'], 'failed');
     assert.match(rec['artificer-error']!, /gave up after retrying/);
     assert.equal(rec['artificer-digest'], undefined);
+  });
+
+  test('a build that outlives ARTIFICER_BUILD_TIMEOUT is abandoned and recorded as failed, nothing tagged', async () => {
+    const slow = await startFunction({ target: 'buildOnUpload', env: { ...functionEnv(), ARTIFICER_BUILD_TIMEOUT: '2' } });
+    try {
+      await upload('slow/app.txt', 'slow');
+      const spec = await uploadSpec('slow/artificer.json', { target: target('apps/slow'), files: ['app.txt'] });
+      proxy.failNext(1, { delayMs: 5000, method: 'PATCH' });
+      const res = await deliverStorageEvent(slow.url, objectEventData(spec));
+      assert.equal(res.status, 204, 'recorded, not retried');
+      const rec = await record('slow/artificer.json');
+      assert.equal(rec['artificer-status'], 'failed');
+      assert.match(rec['artificer-error']!, /did not finish within 2 s \(ARTIFICER_BUILD_TIMEOUT\); nothing was tagged/);
+      assert.equal(await registryDigest('apps/slow', 'v1'), undefined);
+    } finally {
+      proxy.reset();
+      await slow.stop();
+    }
   });
 
   const mistakes: Array<[string, () => Promise<Record<string, unknown>>, RegExp]> = [
