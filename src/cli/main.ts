@@ -5,8 +5,14 @@
  * exits at once.
  */
 import { readFileSync } from 'node:fs';
+import module from 'node:module';
 import process from 'node:process';
-import { runCli } from './run.ts';
+
+// Cache compiled code of our modules and undici's between runs (in the OS temp dir; skipped
+// silently where it cannot be written): a CI job runs the CLI cold every time, and start-up is
+// a visible part of a small build.
+module.enableCompileCache?.();
+const { runCli } = await import('./run.ts');
 
 // src/cli/main.ts runs from the source tree, dist/src/cli/main.js from the build: one level apart.
 const packageJson = new URL(import.meta.url.includes('/dist/src/') ? '../../../package.json' : '../../package.json', import.meta.url);
