@@ -15,6 +15,7 @@ import { ArtificerError, SourceError } from '../errors.ts';
 import type { EntrySource, LayerEntry } from '../layer/entry.ts';
 import type { FileSpec } from '../spec/spec.ts';
 import { bundleEntries } from '../source/bundle.ts';
+import { directoryDestination, fileDestination, imagePath } from '../source/destination.ts';
 
 /** Default permission bits of an object: Cloud Storage keeps none (unless gcloud's --preserve-posix did). */
 export const DEFAULT_OBJECT_MODE = 0o644;
@@ -62,12 +63,6 @@ export function storageError(err: unknown, url: string, doing: string): Artifice
     return new SourceError(url, `${doing}: the object changed or was deleted during the build`, { cause: err, temporary: true });
   }
   return new SourceError(url, `${doing}: ${describe(err)}`, { cause: err, temporary: isTemporaryGcsError(err) });
-}
-
-function imagePath(dest: string, origin: string): string {
-  const norm = path.posix.normalize('/' + dest);
-  if (norm.split('/').includes('..')) throw new SourceError(origin, `destination "${dest}" leaves the image root`);
-  return norm.replace(/^\/+/, '').replace(/\/+$/, '');
 }
 
 function objectMode(metadata: Record<string, unknown> | undefined, override: number | undefined): number {
@@ -144,20 +139,14 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<{ source: En
     const exact = item.from.endsWith('/') ? undefined : await stat(name);
     const pinned: PinnedObject[] = [];
     if (exact) {
-      let dest: string;
-      if (item.to === '') dest = base;
-      else if (item.to.endsWith('/')) dest = item.to + base;
-      else dest = item.to;
-      const p = imagePath(dest, origin);
-      if (p === '') throw new SourceError(origin, `destination "${item.to}" is the image root, which must be a directory`);
-      pinned.push(pin(exact, p, item.mode));
+      pinned.push(pin(exact, fileDestination(item.to, base, origin), item.mode));
     } else {
       // A folder: every object under it; its contents go to `to`, or to /basename.
       const under = await list(`${name}/`);
       if (under.length === 0) {
         throw new SourceError(origin, `no such object${item.from.endsWith('/') ? 's under this folder' : ' or folder'} (upload the files before the spec)`);
       }
-      const root = item.to === '' ? imagePath(base, origin) : imagePath(item.to, origin);
+      const root = directoryDestination(item.to, base, origin);
       for (const f of under) {
         const rel = f.name.slice(name.length + 1);
         pinned.push(pin(f, imagePath(root === '' ? rel : `${root}/${rel}`, gs(f.name)), item.mode));

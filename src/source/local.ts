@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { SourceError } from '../errors.ts';
 import type { EntrySource, EntryType, LayerEntry } from '../layer/entry.ts';
+import { directoryDestination, fileDestination } from './destination.ts';
 
 /** One `--files` argument: a local path and where it goes in the image. */
 export interface LocalSpec {
@@ -113,13 +114,6 @@ function kindOf(st: Stats): EntryType | string {
   return 'of an unknown file type';
 }
 
-/** Turns a destination into a layer path: POSIX, relative to `/`, normalised, no `..` escape. */
-function imagePath(dest: string, origin: string): string {
-  const norm = path.posix.normalize(dest.replace(/^\/+/, '') || '.');
-  if (norm === '..' || norm.startsWith('../')) throw new SourceError(origin, `destination "${dest}" leaves the image root`);
-  return norm === '.' ? '' : norm.replace(/\/+$/, '');
-}
-
 function walkSpec(spec: LocalSpec, cwd: string): LayerEntry[] {
   const abs = path.resolve(cwd, spec.from);
   const shown = spec.from;
@@ -134,17 +128,11 @@ function walkSpec(spec: LocalSpec, cwd: string): LayerEntry[] {
   const out: LayerEntry[] = [];
   if (st.isDirectory()) {
     // A directory's contents go to `to` (or to /basename when no destination was given).
-    const root = spec.to === '' ? imagePath(base, shown) : imagePath(spec.to, shown);
+    const root = directoryDestination(spec.to, base, shown);
     if (root !== '') out.push(dirEntry(root, st, shown));
     walkDir(abs, shown, root, out);
   } else {
-    let dest: string;
-    if (spec.to === '') dest = base;
-    else if (spec.to.endsWith('/')) dest = spec.to + base;
-    else dest = spec.to;
-    const p = imagePath(dest, shown);
-    if (p === '') throw new SourceError(shown, `destination "${spec.to}" is the image root, which must be a directory`);
-    out.push(fileEntry(abs, p, st, shown));
+    out.push(fileEntry(abs, fileDestination(spec.to, base, shown), st, shown));
   }
   return out;
 }
