@@ -21,5 +21,5 @@ test('nothing lands above the root, and a file cannot be the root', () => {
   for (const dest of ['..', '../etc/passwd', 'a/../../etc']) {
     assert.throws(() => imagePath(dest, 'gs://b/app/../../etc'), (e: unknown) => e instanceof SourceError && /leaves the image root/.test(e.message), dest);
   }
-  assert.throws(() => fileDestination('/', 'server', 'server'), /is the image root, which must be a directory/);
+  assert.throws(() => fileDestination('/.', 'server', 'server'), /is the image root, which must be a directory/);
 });
