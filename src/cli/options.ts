@@ -44,7 +44,7 @@ export interface CliOptions {
   readonly createdBy: string;
 }
 
-const FLAGS = {
+export const FLAGS = {
   baseimage: { type: 'string', short: 'b' },
   files: { type: 'string', short: 'f', multiple: true },
   cmd: { type: 'string', short: 'c' },

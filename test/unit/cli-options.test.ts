@@ -98,3 +98,12 @@ test('help and version need nothing else', () => {
   assert.equal(parseOptions(['-h'], {}).command, 'help');
   assert.equal(parseOptions(['--version'], {}).command, 'version');
 });
+
+test('--help documents every flag, long and short', async () => {
+  const { FLAGS } = await import('../../src/cli/options.ts');
+  const { HELP } = await import('../../src/cli/help.ts');
+  for (const [name, def] of Object.entries(FLAGS)) {
+    assert.match(HELP, new RegExp(`--${name}\\b`), `--${name} is in --help`);
+    if ('short' in def) assert.match(HELP, new RegExp(`-${def.short}, --${name}\\b`), `-${def.short} is in --help`);
+  }
+});
