@@ -180,6 +180,35 @@ describe('--spec, tags, digest file', () => {
   });
 });
 
+describe('Ctrl-C', () => {
+  test('SIGINT during the upload stops the build: exit 130, nothing printed, no tag', async () => {
+    const { spawn } = await import('node:child_process');
+    const { BIN } = await import('../support/cli.ts');
+    proxy.reset();
+    proxy.failNext(1, { delayMs: 10_000, method: 'PATCH' });
+    const child = spawn(process.execPath, [BIN, ...build(`${proxy.host}/interrupted/app:1`)], {
+      cwd: work.path,
+      env: { PATH: process.env.PATH, HOME: process.env.HOME },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d));
+    child.stderr.on('data', (d: Buffer) => (stderr += d));
+    // Wait until the upload is stalled in the proxy, then interrupt.
+    for (let i = 0; i < 100 && !proxy.requests.some((r) => r.method === 'PATCH'); i++) await new Promise((r) => setTimeout(r, 50));
+    const started = Date.now();
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    assert.equal(code, 130, stderr);
+    assert.ok(Date.now() - started < 5000, 'stopped promptly, not after the stalled request');
+    assert.equal(stdout, '');
+    assert.match(stderr, /SIGINT: stopping/);
+    proxy.reset();
+    await assert.rejects(craneManifest(`${plain.host}/interrupted/app:1`));
+  });
+});
+
 describe('a registry that lies', () => {
   test('a manifest digest other than the one sent is an error, not a success', async () => {
     proxy.reset();
