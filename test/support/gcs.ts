@@ -8,13 +8,9 @@
  * generations (a new one per upload, `generation=` reads, `ifGenerationMatch`) and metadata
  * patches with `ifMetagenerationMatch` behave like Cloud Storage.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Storage } from '@google-cloud/storage';
 import { freePort } from './ports.ts';
+import { httpAnswers, startService } from './service.ts';
 import { tool } from './tools.ts';
 
 export interface RunningGcs {
@@ -22,6 +18,7 @@ export interface RunningGcs {
   host: string;
   /** "http://127.0.0.1:PORT": the value for STORAGE_EMULATOR_HOST. */
   url: string;
+  /** Its log, in a temp dir that `stop()` removes. */
   logFile: string;
   /** A client talking to this server (no credentials: the emulator needs none). */
   storage(): Storage;
@@ -29,59 +26,26 @@ export interface RunningGcs {
   stop(): Promise<void>;
 }
 
-const live = new Set<ChildProcess>();
-let hooked = false;
-
 export async function startGcs(): Promise<RunningGcs> {
   const port = await freePort();
   const host = `127.0.0.1:${port}`;
   const url = `http://${host}`;
-  const logFile = join(tmpdir(), `artificer-fake-gcs-${port}.log`);
-  const fd = openSync(logFile, 'w');
-  const child = spawn(
-    tool('fake-gcs-server'),
-    ['-scheme', 'http', '-host', '127.0.0.1', '-port', String(port), '-backend', 'memory', '-public-host', host, '-external-url', url, '-log-level', 'warn'],
-    { stdio: ['ignore', fd, fd] },
-  );
-  closeSync(fd);
-  live.add(child);
-  if (!hooked) {
-    hooked = true;
-    process.on('exit', () => {
-      for (const c of live) c.kill('SIGKILL');
-    });
-  }
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`fake-gcs-server exited: ${await readFile(logFile, 'utf8')}`);
-    try {
-      const res = await fetch(`${url}/storage/v1/b`, { signal: AbortSignal.timeout(1000) });
-      await res.arrayBuffer();
-      if (res.ok) break;
-    } catch {
-      // not up yet
-    }
-    if (Date.now() > deadline) throw new Error(`fake-gcs-server did not answer on ${url}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  const service = await startService({
+    name: 'fake-gcs-server',
+    command: tool('fake-gcs-server'),
+    args: ['-scheme', 'http', '-host', '127.0.0.1', '-port', String(port), '-backend', 'memory', '-public-host', host, '-external-url', url, '-log-level', 'warn'],
+    ready: () => httpAnswers(`${url}/storage/v1/b`, (status) => status >= 200 && status < 300),
+  });
   const storage = (): Storage => new Storage({ apiEndpoint: url, projectId: 'test-project', useAuthWithCustomEndpoint: false });
   return {
     host,
     url,
-    logFile,
+    logFile: service.logFile,
     storage,
     async createBucket(name) {
       await storage().createBucket(name);
     },
-    async stop() {
-      if (child.exitCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 3000);
-      await exited;
-      clearTimeout(t);
-      live.delete(child);
-    },
+    stop: service.stop,
   };
 }
 
