@@ -7,11 +7,11 @@
  * stripping, so a test needs no `npm run build`; `source: 'package'` loads package.json `main`
  * (dist/) as `npx functions-framework` does after the README's set-up.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from './ports.ts';
+import { httpAnswers, startService } from './service.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const NODE = path.join(ROOT, 'node_modules/.bin/node');
@@ -35,43 +35,23 @@ export interface RunningFunction {
   stop(): Promise<void>;
 }
 
-const live = new Set<ChildProcess>();
-let hooked = false;
-
 export async function startFunction(opts: StartFunctionOptions): Promise<RunningFunction> {
   const port = await freePort();
   const source = opts.source === 'package' ? ROOT : path.join(ROOT, 'src/functions/index.ts');
-  const child = spawn(
-    NODE,
-    [FF_MAIN, `--target=${opts.target}`, '--signature-type=cloudevent', `--port=${port}`, `--source=${source}`],
-    { cwd: ROOT, env: { ...process.env, ...opts.env, NODE_OPTIONS: '--no-warnings' }, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  live.add(child);
-  if (!hooked) {
-    hooked = true;
-    process.on('exit', () => {
-      for (const c of live) c.kill('SIGKILL');
-    });
-  }
-  let out = '';
-  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
-  child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
   const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`functions-framework exited (${child.exitCode}):\n${out}`);
-    try {
-      const res = await fetch(url, { method: 'GET', signal: AbortSignal.timeout(1000) });
-      await res.arrayBuffer();
-      break; // any answer means it is listening
-    } catch {
-      // not yet
-    }
-    if (Date.now() > deadline) throw new Error(`functions-framework did not listen on ${url}:\n${out}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  const service = await startService({
+    name: 'functions-framework',
+    command: NODE,
+    args: [FF_MAIN, `--target=${opts.target}`, '--signature-type=cloudevent', `--port=${port}`, `--source=${source}`],
+    cwd: ROOT,
+    env: { ...process.env, ...opts.env, NODE_OPTIONS: '--no-warnings' },
+    ready: () => httpAnswers(url), // any answer means it is listening
+    readyTimeoutMs: 20_000,
+    pollMs: 100,
+  });
+  const { output } = service;
   const logs = (): Array<Record<string, unknown>> =>
-    out
+    output()
       .split('\n')
       .filter((l) => l.startsWith('{'))
       .flatMap((l) => {
@@ -84,26 +64,18 @@ export async function startFunction(opts: StartFunctionOptions): Promise<Running
   return {
     url,
     port,
-    output: () => out,
+    output,
     logs,
     async waitForLog(pred, timeoutMs = 30_000) {
       const end = Date.now() + timeoutMs;
       for (;;) {
         const hit = logs().find(pred);
         if (hit) return hit;
-        if (Date.now() > end) throw new Error(`no matching log line within ${timeoutMs} ms:\n${out}`);
+        if (Date.now() > end) throw new Error(`no matching log line within ${timeoutMs} ms:\n${output()}`);
         await new Promise((r) => setTimeout(r, 100));
       }
     },
-    async stop() {
-      if (child.exitCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 3000);
-      await exited;
-      clearTimeout(t);
-      live.delete(child);
-    },
+    stop: service.stop,
   };
 }
 

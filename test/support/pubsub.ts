@@ -8,11 +8,12 @@
  * `google.cloud.pubsub.topic.v1.messagePublished` CloudEvent the handler receives. The push
  * endpoint's path must be `/projects/P/topics/T` for the framework to name the topic.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { freePort } from './ports.ts';
+import { httpAnswers, startService } from './service.ts';
 import { tool } from './tools.ts';
 
 export interface RunningPubsub {
@@ -26,8 +27,6 @@ export interface RunningPubsub {
   stop(): Promise<void>;
 }
 
-const live = new Set<ChildProcess>();
-
 export async function startPubsub(project = 'test-project'): Promise<RunningPubsub> {
   const port = await freePort();
   const host = `127.0.0.1:${port}`;
@@ -36,31 +35,18 @@ export async function startPubsub(project = 'test-project'): Promise<RunningPubs
   mkdirSync(path.join(config, 'configurations'), { recursive: true });
   mkdirSync(path.join(config, 'data'), { recursive: true });
   writeFileSync(path.join(config, 'configurations', 'config_default'), '[component_manager]\ndisable_update_check = true\n[core]\ndisable_usage_reporting = true\n');
-  const child = spawn(tool('gcloud'), ['beta', 'emulators', 'pubsub', 'start', `--host-port=${host}`, `--project=${project}`, `--data-dir=${config}/data`], {
+  const service = await startService({
+    name: 'pubsub emulator',
+    command: tool('gcloud'),
+    args: ['beta', 'emulators', 'pubsub', 'start', `--host-port=${host}`, `--project=${project}`, `--data-dir=${config}/data`],
     env: { ...process.env, CLOUDSDK_CONFIG: config, CLOUDSDK_CORE_DISABLE_PROMPTS: '1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true, // gcloud starts java as a child: stop() kills the whole group
+    processGroup: true, // gcloud starts java as a child and does not pass SIGTERM on
+    ready: () => httpAnswers(url, (status) => status >= 200 && status < 300), // the JVM takes a few seconds
+    readyTimeoutMs: 60_000,
+    pollMs: 250,
+    stopGraceMs: 5000,
+    afterStop: () => rm(config, { recursive: true, force: true, maxRetries: 3 }),
   });
-  live.add(child);
-  process.once('exit', () => {
-    for (const c of live) if (c.pid) try { process.kill(-c.pid, 'SIGKILL'); } catch { /* gone */ }
-  });
-  let out = '';
-  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
-  child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`pubsub emulator exited (${child.exitCode}):\n${out}`);
-    try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
-      await res.arrayBuffer();
-      if (res.ok) break;
-    } catch {
-      // starting (the JVM takes a few seconds)
-    }
-    if (Date.now() > deadline) throw new Error(`pubsub emulator did not answer on ${url}:\n${out}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
   const call = async (method: string, p: string, body?: unknown): Promise<Record<string, unknown>> => {
     const res = await fetch(`${url}/v1/${p}`, { method, headers: { 'content-type': 'application/json' }, body: body === undefined ? null : JSON.stringify(body) });
     const text = await res.text();
@@ -87,19 +73,7 @@ export async function startPubsub(project = 'test-project'): Promise<RunningPubs
       });
       return (r.messageIds as string[])[0]!;
     },
-    output: () => out,
-    async stop() {
-      if (child.exitCode !== null || !child.pid) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      try {
-        process.kill(-child.pid, 'SIGTERM');
-      } catch {
-        return;
-      }
-      const t = setTimeout(() => child.pid && process.kill(-child.pid, 'SIGKILL'), 5000);
-      await exited;
-      clearTimeout(t);
-      live.delete(child);
-    },
+    output: service.output,
+    stop: service.stop,
   };
 }

@@ -1,16 +1,17 @@
 /**
  * Starts the real CNCF distribution registry (/usr/bin/docker-registry, 2.8) on loopback for a
  * test, with no auth, htpasswd basic auth, or token auth backed by {@link startTokenServer}.
- * Call `stop()` in `after()`; children still alive when the process exits are killed too.
+ * Call `stop()` in `after()`; a registry still alive when the process exits is killed too
+ * (see service.ts).
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { openSync, closeSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { freePort } from './ports.ts';
+import { httpAnswers, startService } from './service.ts';
 import { startTokenServer, type Authorize, type RunningTokenServer } from './token-server.ts';
 
 export type { RunningTokenServer, Authorize, AuthorizeRequest } from './token-server.ts';
@@ -48,44 +49,6 @@ export interface RunningRegistry {
   /** The registry's process id (tests check it is gone after stop). */
   pid: number;
   stop(): Promise<void>;
-}
-
-const live = new Set<ChildProcess>();
-let exitHookInstalled = false;
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  const killAll = (): void => {
-    for (const child of live) child.kill('SIGKILL');
-  };
-  process.on('exit', killAll);
-  // A test run interrupted (Ctrl-C, the runner's timeout) must not leave registries behind:
-  // kill them, then let the signal do what it would have done.
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.once(sig, () => {
-      killAll();
-      process.kill(process.pid, sig);
-    });
-  }
-}
-
-async function waitUntilUp(url: string, child: ChildProcess, logFile: string): Promise<void> {
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      const log = await readFile(logFile, 'utf8').catch(() => '');
-      throw new Error(`docker-registry exited (${child.exitCode ?? child.signalCode}) before serving:\n${log}`);
-    }
-    try {
-      const res = await fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1000) });
-      await res.arrayBuffer();
-      if (res.status === 200 || res.status === 401) return;
-    } catch {
-      // not up yet
-    }
-    if (Date.now() > deadline) throw new Error(`docker-registry did not answer on ${url} within 15s`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 export async function startRegistry(opts: StartRegistryOptions = {}): Promise<RunningRegistry> {
@@ -138,34 +101,18 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Ru
   const configPath = join(dir, 'config.yml');
   await writeFile(configPath, JSON.stringify(config, null, 2));
 
-  installExitHook();
-  const logFd = openSync(logFile, 'a');
-  const child = spawn(REGISTRY_BIN, ['serve', configPath], { stdio: ['ignore', logFd, logFd] });
-  closeSync(logFd);
-  live.add(child);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.once('exit', () => live.delete(child));
+  const service = await startService({
+    name: 'docker-registry',
+    command: REGISTRY_BIN,
+    args: ['serve', configPath],
+    logFile,
+    ready: () => httpAnswers(`${url}/v2/`, (status) => status === 200 || status === 401),
+    afterStop: async () => {
+      await tokenServer?.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  });
 
-  let stopped = false;
-  async function stop(): Promise<void> {
-    if (stopped) return;
-    stopped = true;
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 3000);
-      await exited;
-      clearTimeout(timer);
-    }
-    await tokenServer?.stop();
-    await rm(dir, { recursive: true, force: true });
-  }
-
-  try {
-    await waitUntilUp(url, child, logFile);
-  } catch (err) {
-    await stop();
-    throw err;
-  }
   return {
     host,
     url,
@@ -174,7 +121,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Ru
     ...(tokenServer ? { tokenServer } : {}),
     dataDir,
     logFile,
-    pid: child.pid!,
-    stop,
+    pid: service.pid,
+    stop: service.stop,
   };
 }
