@@ -27,6 +27,13 @@ export interface GzipOptions {
    * change the output.
    */
   readonly concurrency?: number;
+  /**
+   * Called with each member's uncompressed bytes, in order, just before it is handed to zlib:
+   * a tap on the input (the layer hashes its diffID here, one update per member instead of one
+   * per tar chunk, without a stream stage of its own). The buffer is reused afterwards; do not
+   * keep it.
+   */
+  readonly onMember?: (data: Buffer) => void;
 }
 
 /**
@@ -58,7 +65,9 @@ export async function* parallelGzip(source: AsyncIterable<Uint8Array>, options: 
   // the compressed output, which keeps garbage (and so RSS) low between collections.
   const free: Buffer[] = [];
   const take = (): Buffer => free.pop() ?? Buffer.allocUnsafeSlow(memberBytes);
+  const onMember = options.onMember;
   const start = (data: Buffer): void => {
+    onMember?.(data);
     const p = gzipMember(data, level);
     p.then(
       () => data.byteLength === memberBytes && free.length <= concurrency && free.push(data),

@@ -1,12 +1,12 @@
+import { createHash } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { LayerPolicy } from '../build/request.ts';
 import { AbortedError, SourceError } from '../errors.ts';
-import { HashTap } from '../oci/digest.ts';
 import type { Digest } from '../oci/types.ts';
 import type { EntrySource } from './entry.ts';
 import { parallelGzip, type GzipOptions } from './gzip.ts';
-import { tarEntries } from './tar.ts';
+import { packEntries } from './tar.ts';
 
 /** What is known about a layer once it has been produced once. */
 export interface LayerDigests {
@@ -61,15 +61,26 @@ export function createLayer(files: EntrySource, policy: LayerPolicy, opts: Creat
 
   const open = (): OpenedLayer => {
     const signal = opts.signal;
-    const tar = tarEntries(files(), policy, signal);
-    const diffTap = new HashTap();
-    const blobTap = new HashTap();
+    // Two stages only: the packer's chunks go straight into the member buffers of the gzip stage,
+    // which hashes each whole member for the diffID; the compressed members are hashed and counted
+    // on their way out. (Stream stages in between re-buffered and copied every byte.)
+    const tar = packEntries(files(), policy, signal);
+    const diffHash = createHash('sha256');
+    const blobHash = createHash('sha256');
+    let size = 0;
+    const gzip = { ...opts.gzip, onMember: (member: Buffer) => void diffHash.update(member) };
+    const compressed = async function* (): AsyncGenerator<Buffer> {
+      for await (const member of parallelGzip(tar, gzip)) {
+        blobHash.update(member);
+        size += member.byteLength;
+        yield member;
+      }
+    };
     const out = new PassThrough({ readableHighWaterMark: 1024 * 1024 });
-    const gzip = (source: AsyncIterable<Uint8Array>): AsyncGenerator<Buffer> => parallelGzip(source, opts.gzip);
-    const run = pipeline(tar, diffTap, gzip, blobTap, out, signal ? { signal } : {});
+    const run = pipeline(compressed, out, signal ? { signal } : {});
     const done = run.then(
       (): LayerDigests => {
-        const result: LayerDigests = { digest: blobTap.digest, diffId: diffTap.digest, size: blobTap.size };
+        const result: LayerDigests = { digest: `sha256:${blobHash.digest('hex')}`, diffId: `sha256:${diffHash.digest('hex')}`, size };
         if (known && (known.digest !== result.digest || known.diffId !== result.diffId)) {
           throw new SourceError(
             'layer',

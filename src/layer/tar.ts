@@ -33,6 +33,16 @@ type TarHeader = Partial<Header> & Pick<Header, 'name'>;
  * carry the file-type bits in `mode` (masked off when encoded) to keep mode 0000 files exact.
  */
 export function tarEntries(entries: AsyncIterable<LayerEntry>, policy: LayerPolicy, signal?: AbortSignal): Readable {
+  return Readable.from(packEntries(entries, policy, signal), { objectMode: false });
+}
+
+/**
+ * {@link tarEntries} without the Node stream around it: tar-stream's packer, an async iterable
+ * of the tar's chunks as tar-stream produces them (headers, file bodies, padding; no copies).
+ * The layer pass reads it directly, so no stream stage re-buffers (and copies) the bytes before
+ * gzip cuts them into members. Ending the iteration early destroys the packer and stops reading.
+ */
+export function packEntries(entries: AsyncIterable<LayerEntry>, policy: LayerPolicy, signal?: AbortSignal): Pack & AsyncIterable<Buffer> {
   const owner = policy.chown ?? { uid: 0, gid: 0 };
   for (const id of [owner.uid, owner.gid]) {
     if (!Number.isInteger(id) || id < 0 || id > MAX_ID) throw new UsageError(`owner id ${id} is out of range 0..${MAX_ID}`);
@@ -41,20 +51,19 @@ export function tarEntries(entries: AsyncIterable<LayerEntry>, policy: LayerPoli
     throw new UsageError(`layer mtime ${policy.mtime} is not a valid timestamp in seconds`);
   }
   const pack = tarStream.pack();
-  const out = Readable.from(pack, { objectMode: false });
   const onAbort = (): void => {
-    out.destroy(new AbortedError('layer build aborted', { cause: signal?.reason }));
+    pack.destroy(new AbortedError('layer build aborted', { cause: signal?.reason }));
   };
   if (signal?.aborted) queueMicrotask(onAbort);
   else signal?.addEventListener('abort', onAbort, { once: true });
-  out.once('close', () => signal?.removeEventListener('abort', onAbort));
+  pack.once('close', () => signal?.removeEventListener('abort', onAbort));
 
   const writer = new Writer(pack, policy, owner);
   writer.run(entries).then(
     () => pack.finalize(),
     (err: unknown) => pack.destroy(err instanceof Error ? err : new Error(String(err))),
   );
-  return out;
+  return pack as Pack & AsyncIterable<Buffer>; // tar-stream's types say `unknown`; its chunks are Buffers
 }
 
 /** Checks that a layer path is POSIX, relative, normalised and free of `..`. */
