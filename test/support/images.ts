@@ -122,7 +122,18 @@ function lastDigest(out: string): string {
  * Non-native platforms reuse the same (amd64) busybox bytes: they exist for selection tests, not
  * to be run.
  */
-export async function pushBusyboxBase(host: string, opts: PushBaseOptions): Promise<PushedImage> {
+export function pushBusyboxBase(host: string, opts: PushBaseOptions): Promise<PushedImage> {
+  // One push at a time per test process: concurrent `crane append`s of the same layer into the
+  // same repository race inside distribution 2.8 (seen: DIGEST_INVALID under load), and the
+  // tests that build several bases in a Promise.all must not depend on that race.
+  const run = pushQueue.then(() => pushBase(host, opts));
+  pushQueue = run.catch(() => {});
+  return run;
+}
+
+let pushQueue: Promise<unknown> = Promise.resolve();
+
+async function pushBase(host: string, opts: PushBaseOptions): Promise<PushedImage> {
   const crane = tool('crane');
   const layer = await busyboxLayer();
   const env = await dockerConfig(host, opts.auth);
