@@ -76,15 +76,14 @@ export function localSource(specs: ReadonlyArray<LocalSpec>, opts: { cwd?: strin
       }
     }
     checkConflicts(all);
-    const sorted = [...all.values()].sort((a, b) => compareBytes(a.path, b.path));
-    yield* sorted;
+    // Byte order of the UTF-8 paths (what `LC_ALL=C sort` does), not JavaScript's UTF-16 order;
+    // keys encoded once, not twice per comparison (5,000 files: ~65,000 comparisons).
+    const keyed = [...all.values()].map((e) => ({ key: Buffer.from(e.path), e }));
+    keyed.sort((a, b) => Buffer.compare(a.key, b.key));
+    for (const { e } of keyed) yield e;
   };
 }
 
-/** Byte-order comparison of UTF-8 paths (what `LC_ALL=C sort` does), not UTF-16 order. */
-export function compareBytes(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a), Buffer.from(b));
-}
 
 function describe(err: unknown): string {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;

@@ -76,7 +76,15 @@ describe('localSource', () => {
     assert.deepEqual(await paths([{ from: 'conf', to: '/' }], cwd), ['app.yaml', 'sub/', 'sub/x']);
   });
 
-  it('sorts across specs; a later spec wins a duplicate path', async () => {
+  it('sorts by UTF-8 bytes, not UTF-16 code units', async () => {
+    await using t = await tempDir('local-utf8');
+    // UTF-16 puts the emoji (D83D …) before U+FFFD; UTF-8 puts U+FFFD (EF …) before it (F0 …).
+    for (const name of ['z', 'Z', 'é', '\u{1F600}', '\uFFFD']) await writeFile(path.join(t.path, name), name);
+    const entries = await collect(localSource([{ from: '.', to: '/d' }], { cwd: t.path }));
+    assert.deepEqual(entries.map((e) => e.path), ['d', 'd/Z', 'd/z', 'd/é', 'd/\uFFFD', 'd/\u{1F600}']);
+  });
+
+    it('sorts across specs; a later spec wins a duplicate path', async () => {
     await using t = await tempDir('local-dup');
     await writeFile(path.join(t.path, 'one'), '1');
     await writeFile(path.join(t.path, 'two'), '22');
