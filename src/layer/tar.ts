@@ -83,6 +83,8 @@ class Writer {
   readonly #policy: LayerPolicy;
   readonly #owner: { uid: number; gid: number };
   readonly #dirs = new Set<string>();
+  /** Paths written as something other than a directory, with where they came from. */
+  readonly #nonDirs = new Map<string, string>();
   #closed = false;
 
   constructor(pack: Pack, policy: LayerPolicy, owner: { uid: number; gid: number }) {
@@ -99,8 +101,33 @@ class Writer {
     for await (const entry of entries) {
       if (this.#closed) return;
       validatePath(entry.path, entry.origin);
+      this.#checkKind(entry);
       await this.#parents(entry.path);
       await this.#entry(entry);
+    }
+  }
+
+  /**
+   * A path is a directory or it is not, for the whole layer: a file under something written as a
+   * file, or a file where a directory was written, would extract differently on different
+   * runtimes. Local sources check this before the first byte; streamed ones (Cloud Storage
+   * objects, bundle entries) are checked here. The same path twice with the same kind is allowed
+   * (the later one wins on extraction).
+   */
+  #checkKind(entry: LayerEntry): void {
+    for (let i = entry.path.lastIndexOf('/'); i > 0; i = entry.path.lastIndexOf('/', i - 1)) {
+      const parent = entry.path.slice(0, i);
+      const from = this.#nonDirs.get(parent);
+      if (from !== undefined) {
+        throw new SourceError(entry.origin, `cannot be added at /${entry.path}: /${parent} is not a directory (from ${from})`);
+      }
+    }
+    if (entry.type === 'directory') {
+      const from = this.#nonDirs.get(entry.path);
+      if (from !== undefined) throw new SourceError(entry.origin, `cannot be a directory at /${entry.path}: it was added as a file (from ${from})`);
+    } else {
+      if (this.#dirs.has(entry.path)) throw new SourceError(entry.origin, `cannot be added at /${entry.path}: a directory is there already`);
+      this.#nonDirs.set(entry.path, entry.origin);
     }
   }
 

@@ -193,3 +193,21 @@ describe('tarEntries', () => {
     await assert.rejects(buffer(out), { code: 'ARTIFICER_ABORTED' });
   });
 });
+
+describe('a path is a directory or not, for the whole layer', () => {
+  const dir = (p: string): LayerEntry => ({ path: p, type: 'directory', mode: 0o755, size: 0, origin: `mem:${p}/` });
+  it('rejects a file under something written as a file', async () => {
+    await assert.rejects(tarOf([file('app', 'x'), file('app/server', 'y')]), /mem:app\/server: cannot be added at \/app\/server: \/app is not a directory \(from mem:app\)/);
+  });
+  it('rejects a file where a directory was written, explicitly or as a parent', async () => {
+    await assert.rejects(tarOf([dir('etc'), file('etc', 'x')]), /cannot be added at \/etc: a directory is there already/);
+    await assert.rejects(tarOf([file('etc/a', 'x'), file('etc', 'y')]), /cannot be added at \/etc: a directory is there already/);
+  });
+  it('rejects a directory where a file was written', async () => {
+    await assert.rejects(tarOf([file('bin', 'x'), dir('bin')]), /cannot be a directory at \/bin: it was added as a file/);
+  });
+  it('allows the same file twice (the later wins on extraction)', async () => {
+    const tar = await tarOf([file('a', 'one'), file('a', 'two')]);
+    assert.deepEqual((await headers(tar)).map((h) => h.name), ['a', 'a']);
+  });
+});
