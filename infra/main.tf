@@ -14,6 +14,7 @@ resource "google_project_service" "apis" {
   for_each = toset([
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",
+    "cloudscheduler.googleapis.com",
     "cloudfunctions.googleapis.com",
     "eventarc.googleapis.com",
     "pubsub.googleapis.com",
@@ -221,5 +222,18 @@ resource "google_eventarc_trigger" "base_updates" {
   }
 }
 
-# Nightly refresh of one spec: publish {"bucket","object"} to the rebuild topic.
-# (Add one google_cloud_scheduler_job per spec that needs it.)
+# Scheduled refreshes (e.g. nightly, to pick up a patched base under the same tag): one Cloud
+# Scheduler job per spec publishes {"bucket","object"} to the rebuild topic.
+resource "google_cloud_scheduler_job" "rebuild" {
+  for_each = var.scheduled_rebuilds
+
+  name     = "artificer-rebuild-${each.key}"
+  region   = var.region
+  schedule = each.value.schedule
+  pubsub_target {
+    topic_name = google_pubsub_topic.rebuild.id
+    data       = base64encode(jsonencode({ bucket = google_storage_bucket.artifacts.name, object = each.value.spec }))
+  }
+
+  depends_on = [google_project_service.apis]
+}

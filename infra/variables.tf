@@ -37,3 +37,12 @@ variable "max_event_age_seconds" {
   type        = number
   default     = 3600
 }
+
+variable "scheduled_rebuilds" {
+  description = "Specs to rebuild on a schedule: name => { spec = object name in the bucket, schedule = cron in UTC }, e.g. { web = { spec = \"web/artificer.json\", schedule = \"0 3 * * *\" } }."
+  type = map(object({
+    spec     = string
+    schedule = string
+  }))
+  default = {}
+}
