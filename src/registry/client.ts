@@ -198,13 +198,8 @@ export class RegistryClient implements Registry {
   }
 
   async getBlob(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<{ stream: Readable; size: number }> {
-    const what = `fetching blob ${digest} from ${name(repo)}`;
-    return this.#step(what, true, signal, async () => {
-      const { res, url, source } = await this.#send({
-        repo, scopes: [pullScope(repo)], action: `pull ${repo.repository}`, method: 'GET',
-        target: `/v2/${repo.repository}/blobs/${digest}`, followRedirects: true, signal,
-      });
-      if (res.statusCode !== 200) throw await this.#error(res, 'GET', url, repo, `pull ${repo.repository}`, source);
+    return this.#step(`fetching blob ${digest} from ${name(repo)}`, true, signal, async () => {
+      const res = await this.#blobResponse(repo, digest, signal);
       const size = Number(header(res, 'content-length') ?? -1);
       const verify = new VerifyingStream(digest, `blob ${digest} from ${name(repo)}`);
       const stream = pipeline(res.body, verify, () => {});
@@ -213,18 +208,24 @@ export class RegistryClient implements Registry {
   }
 
   async getBlobBytes(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<Buffer> {
-    const what = `fetching blob ${digest} from ${name(repo)}`;
-    return this.#step(what, true, signal, async () => {
-      const { res, url, source } = await this.#send({
-        repo, scopes: [pullScope(repo)], action: `pull ${repo.repository}`, method: 'GET',
-        target: `/v2/${repo.repository}/blobs/${digest}`, followRedirects: true, signal,
-      });
-      if (res.statusCode !== 200) throw await this.#error(res, 'GET', url, repo, `pull ${repo.repository}`, source);
+    // Read inside the step, so a body cut off half-way is retried like a failed request.
+    return this.#step(`fetching blob ${digest} from ${name(repo)}`, true, signal, async () => {
+      const res = await this.#blobResponse(repo, digest, signal);
       const bytes = Buffer.from(await res.body.arrayBuffer());
       const actual = sha256(bytes);
       if (actual !== digest) throw new DigestMismatchError(`blob ${digest} from ${name(repo)}`, digest, actual);
       return bytes;
     });
+  }
+
+  /** GET a blob (following redirects to blob storage); anything but 200 becomes the matching error. */
+  async #blobResponse(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
+    const { res, url, source } = await this.#send({
+      repo, scopes: [pullScope(repo)], action: `pull ${repo.repository}`, method: 'GET',
+      target: `/v2/${repo.repository}/blobs/${digest}`, followRedirects: true, signal,
+    });
+    if (res.statusCode !== 200) throw await this.#error(res, 'GET', url, repo, `pull ${repo.repository}`, source);
+    return res;
   }
 
   async mountBlob(repo: Repository, digest: Digest, from: Repository, signal?: AbortSignal): Promise<boolean> {
