@@ -127,6 +127,7 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
  * file or a FIFO is reported before the first request to a registry, not as a failed upload.
  */
 async function preflight(files: BuildRequest['files']): Promise<void> {
+  if (files.check) return files.check();
   const it = files()[Symbol.asyncIterator]();
   try {
     await it.next();

@@ -36,4 +36,11 @@ export interface LayerEntry {
  * what makes a layer re-buildable (retry an upload, compute the digest before writing a
  * tarball) without a temp file.
  */
-export type EntrySource = () => AsyncIterable<LayerEntry>;
+export type EntrySource = (() => AsyncIterable<LayerEntry>) & {
+  /**
+   * Optional: check everything that can be checked without producing bytes (paths, types,
+   * permissions), so a bad input fails before the first request to a registry. A source that
+   * has it may reuse what it learned for its next pass instead of doing the work twice.
+   */
+  readonly check?: () => Promise<void>;
+};

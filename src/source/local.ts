@@ -68,7 +68,7 @@ export function parseLocalSpec(arg: string): LocalSpec {
 export function localSource(specs: ReadonlyArray<LocalSpec>, opts: { cwd?: string } = {}): EntrySource {
   const cwd = path.resolve(opts.cwd ?? process.cwd());
   const frozen = specs.map((s) => ({ from: s.from, to: s.to, mode: s.mode }));
-  return async function* entries(): AsyncIterable<LayerEntry> {
+  const walk = (): LayerEntry[] => {
     const all = new Map<string, LayerEntry>();
     for (const spec of frozen) {
       for (const entry of walkSpec(spec, cwd)) {
@@ -80,8 +80,22 @@ export function localSource(specs: ReadonlyArray<LocalSpec>, opts: { cwd?: strin
     // keys encoded once, not twice per comparison (5,000 files: ~65,000 comparisons).
     const keyed = [...all.values()].map((e) => ({ key: Buffer.from(e.path), e }));
     keyed.sort((a, b) => Buffer.compare(a.key, b.key));
-    for (const { e } of keyed) yield e;
+    return keyed.map(({ e }) => e);
   };
+  // The walk that check() did, handed to the very next pass (the build's first) so the tree is
+  // not walked twice in a row; every later pass walks again. File contents are always read
+  // during the pass, and a file whose size changed since the walk fails it.
+  let checked: LayerEntry[] | undefined;
+  const entries = async function* (): AsyncIterable<LayerEntry> {
+    const list = checked ?? walk();
+    checked = undefined;
+    yield* list;
+  };
+  return Object.assign(entries, {
+    async check(): Promise<void> {
+      checked = walk();
+    },
+  });
 }
 
 

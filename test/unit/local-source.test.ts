@@ -226,7 +226,19 @@ describe('localSource', () => {
     assert.equal(e?.uid, process.getuid?.());
   });
 
-  it('walks again on every call (re-openable)', async () => {
+  it('check() validates up front and its walk serves the next pass only', async () => {
+    await using t = await tempDir('local-check');
+    await writeFile(path.join(t.path, 'a'), 'a');
+    const src = localSource([{ from: '.', to: '/d' }], { cwd: t.path });
+    await src.check!();
+    await writeFile(path.join(t.path, 'b'), 'b');
+    assert.deepEqual((await collect(src)).map((e) => e.path), ['d', 'd/a'], 'the pass after check() uses its walk');
+    assert.deepEqual((await collect(src)).map((e) => e.path), ['d', 'd/a', 'd/b'], 'later passes walk again');
+    const bad = localSource([{ from: 'missing', to: '' }], { cwd: t.path });
+    await assert.rejects(bad.check!(), (e: unknown) => e instanceof SourceError && /missing: no such file or directory/.test(e.message));
+  });
+
+    it('walks again on every call (re-openable)', async () => {
     await using t = await tempDir('local-reopen');
     await writeFile(path.join(t.path, 'a'), 'a');
     const src = localSource([{ from: '.', to: '/d' }], { cwd: t.path });
