@@ -10,7 +10,7 @@ import { request, type Dispatcher } from 'undici';
 import { NetworkError, AbortedError, RegistryError, UnauthorizedError, isTemporaryStatus, redactUrl } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { challengeScopes, parseWwwAuthenticate, type Challenge } from './challenge.ts';
-import { isForbiddenRealmHost, isInsecure, type Endpoint } from './endpoint.ts';
+import { isInsecure, mayFollow, type Endpoint } from './endpoint.ts';
 import type { CredentialProvider, ResolvedCredential } from './types.ts';
 
 /** Seconds assumed when a token response has no `expires_in` (the spec's default). */
@@ -237,7 +237,7 @@ export class Authenticator {
     } catch {
       throw new RegistryError(`registry ${ep.registry} sent an invalid token realm`, { method: 'GET', url: `${ep.origin}/v2/` });
     }
-    if ((realm.protocol !== 'https:' && realm.protocol !== 'http:') || isForbiddenRealmHost(realm.hostname) || realm.username || realm.password) {
+    if (!mayFollow(ep.registry, realm) || realm.username || realm.password) {
       throw new RegistryError(`refusing token realm ${redactUrl(realm.toString())} of registry ${ep.registry}: not an allowed token server address`, {
         method: 'GET',
         url: realm.toString(),

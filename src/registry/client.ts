@@ -26,7 +26,7 @@ import { HashTap, isDigest, sha256 } from '../oci/digest.ts';
 import { MediaTypes, type Digest, type ImageIndex, type ImageManifest } from '../oci/types.ts';
 import { Authenticator, describe } from './auth.ts';
 import { anonymous } from './credentials.ts';
-import { endpointFor, type Endpoint } from './endpoint.ts';
+import { endpointFor, mayFollow, type Endpoint } from './endpoint.ts';
 import { retryPolicy, setRetryAfter, parseRetryAfter, withRetry, type RetryPolicy } from './retry.ts';
 import type { BlobBody, CredentialProvider, FetchedManifest, Registry, Repository, UploadedBlob } from './types.ts';
 
@@ -365,6 +365,17 @@ export class RegistryClient implements Registry {
     return new URL(loc, base).toString();
   }
 
+  /** Refuses a registry-provided URL (Location, redirect) that points somewhere it must not. */
+  #follow(ep: Endpoint, target: URL, method: string): URL {
+    if (target.origin !== ep.origin && !mayFollow(ep.registry, target)) {
+      throw new RegistryError(`refusing to follow registry ${ep.registry} to ${redactUrl(target.toString())}: not an address a registry may send us to`, {
+        method,
+        url: target.toString(),
+      });
+    }
+    return target;
+  }
+
   /**
    * Sends one request with auth: on a 401 carrying a new challenge (expired token, more scope
    * needed) it re-authenticates and resends once, if the body can be sent again.
@@ -374,8 +385,11 @@ export class RegistryClient implements Registry {
     let scopes = call.scopes;
     for (let authAttempt = 0; ; authAttempt++) {
       const auth = await this.#auth.authorize(ep, scopes, call.action, call.signal);
-      let url = new URL(call.target, ep.origin).toString();
-      let authorization = auth.header;
+      let target = this.#follow(ep, new URL(call.target, ep.origin), call.method);
+      // Registry credentials go to the registry only: not to blob storage (S3, GCS) it redirects
+      // to, nor to an upload Location on another origin.
+      let authorization = target.origin === ep.origin ? auth.header : undefined;
+      let url = target.toString();
       let res: Dispatcher.ResponseData;
       for (let redirects = 0; ; redirects++) {
         res = await this.#raw(call.method, url, { ...call.headers, ...(authorization ? { authorization } : {}) }, call.body, call.signal);
@@ -383,10 +397,9 @@ export class RegistryClient implements Registry {
         if (!call.followRedirects || res.statusCode < 300 || res.statusCode >= 400 || res.statusCode === 304 || !loc) break;
         await res.body.dump();
         if (redirects >= MAX_REDIRECTS) throw new RegistryError(`too many redirects`, { method: call.method, url, status: res.statusCode });
-        const next = new URL(loc, url);
-        // Blob storage (S3, GCS) gets no registry credentials: they are for the registry only.
-        if (next.origin !== new URL(url).origin) authorization = undefined;
-        url = next.toString();
+        target = this.#follow(ep, new URL(loc, url), call.method);
+        if (target.origin !== new URL(url).origin) authorization = undefined;
+        url = target.toString();
       }
       const replayableBody = call.body === undefined || Buffer.isBuffer(call.body) || call.body instanceof Uint8Array;
       if (res.statusCode === 401 && authAttempt === 0 && replayableBody && new URL(url).origin === ep.origin) {

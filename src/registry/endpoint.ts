@@ -50,3 +50,28 @@ export function endpointFor(registry: string, insecureRegistries: readonly strin
   const plainHttp = isInsecure(registry, insecureRegistries);
   return { registry, origin: `${plainHttp ? 'http' : 'https'}://${registry}`, plainHttp };
 }
+
+/** Private, loopback or unique-local addresses (literal IPs and `localhost`): not on the internet. */
+export function isPrivateHost(hostname: string): boolean {
+  const h = hostname.toLowerCase().replace(/^\[|\]$/g, '').replace(/\.$/, '');
+  if (isLoopbackHost(h) || h === '::1') return true;
+  const v4 = /^(?:::ffff:)?(\d{1,3})\.(\d{1,3})\.\d{1,3}\.\d{1,3}$/.exec(h);
+  if (v4) {
+    const a = Number(v4[1]);
+    const b = Number(v4[2]);
+    return a === 10 || a === 127 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) || (a === 100 && b >= 64 && b <= 127);
+  }
+  return /^f[cd][0-9a-f]{0,2}:/.test(h);
+}
+
+/**
+ * Whether a registry may send us to `target` (a token realm, an upload `Location`, a redirect):
+ * never to the metadata server or a link-local address, and to a private or loopback address
+ * only when the registry itself is one (a LAN registry with its own token server is normal; a
+ * public registry pointing inside our network is not). Host names are judged as written.
+ */
+export function mayFollow(registry: string, target: URL): boolean {
+  if (target.protocol !== 'https:' && target.protocol !== 'http:') return false;
+  if (isForbiddenRealmHost(target.hostname)) return false;
+  return !isPrivateHost(target.hostname) || isPrivateHost(splitHostPort(registry).host);
+}
