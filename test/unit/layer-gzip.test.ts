@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { gunzipSync } from 'node:zlib';
-import { GZIP_MEMBER_BYTES, parallelGzip, type GzipOptions } from '../../src/layer/gzip.ts';
+import { GZIP_MEMBER_BYTES, parallelGzip, sampleEntropy, STORE_ENTROPY, type GzipOptions } from '../../src/layer/gzip.ts';
 
 async function gz(chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>, opts?: GzipOptions): Promise<Buffer> {
   const out: Buffer[] = [];
@@ -105,5 +105,15 @@ describe('parallelGzip', () => {
 
   it('rejects a bad level', async () => {
     await assert.rejects(gz([input], { level: 0 }), RangeError);
+  });
+});
+
+describe('sampleEntropy decides what is stored', () => {
+  it('random bytes are near 8 bits a byte; text and zeros far below the store threshold', async () => {
+    assert.ok(sampleEntropy(randomBytes(1 << 20)) > 7.95);
+    const text = Buffer.from('2026-11-28T07:00:00Z INFO request served path=/api/v1/items status=200 ms=12\n'.repeat(20000));
+    assert.ok(sampleEntropy(text) < 5.5);
+    assert.equal(sampleEntropy(Buffer.alloc(1 << 20)), 0);
+    assert.ok(sampleEntropy(randomBytes(1 << 20)) > STORE_ENTROPY && sampleEntropy(text) < STORE_ENTROPY);
   });
 });
