@@ -2,6 +2,7 @@ import { PassThrough, pipeline, type Readable } from 'node:stream';
 import { withContext } from '../errors.ts';
 import type { Logger, ProgressEvent } from '../log.ts';
 import type { Descriptor } from '../oci/types.ts';
+import { repositoryName } from '../reference/reference.ts';
 import type { Registry, Repository, UploadedBlob } from '../registry/types.ts';
 
 /** Where a blob's bytes can be had when the target registry does not have it yet. */
@@ -30,8 +31,6 @@ export class Limiter {
     }
   }
 }
-
-const repoName = (r: Repository): string => `${r.registry}/${r.repository}`;
 
 /**
  * A stream that starts fetching only when a consumer opens it, so a blob copy can be handed to
@@ -74,7 +73,7 @@ export class BlobPusher {
 
   /** Makes sure `target` has the blob `desc`, taking it from `origin` when it has not. */
   ensure(target: Repository, desc: Descriptor, origin: BlobOrigin): Promise<void> {
-    const key = `${repoName(target)}@${desc.digest}`;
+    const key = `${repositoryName(target)}@${desc.digest}`;
     let p = this.#inflight.get(key);
     if (!p) {
       p = this.#limiter.run(() => this.#transfer(target, desc, origin));
@@ -89,29 +88,29 @@ export class BlobPusher {
     return this.#limiter.run(async () => {
       try {
         const blob = await this.#registry.uploadBlob(target, { open, replayable: true }, this.#signal);
-        this.#inflight.set(`${repoName(target)}@${blob.digest}`, Promise.resolve());
+        this.#inflight.set(`${repositoryName(target)}@${blob.digest}`, Promise.resolve());
         this.#onProgress?.({ kind: 'upload', digest: blob.digest, bytes: blob.size, total: blob.size, done: true });
-        this.#logger.debug('uploaded', { what, repository: repoName(target), digest: blob.digest, size: blob.size });
+        this.#logger.debug('uploaded', { what, repository: repositoryName(target), digest: blob.digest, size: blob.size });
         return blob;
       } catch (err) {
-        throw withContext(err, `pushing ${what} to ${repoName(target)}`);
+        throw withContext(err, `pushing ${what} to ${repositoryName(target)}`);
       }
     });
   }
 
   async #transfer(target: Repository, desc: Descriptor, origin: BlobOrigin): Promise<void> {
     const signal = this.#signal;
-    const where = `${desc.digest} to ${repoName(target)}`;
+    const where = `${desc.digest} to ${repositoryName(target)}`;
     try {
       if (await this.#registry.hasBlob(target, desc.digest, signal)) {
         this.#onProgress?.({ kind: 'skip', digest: desc.digest, bytes: desc.size, total: desc.size, done: true });
-        this.#logger.debug('blob exists', { repository: repoName(target), digest: desc.digest });
+        this.#logger.debug('blob exists', { repository: repositoryName(target), digest: desc.digest });
         return;
       }
       if (origin.kind === 'registry' && origin.repo.registry === target.registry && origin.repo.repository !== target.repository) {
         if (await this.#registry.mountBlob(target, desc.digest, origin.repo, signal)) {
           this.#onProgress?.({ kind: 'mount', digest: desc.digest, bytes: desc.size, total: desc.size, done: true });
-          this.#logger.debug('blob mounted', { repository: repoName(target), digest: desc.digest, from: repoName(origin.repo) });
+          this.#logger.debug('blob mounted', { repository: repositoryName(target), digest: desc.digest, from: repositoryName(origin.repo) });
           return;
         }
       }
@@ -122,7 +121,7 @@ export class BlobPusher {
         const from = origin.repo;
         const open = (): Readable => lazyStream(async () => (await this.#registry.getBlob(from, desc.digest, signal)).stream);
         uploaded = await this.#registry.uploadBlob(target, { open, digest: desc.digest, size: desc.size, replayable: true }, signal);
-        this.#logger.debug('blob copied', { repository: repoName(target), digest: desc.digest, from: repoName(from) });
+        this.#logger.debug('blob copied', { repository: repositoryName(target), digest: desc.digest, from: repositoryName(from) });
       }
       this.#onProgress?.({ kind: origin.kind === 'bytes' ? 'upload' : 'copy', digest: uploaded.digest, bytes: uploaded.size, total: desc.size, done: true });
     } catch (err) {

@@ -142,6 +142,11 @@ export function repositoryOf(ref: Pick<Reference, 'registry' | 'repository'>): R
   return { registry: ref.registry, repository: ref.repository };
 }
 
+/** `registry/repository`: how messages, logs and results name a repository. */
+export function repositoryName(repo: Repository): string {
+  return `${repo.registry}/${repo.repository}`;
+}
+
 /** What to put in a manifest URL: the digest when there is one, else the tag. */
 export function manifestReferenceOf(ref: Reference): string {
   return ref.digest ?? ref.tag ?? DEFAULT_TAG;

@@ -23,6 +23,7 @@ import {
 } from '../errors.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import { HashTap, isDigest, sha256 } from '../oci/digest.ts';
+import { repositoryName } from '../reference/reference.ts';
 import { MediaTypes, type Digest, type ImageIndex, type ImageManifest } from '../oci/types.ts';
 import { Authenticator, describe } from './auth.ts';
 import { anonymous } from './credentials.ts';
@@ -80,15 +81,13 @@ interface Sent {
 
 const pullScope = (r: Repository): string => `repository:${r.repository}:pull`;
 const pushScope = (r: Repository): string => `repository:${r.repository}:pull,push`;
-const name = (r: Repository): string => `${r.registry}/${r.repository}`;
-
 function header(res: Dispatcher.ResponseData, key: string): string | undefined {
   const v = res.headers[key];
   return Array.isArray(v) ? v[0] : v;
 }
 
 function manifestRefString(repo: Repository, reference: string): string {
-  return `${name(repo)}${isDigest(reference) ? '@' : ':'}${reference}`;
+  return `${repositoryName(repo)}${isDigest(reference) ? '@' : ':'}${reference}`;
 }
 
 /** A pass-through that fails at the end when the bytes do not hash to `expected`. */
@@ -180,7 +179,7 @@ export class RegistryClient implements Registry {
   }
 
   async hasBlob(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<boolean> {
-    return this.#step(`checking blob ${digest} in ${name(repo)}`, true, signal, async () => {
+    return this.#step(`checking blob ${digest} in ${repositoryName(repo)}`, true, signal, async () => {
       const { res, url, source } = await this.#send({
         repo, scopes: [pullScope(repo)], action: `pull ${repo.repository}`, method: 'HEAD',
         target: `/v2/${repo.repository}/blobs/${digest}`, followRedirects: true, signal,
@@ -198,10 +197,10 @@ export class RegistryClient implements Registry {
   }
 
   async getBlob(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<{ stream: Readable; size: number }> {
-    return this.#step(`fetching blob ${digest} from ${name(repo)}`, true, signal, async () => {
+    return this.#step(`fetching blob ${digest} from ${repositoryName(repo)}`, true, signal, async () => {
       const res = await this.#blobResponse(repo, digest, signal);
       const size = Number(header(res, 'content-length') ?? -1);
-      const verify = new VerifyingStream(digest, `blob ${digest} from ${name(repo)}`);
+      const verify = new VerifyingStream(digest, `blob ${digest} from ${repositoryName(repo)}`);
       const stream = pipeline(res.body, verify, () => {});
       return { stream, size };
     });
@@ -209,11 +208,11 @@ export class RegistryClient implements Registry {
 
   async getBlobBytes(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<Buffer> {
     // Read inside the step, so a body cut off half-way is retried like a failed request.
-    return this.#step(`fetching blob ${digest} from ${name(repo)}`, true, signal, async () => {
+    return this.#step(`fetching blob ${digest} from ${repositoryName(repo)}`, true, signal, async () => {
       const res = await this.#blobResponse(repo, digest, signal);
       const bytes = Buffer.from(await res.body.arrayBuffer());
       const actual = sha256(bytes);
-      if (actual !== digest) throw new DigestMismatchError(`blob ${digest} from ${name(repo)}`, digest, actual);
+      if (actual !== digest) throw new DigestMismatchError(`blob ${digest} from ${repositoryName(repo)}`, digest, actual);
       return bytes;
     });
   }
@@ -230,7 +229,7 @@ export class RegistryClient implements Registry {
 
   async mountBlob(repo: Repository, digest: Digest, from: Repository, signal?: AbortSignal): Promise<boolean> {
     if (from.registry !== repo.registry) return false;
-    return this.#step(`mounting blob ${digest} from ${from.repository} into ${name(repo)}`, true, signal, async () => {
+    return this.#step(`mounting blob ${digest} from ${from.repository} into ${repositoryName(repo)}`, true, signal, async () => {
       const { res, url, source } = await this.#send({
         repo, scopes: [pushScope(repo), pullScope(from)], action: `push ${repo.repository}`, method: 'POST',
         target: `/v2/${repo.repository}/blobs/uploads/?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(from.repository)}`,
@@ -251,7 +250,7 @@ export class RegistryClient implements Registry {
         // Typically no pull right on the source repository; an ordinary upload may still work
         // and, if it does not, reports the real problem.
         await res.body.dump();
-        this.#logger.debug('mount refused, falling back to upload', { digest, from: name(from), to: name(repo), status: res.statusCode });
+        this.#logger.debug('mount refused, falling back to upload', { digest, from: repositoryName(from), to: repositoryName(repo), status: res.statusCode });
         return false;
       }
       throw await this.#error(res, 'POST', url, repo, `push ${repo.repository}`, source);
@@ -276,7 +275,7 @@ export class RegistryClient implements Registry {
   async uploadBlob(repo: Repository, body: BlobBody, signal?: AbortSignal): Promise<UploadedBlob> {
     const replayable = 'bytes' in body || body.replayable;
     const label = body.digest ? `blob ${body.digest}` : 'blob';
-    return this.#step(`pushing ${label} to ${name(repo)}`, replayable, signal, async () => {
+    return this.#step(`pushing ${label} to ${repositoryName(repo)}`, replayable, signal, async () => {
       const scopes = [pushScope(repo)];
       const action = `push ${repo.repository}`;
       const opened = await this.#send({
@@ -293,7 +292,7 @@ export class RegistryClient implements Registry {
       if ('bytes' in body) {
         const buf = Buffer.from(body.bytes.buffer, body.bytes.byteOffset, body.bytes.byteLength);
         known = { digest: sha256(buf), size: buf.length };
-        if (body.digest && body.digest !== known.digest) throw new DigestMismatchError(`blob to push to ${name(repo)}`, body.digest, known.digest);
+        if (body.digest && body.digest !== known.digest) throw new DigestMismatchError(`blob to push to ${repositoryName(repo)}`, body.digest, known.digest);
         content = buf;
         headers['content-length'] = String(buf.length);
       } else {
@@ -311,7 +310,7 @@ export class RegistryClient implements Registry {
       const actual = known ?? { digest: tap!.digest, size: tap!.size };
       if (body.digest && body.digest !== actual.digest) {
         await this.#cancelUpload(repo, location2, signal);
-        throw new DigestMismatchError(`blob to push to ${name(repo)}`, body.digest, actual.digest);
+        throw new DigestMismatchError(`blob to push to ${repositoryName(repo)}`, body.digest, actual.digest);
       }
       const put = new URL(location2);
       put.searchParams.set('digest', actual.digest);
@@ -323,7 +322,7 @@ export class RegistryClient implements Registry {
       }
       await committed.res.body.dump();
       const stored = header(committed.res, 'docker-content-digest');
-      if (stored && stored !== actual.digest) throw new DigestMismatchError(`blob pushed to ${name(repo)}`, actual.digest, stored);
+      if (stored && stored !== actual.digest) throw new DigestMismatchError(`blob pushed to ${repositoryName(repo)}`, actual.digest, stored);
       return actual;
     });
   }
