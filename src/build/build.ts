@@ -2,8 +2,8 @@ import { Transform, pipeline, type Readable } from 'node:stream';
 import { DigestMismatchError, UsageError, asOutputError, withContext } from '../errors.ts';
 import { createLayer, type Layer, type LayerDigests } from '../layer/layer.ts';
 import { silentLogger, type ProgressEvent } from '../log.ts';
-import { FamilyTypes, type Descriptor } from '../oci/types.ts';
-import { repositoryOf, type Reference } from '../reference/reference.ts';
+import { FamilyTypes, type Descriptor, type Family } from '../oci/types.ts';
+import { repositoryName, repositoryOf, type Reference } from '../reference/reference.ts';
 import type { Repository } from '../registry/types.ts';
 import { resolveBase, type ResolvedBase } from './base.ts';
 import { assembleImage, assembleIndex, type AssembledImage, type Blob } from './image.ts';
@@ -36,8 +36,6 @@ function groupByRepository(refs: readonly Reference[]): RepoTargets[] {
   }
   return [...groups.values()];
 }
-
-const repoName = (r: Repository): string => `${r.registry}/${r.repository}`;
 
 /**
  * Builds one image (or one per platform, plus an index) from a base, one new layer and config
@@ -83,19 +81,21 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
   logger.info('layer built', { digest: digests.digest, diffId: digests.diffId, size: digests.size, ms: Date.now() - started });
 
   const layerDescriptor: Descriptor = { mediaType: FamilyTypes[base.family].layer, digest: digests.digest, size: digests.size };
-  const images = base.images.map((image) => assembleImage(base, image, req, { descriptor: layerDescriptor, diffId: digests.diffId }));
-  const index = base.multiPlatform ? assembleIndex(base.family, images, req.annotations) : undefined;
+  const assemble = (family: Family): { images: AssembledImage[]; index: Blob | undefined } => {
+    const as = family === base.family ? base : { ...base, family };
+    const images = base.images.map((image) => assembleImage(as, image, req, { descriptor: layerDescriptor, diffId: digests.diffId }));
+    return { images, index: base.multiPlatform ? assembleIndex(family, images, req.annotations) : undefined };
+  };
+  const { images, index } = assemble(base.family);
   const top: Blob = index ?? images[0]!.manifest;
 
   if (targets.length) await pushToRegistries(pusher, ctx, base, images, index, targets, layerDescriptor);
   if (req.outputs.ociLayout) {
     // An OCI layout holds OCI media types (skopeo and umoci look for nothing else): a Docker-family
     // image is written as its OCI twin, the same config and layer bytes under OCI names.
-    const oci = base.family === 'oci' ? base : { ...base, family: 'oci' as const };
-    const ociImages = oci === base ? images : base.images.map((image) => assembleImage(oci, image, req, { descriptor: layerDescriptor, diffId: digests.diffId }));
-    const ociIndex = oci === base ? index : base.multiPlatform ? assembleIndex('oci', ociImages, req.annotations) : undefined;
+    const oci = base.family === 'oci' ? { images, index } : assemble('oci');
     const dir = req.outputs.ociLayout;
-    await writeOciLayout(dir, { registry: ctx.registry, base, layer, images: ociImages, index: ociIndex, tag: targets[0]?.tags[0], ...(signal ? { signal } : {}) }).catch((err: unknown) => {
+    await writeOciLayout(dir, { registry: ctx.registry, base, layer, images: oci.images, index: oci.index, tag: targets[0]?.tags[0], ...(signal ? { signal } : {}) }).catch((err: unknown) => {
       throw asOutputError(dir, err);
     });
   }
@@ -109,7 +109,7 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
   return {
     digest: top.descriptor.digest,
     mediaType: top.descriptor.mediaType,
-    images: targets.map((t) => `${repoName(t.repo)}@${top.descriptor.digest}`),
+    images: targets.map((t) => `${repositoryName(t.repo)}@${top.descriptor.digest}`),
     tags: targets.flatMap((t) => t.references.map(String)),
     manifests: images.map((i) => ({
       ...(base.multiPlatform ? { platform: i.platform } : {}),
@@ -229,7 +229,7 @@ async function pushToRegistries(
       targets.flatMap(({ repo }) =>
         images.map((image) =>
           putManifest(ctx, repo, image.manifest.descriptor.digest, image.manifest).catch((err: unknown) => {
-            throw withContext(err, `pushing the ${image.platform.os}/${image.platform.architecture} manifest to ${repoName(repo)}`);
+            throw withContext(err, `pushing the ${image.platform.os}/${image.platform.architecture} manifest to ${repositoryName(repo)}`);
           }),
         ),
       ),
@@ -243,14 +243,14 @@ async function pushToRegistries(
       try {
         await putManifest(ctx, repo, tag, top);
       } catch (err) {
-        throw withContext(err, `tagging ${repoName(repo)}:${tag}`);
+        throw withContext(err, `tagging ${repositoryName(repo)}:${tag}`);
       }
-      ctx.logger?.info('pushed', { image: `${repoName(repo)}:${tag}`, digest: top.descriptor.digest });
+      ctx.logger?.info('pushed', { image: `${repositoryName(repo)}:${tag}`, digest: top.descriptor.digest });
     }
   }
 }
 
 async function putManifest(ctx: BuildContext, repo: Repository, reference: string, manifest: Blob): Promise<void> {
   const digest = await ctx.registry.putManifest(repo, reference, manifest.bytes, manifest.descriptor.mediaType, ctx.signal);
-  if (digest !== manifest.descriptor.digest) throw new DigestMismatchError(`manifest ${repoName(repo)}:${reference}`, manifest.descriptor.digest, digest);
+  if (digest !== manifest.descriptor.digest) throw new DigestMismatchError(`manifest ${repositoryName(repo)}:${reference}`, manifest.descriptor.digest, digest);
 }

@@ -25,16 +25,15 @@ const hex = (d: Digest) => d.slice('sha256:'.length);
 /**
  * Writes a `docker load`-able archive in the layout `docker save` and go-containerregistry's
  * tarball package use: `manifest.json`, the config as `<hex>.json`, each layer as
- * `<hex>.tar.gz` (docker load decompresses gzipped layers). A tar header needs the size first,
- * so the new layer is measured in one pass and written in a second (the same bytes, by
- * construction) rather than staged in a temp file. The archive appears under its name only when
- * complete.
+ * `<hex>.tar.gz` (docker load decompresses gzipped layers). A tar header needs the size first:
+ * the build has already produced the new layer once (pushed or measured), so its descriptor
+ * holds the size, and the layer is re-opened here to write the same bytes rather than staged in
+ * a temp file (a pass that differs fails, see `createLayer`). The archive appears under its name
+ * only when complete.
  */
 export async function writeTarball(file: string, input: TarballInput): Promise<void> {
   const { image, registry, base, signal } = input;
-  const measured = await input.layer.measure();
   const newLayer = image.layers.at(-1)!;
-  if (measured.digest !== newLayer.digest) throw new Error(`new layer changed between passes (${measured.digest} != ${newLayer.digest}); are the input files being modified?`);
 
   const mtime = new Date(0);
   const pack = tar.pack();
@@ -58,7 +57,7 @@ export async function writeTarball(file: string, input: TarballInput): Promise<v
     for (const desc of image.layers) {
       const name = `${hex(desc.digest)}.tar.gz`;
       layerNames.push(name);
-      if (desc.digest === newLayer.digest && desc === newLayer) {
+      if (desc === newLayer) {
         const opened = input.layer.open();
         await put(name, newLayer.size, opened.stream);
         await opened.done;
