@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { ArtificerError, UsageError } from '../errors.ts';
 import type { Platform } from '../oci/types.ts';
 import { parsePlatform } from '../build/platform.ts';
-import { parseReference, withTag, type Reference } from '../reference/reference.ts';
+import { isTag, parseReference, type Reference } from '../reference/reference.ts';
 import { splitCommand } from '../spec/split.ts';
 import { parseAssignment, parseEnvAssignment, parseOwner, parsePort } from '../spec/values.ts';
 
@@ -73,7 +73,6 @@ export const FLAGS = {
 /** Flags that define the image; with `--spec` the spec file defines it instead. */
 const BUILD_FLAGS = ['baseimage', 'files', 'cmd', 'env', 'entrypoint', 'workdir', 'user', 'label', 'annotation', 'expose', 'chown'] as const;
 
-const TAG_RE = /^[\w][\w.-]{0,127}$/;
 
 /** Runs a shared value parser (src/spec/values.ts) for `--flag text`, as a UsageError naming both. */
 function value<T>(flag: string, text: string, parse: (text: string) => T): T {
@@ -162,7 +161,7 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {
   if (target?.digest) throw new UsageError(`--target ${v.target}: name a tag, not a digest; the digest is what the push produces`);
 
   const tags = (v.tag ?? []).map((t) => {
-    if (TAG_RE.test(t)) return t;
+    if (isTag(t)) return t;
     if (t.includes('/') || t.includes('@')) return reference('tag', t);
     throw new UsageError(`--tag "${t}": expected a tag (letters, digits, _ . -, up to 128) or a full image reference`);
   });
@@ -235,18 +234,4 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {
  */
 function describeLayer(files: readonly string[]): string {
   return `artificer ${files.map((f) => `--files ${f}`).join(' ')}`.slice(0, 1024);
-}
-
-/** Resolves `--tag` values against the target: a bare tag joins the target's repository. */
-export function resolveTags(target: Reference, tags: readonly (string | Reference)[]): Reference[] {
-  const out: Reference[] = [];
-  const seen = new Set([String(target)]);
-  for (const t of tags) {
-    const ref = typeof t === 'string' ? withTag(target, t) : t;
-    if (!seen.has(String(ref))) {
-      seen.add(String(ref));
-      out.push(ref);
-    }
-  }
-  return out;
 }

@@ -12,9 +12,9 @@ import { RegistryClient } from '../registry/client.ts';
 import { dockerConfigCredentials } from '../registry/credentials.ts';
 import { bundleEntries } from '../source/bundle.ts';
 import { localSource, parseLocalSpec } from '../source/local.ts';
-import { parseSpecText, specToRequest, type BuildSpec } from '../spec/index.ts';
+import { parseSpecText, resolveTags, specToRequest, type BuildSpec } from '../spec/index.ts';
 import { HELP } from './help.ts';
-import { parseOptions, resolveTags, type CliOptions } from './options.ts';
+import { parseOptions, type CliOptions } from './options.ts';
 
 export interface Io {
   readonly stdout: NodeJS.WritableStream;

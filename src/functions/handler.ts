@@ -11,11 +11,11 @@ import type { Bucket, Storage } from '@google-cloud/storage';
 import { build } from '../build/build.ts';
 import type { BuildResult } from '../build/request.ts';
 import { AbortedError, ArtificerError, TargetNotAllowedError } from '../errors.ts';
-import { parseReference } from '../reference/reference.ts';
+import { parseReference, repositoryName, type Reference } from '../reference/reference.ts';
 import { RegistryClient } from '../registry/client.ts';
 import type { CredentialProvider } from '../registry/types.ts';
 import { parseSpecText, type BuildSpec } from '../spec/spec.ts';
-import { specToRequest } from '../spec/request.ts';
+import { resolveTags, specToRequest } from '../spec/request.ts';
 import { isAllowedTarget, type FunctionConfig } from './config.ts';
 import { isSpecObject, type RebuildMessage, type StorageObjectEvent } from './events.ts';
 import { isTemporaryGcsError, pinGcsSource, storageError } from './gcs-source.ts';
@@ -64,10 +64,9 @@ async function readSpec(bucket: Bucket, name: string, generation: string): Promi
   return parseSpecText(bytes, url);
 }
 
-function checkAllowed(spec: BuildSpec, targets: readonly string[], allowed: readonly string[]): void {
-  for (const t of targets) {
-    const ref = parseReference(t);
-    const repo = `${ref.registry}/${ref.repository}`;
+function checkAllowed(targets: readonly Reference[], allowed: readonly string[]): void {
+  for (const ref of targets) {
+    const repo = repositoryName(ref);
     if (!isAllowedTarget(repo, allowed)) {
       throw new TargetNotAllowedError(
         repo,
@@ -77,7 +76,6 @@ function checkAllowed(spec: BuildSpec, targets: readonly string[], allowed: read
       );
     }
   }
-  void spec;
 }
 
 /** Builds one spec generation and records the outcome. Throws only for retryable failures. */
@@ -113,8 +111,8 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
     }
 
     const spec = await readSpec(bucket, run.name, run.generation);
-    const allTargets = [spec.target, ...spec.tags.filter((t) => !/^[\w][\w.-]{0,127}$/.test(t))];
-    checkAllowed(spec, allTargets, config.allowedTargets);
+    const specTarget = parseReference(spec.target);
+    checkAllowed([specTarget, ...resolveTags(specTarget, spec.tags)], config.allowedTargets);
     const pinned = await pinGcsSource({ bucket, specName: run.name, files: spec.files, signal: deadline });
     objectBytes = pinned.bytes;
     const { request, target } = specToRequest(spec, pinned.source, {

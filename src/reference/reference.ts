@@ -142,6 +142,11 @@ export function repositoryOf(ref: Pick<Reference, 'registry' | 'repository'>): R
   return { registry: ref.registry, repository: ref.repository };
 }
 
+/** Whether `text` is a bare tag ("v1.2", "latest"), as opposed to a full reference. */
+export function isTag(text: string): boolean {
+  return TAG_RE.test(text);
+}
+
 /** `registry/repository`: how messages, logs and results name a repository. */
 export function repositoryName(repo: Repository): string {
   return `${repo.registry}/${repo.repository}`;

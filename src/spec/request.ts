@@ -1,7 +1,7 @@
 import type { BuildRequest, ConfigChanges } from '../build/request.ts';
 import { InvalidSpecError } from '../errors.ts';
 import type { EntrySource } from '../layer/entry.ts';
-import { parseReference, withTag, type Reference } from '../reference/reference.ts';
+import { isTag, parseReference, withTag, type Reference } from '../reference/reference.ts';
 import type { BuildSpec } from './spec.ts';
 
 export interface SpecRequestOptions {
@@ -9,6 +9,24 @@ export interface SpecRequestOptions {
   readonly sourceDateEpoch?: number;
   /** The history entry's `created_by`; default `artificer --spec`. */
   readonly createdBy?: string;
+}
+
+/**
+ * Extra tags for `target`: a bare tag (a string like "v1.2") joins the target's repository,
+ * anything else is a full reference; duplicates and the target itself are dropped. The CLI's
+ * `--tag` and a spec's `tags` both go through here.
+ */
+export function resolveTags(target: Reference, tags: readonly (string | Reference)[]): Reference[] {
+  const out: Reference[] = [];
+  const seen = new Set([String(target)]);
+  for (const t of tags) {
+    const ref = typeof t !== 'string' ? t : isTag(t) ? withTag(target, t) : parseReference(t);
+    if (!seen.has(String(ref))) {
+      seen.add(String(ref));
+      out.push(ref);
+    }
+  }
+  return out;
 }
 
 /**
@@ -24,15 +42,7 @@ export function specToRequest(
   opts: SpecRequestOptions = {},
 ): { request: BuildRequest; target: Reference; tags: Reference[] } {
   const target = parseReference(spec.target);
-  const seen = new Set([target.toString()]);
-  const tags: Reference[] = [];
-  for (const t of spec.tags) {
-    const ref = /^[\w][\w.-]{0,127}$/.test(t) ? withTag(target, t) : parseReference(t);
-    if (!seen.has(ref.toString())) {
-      seen.add(ref.toString());
-      tags.push(ref);
-    }
-  }
+  const tags = resolveTags(target, spec.tags);
   const base = spec.base === 'scratch' ? 'scratch' : parseReference(spec.base);
   const mtime = opts.sourceDateEpoch ?? 0;
   if (!Number.isInteger(mtime) || mtime < 0) throw new InvalidSpecError('', `SOURCE_DATE_EPOCH must be a non-negative integer, got ${mtime}`);

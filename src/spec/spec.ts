@@ -10,7 +10,7 @@
 import { InvalidSpecError } from '../errors.ts';
 import type { Platform } from '../oci/types.ts';
 import { parsePlatform } from '../build/platform.ts';
-import { parseReference } from '../reference/reference.ts';
+import { isTag, parseReference } from '../reference/reference.ts';
 import { splitCommand } from './split.ts';
 import { checkEnvKey, parseEnvAssignment, parseOwner, parsePort } from './values.ts';
 
@@ -89,7 +89,6 @@ export const BUNDLE_FILE_FIELDS = ['bundle', 'to'] as const;
 /** The biggest spec the function or CLI reads (1 MiB): a spec is a small hand-written file. */
 export const MAX_SPEC_BYTES = 1024 * 1024;
 
-const TAG_RE = /^[\w][\w.-]{0,127}$/;
 
 type Json = unknown;
 
@@ -308,7 +307,7 @@ export function parseSpec(json: unknown, where = ''): BuildSpec {
     tags = json.tags.map((t, i) => {
       const p = `/tags/${i}`;
       const s = str(ctx, p, t, { nonEmpty: true });
-      return TAG_RE.test(s) ? s : reference(ctx, p, s, { allowDigest: false });
+      return isTag(s) ? s : reference(ctx, p, s, { allowDigest: false });
     });
   }
 

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseOptions, resolveTags } from '../../src/cli/options.ts';
+import { parseOptions } from '../../src/cli/options.ts';
+import { resolveTags } from '../../src/spec/request.ts';
 import { UsageError } from '../../src/errors.ts';
 import { parseReference } from '../../src/reference/reference.ts';
 
@@ -91,6 +92,8 @@ test('--tag: bare tags join the target repository, full references stand alone, 
   const target = parseReference('localhost:5000/app:1');
   const tags = resolveTags(target, ['latest', '1', parseReference('other:5000/x:y'), 'latest']);
   assert.deepEqual(tags.map(String), ['localhost:5000/app:latest', 'other:5000/x:y']);
+  // A spec's tags are all strings: a full reference among them must not become a bare tag.
+  assert.deepEqual(resolveTags(target, ['v2', 'other:5000/x:z']).map(String), ['localhost:5000/app:v2', 'other:5000/x:z']);
 });
 
 test('help and version need nothing else', () => {
