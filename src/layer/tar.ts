@@ -1,4 +1,4 @@
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import tarStream from 'tar-stream';
 import type { Header, Pack } from 'tar-stream';
 import { AbortedError, SourceError, UsageError } from '../errors.ts';
@@ -31,15 +31,9 @@ type TarHeader = Partial<Header> & Pick<Header, 'name'>;
  *
  * Caveat (tar-stream): a header field of 0 means "default" to the packer, so headers always
  * carry the file-type bits in `mode` (masked off when encoded) to keep mode 0000 files exact.
- */
-export function tarEntries(entries: AsyncIterable<LayerEntry>, policy: LayerPolicy, signal?: AbortSignal): Readable {
-  return Readable.from(packEntries(entries, policy, signal), { objectMode: false });
-}
-
-/**
- * {@link tarEntries} without the Node stream around it: tar-stream's packer, an async iterable
- * of the tar's chunks as tar-stream produces them (headers, file bodies, padding; no copies).
- * The layer pass reads it directly, so no stream stage re-buffers (and copies) the bytes before
+ *
+ * The chunks come as tar-stream produces them (headers, file bodies, padding; no copies): the
+ * layer pass reads them directly, so no stream stage re-buffers (and copies) the bytes before
  * gzip cuts them into members. Ending the iteration early destroys the packer and stops reading.
  */
 export function packEntries(entries: AsyncIterable<LayerEntry>, policy: LayerPolicy, signal?: AbortSignal): Pack & AsyncIterable<Buffer> {

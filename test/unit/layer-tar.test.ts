@@ -9,7 +9,7 @@ import tarStream from 'tar-stream';
 import type { LayerPolicy } from '../../src/build/request.ts';
 import { SourceError } from '../../src/errors.ts';
 import type { LayerEntry } from '../../src/layer/entry.ts';
-import { tarEntries } from '../../src/layer/tar.ts';
+import { packEntries } from '../../src/layer/tar.ts';
 
 const GOLDEN = path.join(import.meta.dirname, '../fixtures/layer/golden.tar');
 const LONG = 'app/' + 'very-long-directory-name/'.repeat(5) + 'file-with-a-name-that-does-not-fit.txt';
@@ -40,7 +40,7 @@ function goldenEntries(): LayerEntry[] {
 const POLICY: LayerPolicy = { mtime: 1_700_000_000 };
 
 async function tarOf(entries: readonly LayerEntry[], policy: LayerPolicy = POLICY): Promise<Buffer> {
-  return buffer(tarEntries(list(entries), policy));
+  return buffer(packEntries(list(entries), policy));
 }
 
 async function headers(tar: Buffer): Promise<tarStream.Header[]> {
@@ -52,7 +52,7 @@ async function headers(tar: Buffer): Promise<tarStream.Header[]> {
   return out;
 }
 
-describe('tarEntries', () => {
+describe('packEntries', () => {
   it('produces the golden tar byte for byte', async () => {
     const tar = await tarOf(goldenEntries());
     if (process.env.UPDATE_GOLDEN === '1') writeFileSync(GOLDEN, tar);
@@ -180,7 +180,7 @@ describe('tarEntries', () => {
         });
       }
     }
-    const out = tarEntries(many(), POLICY);
+    const out = packEntries(many(), POLICY);
     for await (const _ of out) break; // destroys the stream
     await new Promise((r) => setTimeout(r, 50));
     assert.ok(opened < 10_000, `stopped early (opened ${opened})`);
@@ -188,7 +188,7 @@ describe('tarEntries', () => {
 
   it('aborts through the signal', async () => {
     const ac = new AbortController();
-    const out = tarEntries(list([file('a', 'x', 0o644, { open: () => new Promise(() => {}) })]), POLICY, ac.signal);
+    const out = packEntries(list([file('a', 'x', 0o644, { open: () => new Promise(() => {}) })]), POLICY, ac.signal);
     ac.abort();
     await assert.rejects(buffer(out), { code: 'ARTIFICER_ABORTED' });
   });

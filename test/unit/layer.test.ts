@@ -9,7 +9,7 @@ import { gunzipSync } from 'node:zlib';
 import { SourceError } from '../../src/errors.ts';
 import type { LayerEntry } from '../../src/layer/entry.ts';
 import { createLayer } from '../../src/layer/layer.ts';
-import { tarEntries } from '../../src/layer/tar.ts';
+import { packEntries } from '../../src/layer/tar.ts';
 import { sha256 } from '../../src/oci/digest.ts';
 import { MediaTypes } from '../../src/oci/types.ts';
 import { localSource } from '../../src/source/local.ts';
@@ -38,7 +38,7 @@ describe('createLayer', () => {
     const { stream, done } = layer.open();
     const gz = await buffer(stream);
     const d = await done;
-    const tar = await buffer(tarEntries(files(), { mtime: 0 }));
+    const tar = await buffer(packEntries(files(), { mtime: 0 }));
     assert.equal(d.digest, sha256(gz));
     assert.equal(d.size, gz.length);
     assert.equal(d.diffId, sha256(tar));
