@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { BufferPool } from './pool.ts';
 
 /**
  * One thing to put into a layer, as a source (local disk, a Cloud Storage object, an entry of an
@@ -23,10 +24,12 @@ export interface LayerEntry {
   readonly linkname?: string;
   /**
    * The file's bytes, for `type: 'file'`. Called at most once per layer pass, when the entry is
-   * written. Either a stream or, for small files, the bytes themselves. The source must deliver
-   * exactly `size` bytes; the writer rejects anything else.
+   * written. Either a stream (or any async iterable of chunks) or, for small files, the bytes
+   * themselves. The source must deliver exactly `size` bytes; the writer rejects anything else.
+   * A source that reads into memory it allocates may take it from `pool` (when given): the
+   * layer pass recycles it once the bytes are compressed.
    */
-  readonly open?: () => Promise<Readable | Uint8Array>;
+  readonly open?: (pool?: BufferPool) => Promise<Readable | Uint8Array | AsyncIterable<Uint8Array>>;
   /** Where the entry came from, for error messages ("conf/app.yaml", "gs://bucket/obj"). */
   readonly origin: string;
 }

@@ -6,6 +6,7 @@ import { AbortedError, SourceError } from '../errors.ts';
 import type { Digest } from '../oci/types.ts';
 import type { EntrySource } from './entry.ts';
 import { parallelGzip, type GzipOptions } from './gzip.ts';
+import { BufferPool } from './pool.ts';
 import { packEntries } from './tar.ts';
 
 /** What is known about a layer once it has been produced once. */
@@ -64,11 +65,17 @@ export function createLayer(files: EntrySource, policy: LayerPolicy, opts: Creat
     // Two stages only: the packer's chunks go straight into the member buffers of the gzip stage,
     // which hashes each whole member for the diffID; the compressed members are hashed and counted
     // on their way out. (Stream stages in between re-buffered and copied every byte.)
-    const tar = packEntries(files(), policy, signal);
+    // File contents are read into pooled memory and recycled once copied into a gzip member.
+    const pool = new BufferPool();
+    const tar = packEntries(files(), policy, signal, pool);
     const diffHash = createHash('sha256');
     const blobHash = createHash('sha256');
     let size = 0;
-    const gzip = { ...opts.gzip, onMember: (member: Buffer) => void diffHash.update(member) };
+    const gzip = {
+      ...opts.gzip,
+      onMember: (member: Buffer) => void diffHash.update(member),
+      release: (chunk: Uint8Array) => pool.release(chunk),
+    };
     const compressed = async function* (): AsyncGenerator<Buffer> {
       for await (const member of parallelGzip(tar, gzip)) {
         blobHash.update(member);

@@ -4,6 +4,7 @@ import type { Header, Pack } from 'tar-stream';
 import { AbortedError, SourceError, UsageError } from '../errors.ts';
 import type { LayerPolicy } from '../build/request.ts';
 import type { LayerEntry } from './entry.ts';
+import type { BufferPool } from './pool.ts';
 
 /** Mode given to parent directories that no entry describes. */
 export const IMPLICIT_DIR_MODE = 0o755;
@@ -35,8 +36,16 @@ type TarHeader = Partial<Header> & Pick<Header, 'name'>;
  * The chunks come as tar-stream produces them (headers, file bodies, padding; no copies): the
  * layer pass reads them directly, so no stream stage re-buffers (and copies) the bytes before
  * gzip cuts them into members. Ending the iteration early destroys the packer and stops reading.
+ *
+ * With a `pool`, sources may read file contents into its memory; the consumer then releases
+ * each chunk to it once the bytes are copied (see {@link BufferPool}).
  */
-export function packEntries(entries: AsyncIterable<LayerEntry>, policy: LayerPolicy, signal?: AbortSignal): Pack & AsyncIterable<Buffer> {
+export function packEntries(
+  entries: AsyncIterable<LayerEntry>,
+  policy: LayerPolicy,
+  signal?: AbortSignal,
+  pool?: BufferPool,
+): Pack & AsyncIterable<Buffer> {
   const owner = policy.chown ?? { uid: 0, gid: 0 };
   for (const id of [owner.uid, owner.gid]) {
     if (!Number.isInteger(id) || id < 0 || id > MAX_ID) throw new UsageError(`owner id ${id} is out of range 0..${MAX_ID}`);
@@ -52,7 +61,7 @@ export function packEntries(entries: AsyncIterable<LayerEntry>, policy: LayerPol
   else signal?.addEventListener('abort', onAbort, { once: true });
   pack.once('close', () => signal?.removeEventListener('abort', onAbort));
 
-  const writer = new Writer(pack, policy, owner);
+  const writer = new Writer(pack, policy, owner, pool);
   writer.run(entries).then(
     () => pack.finalize(),
     (err: unknown) => pack.destroy(err instanceof Error ? err : new Error(String(err))),
@@ -76,13 +85,15 @@ class Writer {
   readonly #mtime: Date;
   readonly #policy: LayerPolicy;
   readonly #owner: { uid: number; gid: number };
+  readonly #pool: BufferPool | undefined;
   readonly #dirs = new Set<string>();
   /** Paths written as something other than a directory, with where they came from. */
   readonly #nonDirs = new Map<string, string>();
   #closed = false;
 
-  constructor(pack: Pack, policy: LayerPolicy, owner: { uid: number; gid: number }) {
+  constructor(pack: Pack, policy: LayerPolicy, owner: { uid: number; gid: number }, pool: BufferPool | undefined) {
     this.#pack = pack;
+    this.#pool = pool;
     this.#policy = policy;
     this.#owner = owner;
     this.#mtime = new Date(policy.mtime * 1000);
@@ -187,9 +198,9 @@ class Writer {
     const header = this.#header(entry.path, 'file', S_IFREG | this.#mode(entry), { size: entry.size });
     if (entry.size === 0 && !entry.open) return this.#add(header);
     if (!entry.open) throw new SourceError(entry.origin, 'regular file without content');
-    let body: Readable | Uint8Array;
+    let body: Readable | Uint8Array | AsyncIterable<Uint8Array>;
     try {
-      body = await entry.open();
+      body = await entry.open(this.#pool);
     } catch (err) {
       throw asSourceError(err, entry.origin);
     }
@@ -200,7 +211,7 @@ class Writer {
     await this.#stream(header, body, entry);
   }
 
-  async #stream(header: TarHeader, body: Readable, entry: LayerEntry): Promise<void> {
+  async #stream(header: TarHeader, body: Readable | AsyncIterable<Uint8Array>, entry: LayerEntry): Promise<void> {
     let done!: Promise<void>;
     const sink = this.#open(header, (p) => {
       done = p;
@@ -208,16 +219,17 @@ class Writer {
     });
     let written = 0;
     try {
-      for await (const chunk of body as AsyncIterable<Buffer>) {
+      for await (const chunk of body as AsyncIterable<Uint8Array>) {
         written += chunk.byteLength;
         if (written > entry.size) throw sizeChanged(entry, written, true);
-        if (!sink.write(chunk)) await drained(sink);
+        const data = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+        if (!sink.write(data)) await drained(sink);
         if (this.#closed) throw new Error('tar stream closed');
       }
     } catch (err) {
       // Destroy the entry with the real error: tar-stream hands it on to the whole pack.
       const e = asSourceError(err, entry.origin);
-      body.destroy();
+      if ('destroy' in body) body.destroy(); // an iterable was closed by leaving the loop
       sink.destroy(e);
       throw e;
     }

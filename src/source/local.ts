@@ -1,8 +1,21 @@
-import { accessSync, constants, createReadStream, lstatSync, readdirSync, readFileSync, readlinkSync, statSync, type Stats } from 'node:fs';
+import {
+  accessSync,
+  closeSync,
+  constants,
+  fstatSync,
+  lstatSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  readSync,
+  statSync,
+  type Stats,
+} from 'node:fs';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
 import { SourceError } from '../errors.ts';
 import type { EntrySource, EntryType, LayerEntry } from '../layer/entry.ts';
+import type { BufferPool } from '../layer/pool.ts';
 import { directoryDestination, fileDestination } from './destination.ts';
 
 /** One `--files` argument: a local path and where it goes in the image. */
@@ -56,14 +69,15 @@ export function parseLocalSpec(arg: string): LocalSpec {
  *   order). Nothing is produced for a bad input.
  * - When two specs put something at the same destination path, the later spec wins; a path that
  *   one spec makes a file (or symlink) and another uses as a directory is an error.
- * - Files ≤ {@link SMALL_FILE_BYTES} are delivered as bytes, bigger ones as streams.
+ * - Files ≤ {@link SMALL_FILE_BYTES} are delivered as bytes, bigger ones as 1 MiB chunks; both
+ *   are read into the layer pass's {@link BufferPool} when it passes one.
  *
- * The walk (lstat, readdir, access) and small-file reads use the *synchronous* fs calls, on
- * purpose: each async fs call is a round trip through the libuv threadpool, and for thousands of
- * small files those hops cost several times the syscalls themselves (measured: 5,000 files read
- * in ~0.15 s sync vs 2–4 s with sequential `readFile`; bench/README.md). Nothing else waits on
- * the event loop during a layer pass except the pipeline that consumes these bytes. Large files
- * stream in 1 MiB reads, where a hop per read is negligible.
+ * All file-system calls are *synchronous*, on purpose: each async fs call is a round trip
+ * through the libuv threadpool, and for thousands of small files those hops cost several times
+ * the syscalls themselves (measured: 5,000 files read in ~0.15 s sync vs 2–4 s with sequential
+ * `readFile`; bench/README.md); for large files the threadpool is busy compressing, so a read
+ * would queue behind gzip. Nothing else waits on the event loop during a layer pass except the
+ * pipeline that consumes these bytes.
  */
 export function localSource(specs: ReadonlyArray<LocalSpec>, opts: { cwd?: string } = {}): EntrySource {
   const cwd = path.resolve(opts.cwd ?? process.cwd());
@@ -200,10 +214,10 @@ function fileEntry(abs: string, dest: string, st: Stats, origin: string): LayerE
     throw new SourceError(origin, describe(err), { cause: err });
   }
   const size = st.size;
-  const open = async (): Promise<Uint8Array | Readable> => {
+  const open = async (pool?: BufferPool): Promise<Uint8Array | AsyncIterable<Uint8Array>> => {
     try {
-      if (size <= SMALL_FILE_BYTES) return readFileSync(abs);
-      return createReadStream(abs, { highWaterMark: STREAM_CHUNK });
+      if (size <= SMALL_FILE_BYTES) return readSmall(abs, size, pool);
+      return readChunks(abs, origin, pool);
     } catch (err) {
       throw new SourceError(origin, describe(err), { cause: err });
     }
@@ -225,5 +239,56 @@ function checkConflicts(all: ReadonlyMap<string, LayerEntry>): void {
         );
       }
     }
+  }
+}
+
+/**
+ * A small file's bytes, read into pooled memory when there is a pool. A file whose size is no
+ * longer the walked one is read whole as it is now, so the writer reports the change.
+ */
+function readSmall(abs: string, size: number, pool: BufferPool | undefined): Uint8Array {
+  if (!pool) return readFileSync(abs);
+  const fd = openSync(abs, 'r');
+  try {
+    if (fstatSync(fd).size !== size) return readFileSync(fd);
+    const view = pool.lease(size);
+    let got = 0;
+    while (got < size) {
+      const n = readSync(fd, view, got, size - got, got);
+      if (n === 0) break;
+      got += n;
+    }
+    return got === size ? view : view.subarray(0, got);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * A large file in {@link STREAM_CHUNK} pieces, read synchronously (each read is a page-cache copy
+ * of well under a millisecond, cheaper than a threadpool trip that would queue behind gzip's
+ * work) into pooled memory when there is a pool. Reads until end of file, so a file that grew
+ * is delivered whole and the writer reports the change.
+ */
+async function* readChunks(abs: string, origin: string, pool: BufferPool | undefined): AsyncGenerator<Uint8Array> {
+  let fd: number;
+  try {
+    fd = openSync(abs, 'r');
+  } catch (err) {
+    throw new SourceError(origin, describe(err), { cause: err });
+  }
+  try {
+    for (let pos = 0; ; ) {
+      const view = pool ? pool.lease(STREAM_CHUNK) : Buffer.allocUnsafe(STREAM_CHUNK);
+      const n = readSync(fd, view, 0, STREAM_CHUNK, pos);
+      if (n === 0) {
+        pool?.release(view);
+        return;
+      }
+      pos += n;
+      yield n === STREAM_CHUNK ? view : view.subarray(0, n);
+    }
+  } finally {
+    closeSync(fd);
   }
 }

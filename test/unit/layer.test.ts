@@ -17,13 +17,24 @@ import { tempDir } from '../support/tmp.ts';
 
 const mediaType = MediaTypes.ociLayerGzip;
 
+/** Bytes that differ from chunk to chunk, so a reused read buffer would show in the digests. */
+function pattern(size: number, seed: number): Buffer {
+  const b = Buffer.allocUnsafe(size);
+  for (let i = 0; i < size; i++) b[i] = (i * 31 + (i >>> 10) * 7 + seed) & 0xff;
+  return b;
+}
+
 async function tree(dir: string, opts: { mtime: number; uid: number }): Promise<void> {
   await mkdir(path.join(dir, 'app/static'), { recursive: true });
+  await mkdir(path.join(dir, 'app/many'), { recursive: true });
   await writeFile(path.join(dir, 'app/server'), '#!/bin/sh\nexec echo served\n');
   await chmod(path.join(dir, 'app/server'), 0o755);
-  await writeFile(path.join(dir, 'app/static/big.bin'), Buffer.alloc(3 * 1024 * 1024 + 7, 'b'));
+  await writeFile(path.join(dir, 'app/static/big.bin'), pattern(3 * 1024 * 1024 + 7, 1));
   await writeFile(path.join(dir, 'app/static/index.html'), '<h1>hi</h1>\n');
-  for (const p of ['app/server', 'app/static/big.bin', 'app/static/index.html', 'app/static', 'app']) {
+  // More small-file bytes than one pool slab holds, so slabs are recycled during the pass.
+  const many = Array.from({ length: 300 }, (_, i) => `app/many/f${String(i).padStart(3, '0')}`);
+  for (const [i, p] of many.entries()) await writeFile(path.join(dir, p), pattern(10_000 + i, i));
+  for (const p of [...many, 'app/many', 'app/server', 'app/static/big.bin', 'app/static/index.html', 'app/static', 'app']) {
     await utimes(path.join(dir, p), opts.mtime, opts.mtime);
     await chown(path.join(dir, p), opts.uid, opts.uid);
   }

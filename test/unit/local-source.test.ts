@@ -3,11 +3,10 @@ import { execFileSync } from 'node:child_process';
 import { chmod, link, mkdir, symlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
-import { Readable } from 'node:stream';
-import { buffer } from 'node:stream/consumers';
 import { after, before, describe, it } from 'node:test';
 import { SourceError } from '../../src/errors.ts';
 import type { EntrySource, LayerEntry } from '../../src/layer/entry.ts';
+import { BufferPool } from '../../src/layer/pool.ts';
 import { localSource, parseLocalSpec, SMALL_FILE_BYTES } from '../../src/source/local.ts';
 import { tempDir, type TempDir } from '../support/tmp.ts';
 
@@ -202,19 +201,25 @@ describe('localSource', () => {
     assert.equal(out.trim(), 'ARTIFICER_SOURCE secret: permission denied');
   });
 
-  it('delivers small files as bytes and big ones as streams, exactly size bytes', async () => {
+  it('delivers small files as bytes and big ones as chunks, exactly the files\' bytes, with or without a pool', async () => {
     await using t = await tempDir('local-sizes');
-    await writeFile(path.join(t.path, 'small'), Buffer.alloc(SMALL_FILE_BYTES, 1));
-    await writeFile(path.join(t.path, 'big'), Buffer.alloc(SMALL_FILE_BYTES + 1, 2));
+    const smallBytes = Buffer.alloc(SMALL_FILE_BYTES, 1);
+    const bigBytes = Buffer.concat([Buffer.alloc(SMALL_FILE_BYTES, 2), Buffer.alloc(SMALL_FILE_BYTES + 1, 3)]);
+    await writeFile(path.join(t.path, 'small'), smallBytes);
+    await writeFile(path.join(t.path, 'big'), bigBytes);
     const entries = await collect(localSource([{ from: '.', to: '/d' }], { cwd: t.path }));
     const big = entries.find((e) => e.path === 'd/big')!;
     const small = entries.find((e) => e.path === 'd/small')!;
-    const bigBody = await big.open!();
-    const smallBody = await small.open!();
-    assert.ok(bigBody instanceof Readable);
-    assert.ok(smallBody instanceof Uint8Array);
-    assert.equal(smallBody.byteLength, SMALL_FILE_BYTES);
-    assert.equal((await buffer(bigBody)).byteLength, SMALL_FILE_BYTES + 1);
+    for (const pool of [undefined, new BufferPool()]) {
+      const bigBody = await big.open!(pool);
+      const smallBody = await small.open!(pool);
+      assert.ok(!(bigBody instanceof Uint8Array) && Symbol.asyncIterator in bigBody);
+      assert.ok(smallBody instanceof Uint8Array);
+      assert.ok(Buffer.from(smallBody).equals(smallBytes));
+      const chunks: Buffer[] = [];
+      for await (const c of bigBody) chunks.push(Buffer.from(c)); // copied: the pool may reuse c
+      assert.ok(Buffer.concat(chunks).equals(bigBytes));
+    }
   });
 
   it('reports facts: mode bits including setuid, owner', async () => {
