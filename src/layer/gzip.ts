@@ -1,8 +1,5 @@
 import { availableParallelism } from 'node:os';
-import { promisify } from 'node:util';
 import zlib from 'node:zlib';
-
-const gzipAsync = promisify(zlib.gzip);
 
 /** Uncompressed bytes per gzip member. Fixed, so the output never depends on how input arrives. */
 export const GZIP_MEMBER_BYTES = 1024 * 1024;
@@ -54,9 +51,10 @@ export interface GzipOptions {
  * Output is a function of the input bytes and the options only: member boundaries are fixed,
  * each header has mtime 0 and a fixed OS byte, and the store-or-compress decision for a member
  * looks only at that member's bytes (the entropy of a 16 KiB sample from four places; above
- * {@link STORE_ENTROPY} bits per byte the member is stored at level 0, which costs a copy instead
- * of a futile compression). Caveat: the compressed bytes are those of the zlib that Node
- * bundles; another zlib version may compress differently (the uncompressed diffID never changes).
+ * {@link STORE_ENTROPY} bits per byte the member is stored ({@link storedMember}), which costs a
+ * copy instead of a futile compression). Caveat: compressed members are the bytes of the zlib
+ * that Node bundles; another zlib version may compress differently (the uncompressed diffID never
+ * changes).
  */
 export async function* parallelGzip(source: AsyncIterable<Uint8Array>, options: GzipOptions = {}): AsyncGenerator<Buffer> {
   const level = options.level ?? DEFAULT_GZIP_LEVEL;
@@ -65,7 +63,8 @@ export async function* parallelGzip(source: AsyncIterable<Uint8Array>, options: 
   if (!Number.isInteger(level) || level < 1 || level > 9) throw new RangeError(`gzip level ${level} is not in 1..9`);
   if (!Number.isInteger(memberBytes) || memberBytes < 1) throw new RangeError(`gzip member size ${memberBytes} is invalid`);
 
-  const queue: Promise<Buffer>[] = [];
+  const engines = new Engines(level, memberBytes);
+  const queue: Promise<Buffer[]>[] = [];
   // Input buffers are recycled once zlib has finished with them: a steady state allocates only
   // the compressed output, which keeps garbage (and so RSS) low between collections.
   const free: Buffer[] = [];
@@ -74,56 +73,146 @@ export async function* parallelGzip(source: AsyncIterable<Uint8Array>, options: 
   const release = options.release;
   const start = (data: Buffer): void => {
     onMember?.(data);
-    const p = gzipMember(data, level);
+    if (sampleEntropy(data) > STORE_ENTROPY) {
+      // The stored member's blocks are views of `data`, so it is not recycled.
+      queue.push(Promise.resolve(storedMember(data)));
+      return;
+    }
+    const p = engines.member(data);
     p.then(
       () => data.byteLength === memberBytes && free.length <= concurrency && free.push(data),
       () => {}, // awaited in order below; this only stops an early failure being "unhandled"
     );
     queue.push(p);
   };
-  let buf = take();
-  let fill = 0;
-  let members = 0;
-  for await (const chunk of source) {
-    let off = 0;
-    while (off < chunk.byteLength) {
-      const n = Math.min(memberBytes - fill, chunk.byteLength - off);
-      buf.set(chunk.subarray(off, off + n), fill);
-      fill += n;
-      off += n;
-      if (fill === memberBytes) {
-        start(buf);
-        members++;
-        buf = take();
-        fill = 0;
-        while (queue.length >= concurrency) yield await queue.shift()!;
+  try {
+    let buf = take();
+    let fill = 0;
+    let members = 0;
+    for await (const chunk of source) {
+      let off = 0;
+      while (off < chunk.byteLength) {
+        const n = Math.min(memberBytes - fill, chunk.byteLength - off);
+        buf.set(chunk.subarray(off, off + n), fill);
+        fill += n;
+        off += n;
+        if (fill === memberBytes) {
+          start(buf);
+          members++;
+          buf = take();
+          fill = 0;
+          while (queue.length >= concurrency) yield* await queue.shift()!;
+        }
       }
+      release?.(chunk);
     }
-    release?.(chunk);
+    // A stream with no member at all is not valid gzip: empty input still gets one (empty) member.
+    if (fill > 0 || members === 0) start(buf.subarray(0, fill));
+    while (queue.length > 0) yield* await queue.shift()!;
+  } finally {
+    // Members still in flight (the pass failed or was abandoned) finish before their engines close.
+    await Promise.allSettled(queue);
+    engines.close();
   }
-  // A stream with no member at all is not valid gzip: empty input still gets one (empty) member.
-  if (fill > 0 || members === 0) start(buf.subarray(0, fill));
-  while (queue.length > 0) yield await queue.shift()!;
 }
 
-/** One complete gzip member for `data`, compressed or stored per {@link parallelGzip}'s rule. */
-export async function gzipMember(data: Buffer, level: number = DEFAULT_GZIP_LEVEL): Promise<Buffer> {
-  const bits = sampleEntropy(data);
-  const store = bits > STORE_ENTROPY;
-  // Output buffer sized from the entropy (an upper bound of what the entropy coder alone reaches):
-  // usually one threadpool trip per member without allocating a whole member's worth for output
-  // that is a third of it. Does not change the bytes.
-  const expected = store ? data.byteLength + (data.byteLength >>> 12) + 64 : Math.ceil((data.byteLength * bits) / 8);
-  const out = await gzipAsync(data, {
-    level: store ? 0 : level,
-    chunkSize: Math.max(64 * 1024, expected + 1024),
+/**
+ * zlib engines kept for a whole pass and reset between members. Creating one per member
+ * allocated and zeroed zlib's window and hash tables on the main thread for every MiB
+ * (~0.5 ms each, and garbage for the GC); `deflateReset` keeps them. A reset engine produces
+ * exactly the bytes of a fresh one, and compressed (unlike stored) deflate output does not depend
+ * on how zlib's output space is cut, so which engine gets a member never shows in the bytes.
+ */
+class Engines {
+  readonly #level: number;
+  readonly #chunkSize: number;
+  readonly #idle: zlib.Gzip[] = [];
+  readonly #all = new Set<zlib.Gzip>();
+
+  constructor(level: number, memberBytes: number) {
+    this.#level = level;
+    // Room for several compressed members per output buffer: members rarely straddle two.
+    this.#chunkSize = Math.max(64 * 1024, memberBytes + 1024);
+  }
+
+  /**
+   * One complete gzip member for `data`, compressed or stored per {@link parallelGzip}'s rule,
+   * as the pieces zlib wrote it in (usually one; two when it straddles zlib's output buffers).
+   */
+  async member(data: Buffer): Promise<Buffer[]> {
+    const engine = this.#idle.pop() ?? this.#create();
+    const parts = await deflate(engine, data);
+    (engine as zlib.Gzip & zlib.ZlibReset).reset(); // deflateReset; typed only on Deflate, defined on every zlib stream
+    this.#idle.push(engine);
+    let at = 9; // the header's OS byte: zlib writes its build platform's code
+    for (const part of parts) {
+      if (at < part.byteLength) {
+        part[at] = OS_UNIX;
+        break;
+      }
+      at -= part.byteLength;
+    }
+    return parts;
+  }
+
+  close(): void {
+    for (const engine of this.#all) engine.close();
+    this.#all.clear();
+    this.#idle.length = 0;
+  }
+
+  #create(): zlib.Gzip {
     // The whole member is one write: finishing on it (instead of the default Z_NO_FLUSH, then a
-    // separate Z_FINISH) compresses it in one threadpool trip into one output buffer, which
-    // saves a trip and a concatenating copy of every member. The bytes are the same.
-    flush: zlib.constants.Z_FINISH,
+    // separate Z_FINISH) compresses it in one threadpool trip.
+    const engine = zlib.createGzip({ level: this.#level, chunkSize: this.#chunkSize, flush: zlib.constants.Z_FINISH });
+    engine.on('error', () => {}); // reported through the write callback
+    this.#all.add(engine);
+    return engine;
+  }
+}
+
+/** Largest stored deflate block (RFC 1951 §3.2.4: LEN is 16 bits). */
+const STORED_BLOCK = 65535;
+
+/**
+ * A stored gzip member, written here rather than by zlib at level 0: zlib sizes stored blocks by
+ * the output space it is given, so its bytes would depend on which engine (and which place in
+ * its output buffer) a member happened to get. These depend on `data` alone: an RFC 1952 header
+ * (mtime 0, no flags, OS Unix), stored blocks of 65,535 bytes, CRC-32 and length.
+ */
+export function storedMember(data: Buffer): Buffer[] {
+  const blocks = Math.max(1, Math.ceil(data.byteLength / STORED_BLOCK));
+  const parts: Buffer[] = [];
+  for (let i = 0; i < blocks; i++) {
+    const from = i * STORED_BLOCK;
+    const len = Math.min(STORED_BLOCK, data.byteLength - from);
+    const head = Buffer.allocUnsafe(i === 0 ? 15 : 5);
+    if (i === 0) head.set([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, OS_UNIX]);
+    const at = head.byteLength - 5;
+    head[at] = i === blocks - 1 ? 1 : 0; // BFINAL; BTYPE 00 (stored)
+    head.writeUInt16LE(len, at + 1);
+    head.writeUInt16LE(~len & 0xffff, at + 3);
+    parts.push(head, data.subarray(from, from + len));
+  }
+  const trailer = Buffer.allocUnsafe(8);
+  trailer.writeUInt32LE(zlib.crc32(data), 0);
+  trailer.writeUInt32LE(data.byteLength % 2 ** 32, 4);
+  parts.push(trailer);
+  return parts;
+}
+
+/** Compresses `data` as one finished member on `engine` (on the threadpool); resolves with its output. */
+function deflate(engine: zlib.Gzip, data: Buffer): Promise<Buffer[]> {
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    const onData = (part: Buffer): void => void parts.push(part);
+    engine.on('data', onData);
+    engine.write(data, (err) => {
+      engine.off('data', onData);
+      if (err) reject(err);
+      else resolve(parts);
+    });
   });
-  out[9] = OS_UNIX;
-  return out;
 }
 
 /**
