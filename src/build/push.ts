@@ -3,7 +3,7 @@ import { withContext } from '../errors.ts';
 import type { Logger, ProgressEvent } from '../log.ts';
 import type { Descriptor } from '../oci/types.ts';
 import { repositoryName } from '../reference/reference.ts';
-import type { Registry, Repository, UploadedBlob } from '../registry/types.ts';
+import type { MeasuredStream, Registry, Repository, UploadedBlob } from '../registry/types.ts';
 
 /** Where a blob's bytes can be had when the target registry does not have it yet. */
 export type BlobOrigin =
@@ -84,7 +84,7 @@ export class BlobPusher {
   }
 
   /** Uploads a blob whose digest is known only once its stream has been consumed (a new layer). */
-  uploadStream(target: Repository, open: () => Readable, what: string): Promise<UploadedBlob> {
+  uploadStream(target: Repository, open: () => Readable | MeasuredStream, what: string): Promise<UploadedBlob> {
     return this.#limiter.run(async () => {
       try {
         const blob = await this.#registry.uploadBlob(target, { open, replayable: true }, this.#signal);

@@ -13,6 +13,13 @@ export const DEFAULT_GZIP_LEVEL = 1;
 export const STORE_ENTROPY = 7.5;
 /** Bytes taken from each of four places in a member to estimate its entropy. */
 const SAMPLE_SLICE = 4 * 1024;
+/**
+ * Size of the buffers zlib writes a member's output into. Every output piece is a view that keeps
+ * its whole buffer alive until the upload has sent it: smaller buffers pin less memory (peak RSS
+ * of a text layer −6 MiB at 256 KiB against 1 MiB) for an extra threadpool trip when a member
+ * straddles two, with no measurable change in time.
+ */
+const ENGINE_OUTPUT_BYTES = 256 * 1024;
 /** The gzip header's OS byte: 3 = Unix. zlib writes its build platform's code; fixed here. */
 const OS_UNIX = 3;
 
@@ -63,7 +70,7 @@ export async function* parallelGzip(source: AsyncIterable<Uint8Array>, options: 
   if (!Number.isInteger(level) || level < 1 || level > 9) throw new RangeError(`gzip level ${level} is not in 1..9`);
   if (!Number.isInteger(memberBytes) || memberBytes < 1) throw new RangeError(`gzip member size ${memberBytes} is invalid`);
 
-  const engines = new Engines(level, memberBytes);
+  const engines = new Engines(level);
   const queue: Promise<Buffer[]>[] = [];
   // Input buffers are recycled once zlib has finished with them: a steady state allocates only
   // the compressed output, which keeps garbage (and so RSS) low between collections.
@@ -125,14 +132,11 @@ export async function* parallelGzip(source: AsyncIterable<Uint8Array>, options: 
  */
 class Engines {
   readonly #level: number;
-  readonly #chunkSize: number;
   readonly #idle: zlib.Gzip[] = [];
   readonly #all = new Set<zlib.Gzip>();
 
-  constructor(level: number, memberBytes: number) {
+  constructor(level: number) {
     this.#level = level;
-    // Room for several compressed members per output buffer: members rarely straddle two.
-    this.#chunkSize = Math.max(64 * 1024, memberBytes + 1024);
   }
 
   /**
@@ -164,7 +168,7 @@ class Engines {
   #create(): zlib.Gzip {
     // The whole member is one write: finishing on it (instead of the default Z_NO_FLUSH, then a
     // separate Z_FINISH) compresses it in one threadpool trip.
-    const engine = zlib.createGzip({ level: this.#level, chunkSize: this.#chunkSize, flush: zlib.constants.Z_FINISH });
+    const engine = zlib.createGzip({ level: this.#level, chunkSize: ENGINE_OUTPUT_BYTES, flush: zlib.constants.Z_FINISH });
     engine.on('error', () => {}); // reported through the write callback
     this.#all.add(engine);
     return engine;

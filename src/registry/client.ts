@@ -4,7 +4,7 @@
  * one retry policy, digest verification of everything read or written, and errors that say
  * what was being done.
  */
-import { Transform, pipeline, type Readable, type TransformCallback } from 'node:stream';
+import { Readable, Transform, pipeline, type TransformCallback } from 'node:stream';
 import { createHash } from 'node:crypto';
 import { request, type Dispatcher } from 'undici';
 import {
@@ -286,18 +286,25 @@ export class RegistryClient implements Registry {
       const location1 = this.#location(opened.res, opened.url);
 
       let content: Buffer | Readable;
-      let tap: HashTap | undefined;
-      let known: { digest: Digest; size: number } | undefined;
+      let sent: () => Promise<UploadedBlob>;
       const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
       if ('bytes' in body) {
         const buf = Buffer.from(body.bytes.buffer, body.bytes.byteOffset, body.bytes.byteLength);
-        known = { digest: sha256(buf), size: buf.length };
+        const known = { digest: sha256(buf), size: buf.length };
         if (body.digest && body.digest !== known.digest) throw new DigestMismatchError(`blob to push to ${repositoryName(repo)}`, body.digest, known.digest);
         content = buf;
+        sent = async () => known;
         headers['content-length'] = String(buf.length);
       } else {
-        tap = new HashTap();
-        content = pipeline(body.open(), tap, () => {});
+        const opened = body.open();
+        if (opened instanceof Readable) {
+          const tap = new HashTap();
+          content = pipeline(opened, tap, () => {});
+          sent = async () => ({ digest: tap.digest, size: tap.size });
+        } else {
+          content = opened.stream;
+          sent = () => opened.measured;
+        }
         if (body.size !== undefined) headers['content-length'] = String(body.size);
       }
       const patched = await this.#send({ repo, scopes, action, method: 'PATCH', target: location1, headers, body: content, signal });
@@ -307,7 +314,7 @@ export class RegistryClient implements Registry {
       await patched.res.body.dump();
       const location2 = header(patched.res, 'location') ? this.#location(patched.res, patched.url) : location1;
 
-      const actual = known ?? { digest: tap!.digest, size: tap!.size };
+      const actual = await sent();
       if (body.digest && body.digest !== actual.digest) {
         await this.#cancelUpload(repo, location2, signal);
         throw new DigestMismatchError(`blob to push to ${repositoryName(repo)}`, body.digest, actual.digest);

@@ -45,13 +45,28 @@ export interface FetchedManifest {
 }
 
 /**
+ * A stream that hashes itself (a layer does, for its manifest): `measured` settles with the
+ * digest and size of exactly what `stream` delivered, once it has ended.
+ */
+export interface MeasuredStream {
+  readonly stream: Readable;
+  readonly measured: Promise<UploadedBlob>;
+}
+
+/**
  * The body of a blob upload. Bytes are replayable; a stream factory is replayable as long as the
- * factory can be called again (a re-openable layer). When `digest` is not given the client
- * hashes the body as it sends it and finishes the upload with that digest.
+ * factory can be called again (a re-openable layer). When `digest` is not given the upload is
+ * finished with the digest of what was sent: the client hashes a plain stream on the way, and
+ * takes a {@link MeasuredStream}'s own (hashing every byte twice cost ~3 % of a text push).
  */
 export type BlobBody =
   | { readonly bytes: Uint8Array; readonly digest?: Digest }
-  | { readonly open: () => Readable; readonly digest?: Digest; readonly size?: number; readonly replayable: boolean };
+  | {
+      readonly open: () => Readable | MeasuredStream;
+      readonly digest?: Digest;
+      readonly size?: number;
+      readonly replayable: boolean;
+    };
 
 export interface UploadedBlob {
   readonly digest: Digest;

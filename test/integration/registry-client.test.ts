@@ -59,6 +59,23 @@ describe('RegistryClient against docker-registry without auth', () => {
     assert.deepEqual(await client.getBlobBytes(repo, up.digest), whole);
   });
 
+  test('commits a self-measured stream under its own digest; the registry refuses one that lies', async () => {
+    const data = randomBytes(200_000);
+    const truth = { digest: sha256(data), size: data.length };
+    const up = await client.uploadBlob(repo, { open: () => ({ stream: Readable.from([data]), measured: Promise.resolve(truth) }), replayable: false });
+    assert.deepEqual(up, truth);
+    assert.deepEqual(await client.getBlobBytes(repo, up.digest), data);
+
+    const other = randomBytes(1000);
+    const lie = { digest: sha256(randomBytes(8)), size: other.length };
+    await assert.rejects(
+      client.uploadBlob(repo, { open: () => ({ stream: Readable.from([other]), measured: Promise.resolve(lie) }), replayable: false }),
+      (e: unknown) => e instanceof RegistryError && /DIGEST_INVALID|digest/i.test(e.message),
+    );
+    assert.equal(await client.hasBlob(repo, lie.digest), false);
+    assert.equal(await client.hasBlob(repo, sha256(other)), false, 'nothing committed under any digest');
+  });
+
   test('uploads a stream with a known digest and size', async () => {
     const data = randomBytes(5000);
     const up = await client.uploadBlob(repo, { open: () => Readable.from([data]), digest: sha256(data), size: data.length, replayable: true });
