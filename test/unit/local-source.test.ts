@@ -222,6 +222,19 @@ describe('localSource', () => {
     }
   });
 
+  it('a small file that changed size since the walk is delivered as it is now, so the writer sees the change', async () => {
+    await using t = await tempDir('local-resize');
+    for (const [name, now] of [['grew', 'abcdef'], ['shrank', 'ab'], ['same', 'xyz']] as const) {
+      await writeFile(path.join(t.path, name), 'abc');
+      const [entry] = await collect(localSource([{ from: name, to: '' }], { cwd: t.path }));
+      await writeFile(path.join(t.path, name), now);
+      const body = await entry!.open!(new BufferPool());
+      assert.ok(body instanceof Uint8Array);
+      assert.equal(entry!.size, 3);
+      assert.equal(Buffer.from(body).toString(), now, name);
+    }
+  });
+
   it('reports facts: mode bits including setuid, owner', async () => {
     await using t = await tempDir('local-mode');
     await writeFile(path.join(t.path, 'suid'), 'x');
