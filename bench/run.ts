@@ -66,7 +66,6 @@ function contenders(registry: RunningRegistry | undefined): Contender[] {
     list.push({
       name: 'artificer CLI push',
       argv: (i, tag) => [node, cli, '-b', `${registry.host}/busybox:latest`, '-f', path.join(data, INPUTS[i]!), '-t', `${registry.host}/bench:${tag}`],
-      only: ['text', 'small', 'random'],
     });
   }
   if (registry && values.peers) {
