@@ -59,7 +59,7 @@ export interface GzipOptions {
  * each header has mtime 0 and a fixed OS byte, and the store-or-compress decision for a member
  * looks only at that member's bytes (the entropy of a 16 KiB sample from four places; above
  * {@link STORE_ENTROPY} bits per byte the member is stored ({@link storedMember}), which costs a
- * copy instead of a futile compression). Caveat: compressed members are the bytes of the zlib
+ * CRC instead of a futile compression). Caveat: compressed members are the bytes of the zlib
  * that Node bundles; another zlib version may compress differently (the uncompressed diffID never
  * changes).
  */
@@ -140,8 +140,8 @@ class Engines {
   }
 
   /**
-   * One complete gzip member for `data`, compressed or stored per {@link parallelGzip}'s rule,
-   * as the pieces zlib wrote it in (usually one; two when it straddles zlib's output buffers).
+   * One complete compressed gzip member for `data`, as the pieces zlib wrote it in (one, or
+   * several when it straddles zlib's output buffers).
    */
   async member(data: Buffer): Promise<Buffer[]> {
     const engine = this.#idle.pop() ?? this.#create();
