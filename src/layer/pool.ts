@@ -31,9 +31,14 @@ export class BufferPool {
   readonly #spare: Slab[] = [];
   #current: Slab | undefined;
 
-  /** `size` bytes (at most {@link SLAB_BYTES}) of memory no one else is using. */
+  /**
+   * `size` bytes (at most {@link SLAB_BYTES}) of memory no one else is using. An empty lease
+   * takes nothing from a slab: there is nothing to recycle, and a consumer that skips empty
+   * chunks (never releasing them) would otherwise keep a whole slab from being reused.
+   */
   lease(size: number): Buffer {
     if (!Number.isInteger(size) || size < 0 || size > SLAB_BYTES) throw new RangeError(`cannot lease ${size} bytes`);
+    if (size === 0) return Buffer.alloc(0);
     let slab = this.#current;
     if (!slab || slab.used + size > SLAB_BYTES) {
       slab = this.#spare.pop() ?? this.#newSlab();

@@ -42,6 +42,15 @@ describe('BufferPool', () => {
     assert.ok(kept.every((x) => x === 7));
   });
 
+  it('an empty lease (an empty file) never holds a slab back', () => {
+    const pool = new BufferPool();
+    const empty = pool.lease(0);
+    const a = pool.lease(SLAB_BYTES);
+    pool.release(a); // `empty` is never released, as by a consumer that skips empty chunks
+    assert.equal(empty.byteLength, 0);
+    assert.equal(pool.lease(SLAB_BYTES).buffer, a.buffer);
+  });
+
   it('ignores memory it did not lease and refuses impossible sizes', () => {
     const pool = new BufferPool();
     pool.release(Buffer.alloc(10));
