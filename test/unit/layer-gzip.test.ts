@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { gunzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { GZIP_MEMBER_BYTES, parallelGzip, sampleEntropy, STORE_ENTROPY, storedMember, type GzipOptions } from '../../src/layer/gzip.ts';
 
 async function gz(chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>, opts?: GzipOptions): Promise<Buffer> {
@@ -71,6 +71,17 @@ describe('parallelGzip', () => {
       assert.deepEqual([...h.subarray(4, 8)], [0, 0, 0, 0], 'mtime 0');
       assert.equal(h[9], 3, 'OS = Unix');
     }
+  });
+
+  it('compresses each member exactly as a fresh zlib stream would: reused engines leave no trace', async () => {
+    const out = await gz([input], { concurrency: 2 });
+    const expected = [];
+    for (let at = 0; at < input.length; at += GZIP_MEMBER_BYTES) {
+      const member = gzipSync(input.subarray(at, at + GZIP_MEMBER_BYTES), { level: 1 });
+      member[9] = 3;
+      expected.push(member);
+    }
+    assert.ok(out.equals(Buffer.concat(expected)));
   });
 
   it('stores incompressible data instead of inflating it much', async () => {
