@@ -1,5 +1,5 @@
-/** Bytes per slab: two full-size stream reads, or many small files. */
-export const SLAB_BYTES = 2 * 1024 * 1024;
+/** Bytes per slab: one full-size stream read, or many small files. */
+export const SLAB_BYTES = 1024 * 1024;
 /** Empty slabs kept for reuse; more would only hold memory a pass no longer needs. */
 const SPARE_SLABS = 2;
 
