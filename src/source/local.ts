@@ -15,7 +15,7 @@ import {
 import path from 'node:path';
 import { SourceError } from '../errors.ts';
 import type { EntrySource, EntryType, LayerEntry } from '../layer/entry.ts';
-import type { BufferPool } from '../layer/pool.ts';
+import { SLAB_BYTES, type BufferPool } from '../layer/pool.ts';
 import { directoryDestination, fileDestination } from './destination.ts';
 
 /** One `--files` argument: a local path and where it goes in the image. */
@@ -34,13 +34,14 @@ export interface LocalSpec {
 }
 
 /**
- * Files at or below this size are read whole ({@link readFile}) rather than streamed: for the
- * many-small-files case a stream per file costs more than the bytes.
+ * Files at or below this size are read whole, in one read into one pool lease (so it may not
+ * exceed {@link SLAB_BYTES}), rather than in chunks: for the many-small-files case a stream per
+ * file costs more than the bytes.
  */
 export const SMALL_FILE_BYTES = 1024 * 1024;
 
-/** Read size for streamed files: large reads mean fewer threadpool round trips. */
-const STREAM_CHUNK = 1024 * 1024;
+/** Read size for large files: one whole pool slab, the most a lease can take. */
+const STREAM_CHUNK = SLAB_BYTES;
 
 /**
  * Parses the CLI form `SRC[:DEST]` into a {@link LocalSpec}. The first `:` separates the two,
