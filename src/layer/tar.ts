@@ -206,7 +206,7 @@ class Writer {
     }
     if (body instanceof Uint8Array) {
       if (body.byteLength !== entry.size) throw sizeChanged(entry, body.byteLength);
-      return this.#add(header, Buffer.from(body.buffer, body.byteOffset, body.byteLength));
+      return this.#add(header, asBuffer(body));
     }
     await this.#stream(header, body, entry);
   }
@@ -222,8 +222,7 @@ class Writer {
       for await (const chunk of body as AsyncIterable<Uint8Array>) {
         written += chunk.byteLength;
         if (written > entry.size) throw sizeChanged(entry, written, true);
-        const data = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-        if (!sink.write(data)) await drained(sink);
+        if (!sink.write(asBuffer(chunk))) await drained(sink);
         if (this.#closed) throw new Error('tar stream closed');
       }
     } catch (err) {
@@ -265,6 +264,11 @@ class Writer {
     sink.on('error', () => {});
     return sink;
   }
+}
+
+/** The same bytes as a Buffer (tar-stream takes nothing else), without a copy. */
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 function drained(sink: Sink): Promise<void> {
