@@ -172,9 +172,13 @@ function walkDir(absDir: string, shownDir: string, destDir: string, out: LayerEn
   } catch (err) {
     throw new SourceError(shownDir, describe(err), { cause: err });
   }
+  // What path.join(dir, name) gives, normalized once per directory instead of twice per entry
+  // (for 5,000 files ~9 MiB of short-lived strings): readdir names contain no slash.
+  const absPrefix = joinPrefix(absDir);
+  const shownPrefix = joinPrefix(shownDir);
   for (const name of names) {
-    const abs = path.join(absDir, name);
-    const shown = path.join(shownDir, name);
+    const abs = absPrefix + name;
+    const shown = shownPrefix + name;
     const dest = destDir === '' ? name : `${destDir}/${name}`;
     let st: Stats;
     try {
@@ -189,6 +193,13 @@ function walkDir(absDir: string, shownDir: string, destDir: string, out: LayerEn
       out.push(fileEntry(abs, dest, st, shown));
     }
   }
+}
+
+/** The prefix `p` such that `p + name` equals `path.join(dir, name)` for a name without slashes. */
+function joinPrefix(dir: string): string {
+  const norm = path.normalize(dir);
+  if (norm === '.') return '';
+  return norm.endsWith('/') ? norm : `${norm}/`;
 }
 
 function dirEntry(dest: string, st: Stats, origin: string): LayerEntry {
@@ -209,10 +220,12 @@ function fileEntry(abs: string, dest: string, st: Stats, origin: string): LayerE
   if (kind !== 'file') {
     throw new SourceError(origin, `is ${kind}; image layers may only contain regular files, directories and symlinks`);
   }
-  try {
-    accessSync(abs, constants.R_OK);
-  } catch (err) {
-    throw new SourceError(origin, describe(err), { cause: err });
+  if (!ownerMayRead(st)) {
+    try {
+      accessSync(abs, constants.R_OK);
+    } catch (err) {
+      throw new SourceError(origin, describe(err), { cause: err });
+    }
   }
   const size = st.size;
   const open = async (pool?: BufferPool): Promise<Uint8Array | AsyncIterable<Uint8Array>> => {
@@ -224,6 +237,18 @@ function fileEntry(abs: string, dest: string, st: Stats, origin: string): LayerE
     }
   };
   return { path: dest, type: 'file', mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size, open, origin };
+}
+
+const uid = process.geteuid?.();
+
+/**
+ * True when the file is ours (by effective uid, which open() checks) and its owner bits allow
+ * reading: the kernel then grants read access on the mode alone (ACLs and group bits apply only
+ * to other users), and the walk skips an access() call per file. Anything else asks the kernel.
+ * Either way, a read that still fails fails the pass with the file's name.
+ */
+function ownerMayRead(st: Stats): boolean {
+  return uid !== undefined && st.uid === uid && (st.mode & 0o400) !== 0;
 }
 
 /** Every ancestor of an entry that is itself an entry must be a directory. */

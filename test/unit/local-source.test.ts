@@ -166,6 +166,16 @@ describe('localSource', () => {
     );
   });
 
+  it('names a file below a directory spec the way path.join would', async () => {
+    await using t = await tempDir('local-names');
+    await mkdir(path.join(t.path, 'dir/sub'), { recursive: true });
+    execFileSync('mkfifo', [path.join(t.path, 'dir/sub/pipe')]);
+    for (const from of ['dir', 'dir/', './dir', 'dir//', 'dir/sub/..', path.join(t.path, 'dir')]) {
+      const shown = from.startsWith('/') ? `${from}/sub/pipe` : 'dir/sub/pipe';
+      await assert.rejects(collect(localSource([{ from, to: '' }], { cwd: t.path })), isSourceError(new RegExp(`^${shown}: is a FIFO`)), from);
+    }
+  });
+
   it('rejects a socket', async () => {
     await using t = await tempDir('local-sock');
     const server = createServer();
