@@ -99,15 +99,17 @@ resource "google_pubsub_topic" "gcr" {
   name = "gcr"
 }
 
-# Source: the repository root minus tests and tooling (the same set .gcloudignore leaves out).
-# The Node.js buildpack installs dependencies and runs the `gcp-build` script (npm run build)
-# to produce dist/, which package.json `main` points at.
+# Source: the repository root minus tests, tooling and local scratch (the same set .gcloudignore
+# leaves out; names, not globs, so any archive provider >= 2.4 reads them alike). The Node.js
+# buildpack installs dependencies and runs the `gcp-build` script (npm run build) to produce
+# dist/, which package.json `main` points at.
 data "archive_file" "source" {
   type        = "zip"
   source_dir  = "${path.module}/.."
   output_path = "${path.module}/.build/artificer-source.zip"
   excludes = [
-    ".git", "node_modules", "test", "bench", "infra", "scripts", ".build",
+    ".git", ".gitignore", ".gcloudignore", ".ab", ".ci", ".tmp", ".build", "node_modules", "dist",
+    "test", "bench", "examples", "infra", "scripts", "docs", "README.md",
   ]
 }
 
