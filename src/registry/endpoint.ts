@@ -3,11 +3,16 @@
  * docker: https everywhere, except hosts listed as insecure and loopback hosts
  * (`localhost`, 127.0.0.0/8, `[::1]`, any port). Docker Hub's API is at `registry-1.docker.io`.
  */
+import { UsageError } from '../errors.ts';
 
 export interface Endpoint {
   /** The registry as the user wrote it ("docker.io", "localhost:5000"). */
   readonly registry: string;
-  /** "https://registry-1.docker.io", "http://127.0.0.1:5000". */
+  /**
+   * "https://registry-1.docker.io", "http://127.0.0.1:5000": always in WHATWG `URL.origin` form
+   * (host lowercased, a default port dropped), so it compares equal to `new URL(…).origin` of any
+   * URL on the registry. Credentials are sent only where the two match.
+   */
   readonly origin: string;
   readonly plainHttp: boolean;
 }
@@ -41,14 +46,38 @@ export function isForbiddenRealmHost(hostname: string): boolean {
 
 const DOCKER_HUB = new Set(['docker.io', 'index.docker.io', 'registry-1.docker.io']);
 
+/**
+ * host[:port] as plain http sees it ("Foo.io:80" → "foo.io"), or undefined when it is not a
+ * valid host. Insecure registries are spoken to over http, so that is the port to drop.
+ */
+function httpHost(hostport: string): string | undefined {
+  try {
+    return new URL(`http://${hostport}`).host;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether `registry` (or a token realm's host[:port]) may be spoken to over plain http; case and an explicit :80 do not matter. */
 export function isInsecure(registry: string, insecureRegistries: readonly string[]): boolean {
-  return isLoopbackHost(registry) || insecureRegistries.includes(registry);
+  if (isLoopbackHost(registry) || insecureRegistries.includes(registry)) return true;
+  const host = httpHost(registry);
+  return host !== undefined && insecureRegistries.some((r) => httpHost(r) === host);
 }
 
 export function endpointFor(registry: string, insecureRegistries: readonly string[] = []): Endpoint {
-  if (DOCKER_HUB.has(registry)) return { registry, origin: 'https://registry-1.docker.io', plainHttp: false };
+  if (DOCKER_HUB.has(registry.toLowerCase())) return { registry, origin: 'https://registry-1.docker.io', plainHttp: false };
   const plainHttp = isInsecure(registry, insecureRegistries);
-  return { registry, origin: `${plainHttp ? 'http' : 'https'}://${registry}`, plainHttp };
+  const scheme = plainHttp ? 'http' : 'https';
+  let origin: string;
+  try {
+    origin = new URL(`${scheme}://${registry}`).origin;
+  } catch {
+    throw new UsageError(`invalid registry host "${registry}"`);
+  }
+  // A path, query or userinfo smuggled into the host would be dropped silently above.
+  if (origin === 'null' || /[/?#@\\]/.test(registry)) throw new UsageError(`invalid registry host "${registry}"`);
+  return { registry, origin, plainHttp };
 }
 
 /** Private, loopback or unique-local addresses (literal IPs and `localhost`): not on the internet. */

@@ -87,6 +87,17 @@ describe('basic auth', () => {
     });
   });
 
+  test('credentials are sent to a registry written with capitals or a default port', async () => {
+    // The Authorization header goes only where the URL's origin equals the endpoint's; that
+    // comparison once failed for "LocalHost:PORT", so every request went out anonymous.
+    const port = reg.host.split(':')[1]!;
+    const registry = `LocalHost:${port}`;
+    const client = new RegistryClient({ retry: noRetry, credentials: staticCredentials(registry, { username: reg.username!, password: reg.password! }) });
+    const repo = { registry, repository: 'basic/mixed-case' };
+    const digest = await pushImage(client, repo, 'v1');
+    assert.equal((await client.getManifest(repo, 'v1')).digest, digest);
+  });
+
   test('no credentials is UnauthorizedError naming "anonymous"', async () => {
     const client = new RegistryClient({ retry: noRetry });
     await assert.rejects(client.hasBlob({ registry: reg.host, repository: 'basic/app' }, sha256('x')), (err: unknown) => {

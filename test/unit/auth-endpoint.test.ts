@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { endpointFor, isForbiddenRealmHost, isLoopbackHost, splitHostPort } from '../../src/registry/endpoint.ts';
+import { UsageError } from '../../src/errors.ts';
+import { endpointFor, isForbiddenRealmHost, isInsecure, isLoopbackHost, splitHostPort } from '../../src/registry/endpoint.ts';
 import { normalizeScopes } from '../../src/registry/auth.ts';
 
 const endpoints: Array<[registry: string, insecure: string[], origin: string, plainHttp: boolean]> = [
@@ -18,12 +19,34 @@ const endpoints: Array<[registry: string, insecure: string[], origin: string, pl
   ['10.0.0.5:5001', ['10.0.0.5:5000'], 'https://10.0.0.5:5001', false],
   ['localhost.example.com', [], 'https://localhost.example.com', false],
   ['127.0.0.1.nip.io', [], 'https://127.0.0.1.nip.io', false],
+  // The origin is in URL.origin form, or credentials are never sent (they go only to a URL whose
+  // origin equals it): default ports dropped, host lowercased.
+  ['registry.example.com:443', [], 'https://registry.example.com', false],
+  ['localhost:80', [], 'http://localhost', true],
+  ['Foo.io', [], 'https://foo.io', false],
+  ['LOCALHOST:5000', [], 'http://localhost:5000', true],
+  ['Docker.IO', [], 'https://registry-1.docker.io', false],
+  ['MyReg:80', ['myreg'], 'http://myreg', true],
+  ['10.0.0.5:443', ['10.0.0.5:443'], 'http://10.0.0.5:443', true],
 ];
 for (const [registry, insecure, origin, plainHttp] of endpoints) {
   test(`endpointFor(${registry}${insecure.length ? `, insecure ${insecure}` : ''})`, () => {
     assert.deepEqual(endpointFor(registry, insecure), { registry, origin, plainHttp });
   });
 }
+
+test('endpointFor refuses a host URL parsing would change', () => {
+  for (const bad of ['a.b:123456789', 'evil.com@good.com', 'a.b/c', 'a b']) {
+    assert.throws(() => endpointFor(bad), (err: unknown) => err instanceof UsageError && err.message === `invalid registry host "${bad}"`, bad);
+  }
+});
+
+test('isInsecure ignores case and an explicit :80, not other ports', () => {
+  assert.equal(isInsecure('myreg', ['MyReg:80']), true);
+  assert.equal(isInsecure('myreg:80', ['myreg']), true);
+  assert.equal(isInsecure('myreg:8080', ['myreg']), false);
+  assert.equal(isInsecure('myreg.evil', ['myreg']), false);
+});
 
 test('splitHostPort and isLoopbackHost', () => {
   assert.deepEqual(splitHostPort('[::1]:5000'), { host: '[::1]', port: '5000' });
