@@ -4,7 +4,8 @@
  * ping `/v2/`, read the challenge, then send Basic credentials directly or exchange them at the
  * Bearer realm for a token scoped to the repositories and actions of the request. Tokens are
  * cached per (registry, scope set) until shortly before `expires_in`; a token covering more
- * actions serves requests needing fewer.
+ * actions serves requests needing fewer. A resolved credential lives no longer than the first
+ * token made from it, and is resolved again once when the token server refuses it.
  */
 import { request, type Dispatcher } from 'undici';
 import { NetworkError, AbortedError, RegistryError, UnauthorizedError, isTemporaryStatus, redactUrl } from '../errors.ts';
@@ -31,13 +32,25 @@ interface CachedToken {
   readonly token: string;
   readonly expiresAt: number;
   readonly scopes: ReadonlyMap<string, ReadonlySet<string>>;
+  /** Where the credential it was made from came from, for messages. */
+  readonly source: string;
+}
+
+/**
+ * A resolved credential, kept no longer than the first token made from it: providers hand out
+ * short-lived secrets (a Google access token lives an hour), and the {@link CredentialProvider}
+ * contract promises `resolve` is called again when a token expires or is rejected.
+ */
+interface CredentialEntry {
+  readonly value: Promise<ResolvedCredential | undefined>;
+  expiresAt: number;
 }
 
 interface HostState {
   /** undefined: not pinged yet; null: the registry wants no auth. */
   challenge?: Challenge | null;
   ping?: Promise<void>;
-  credential?: Promise<ResolvedCredential | undefined>;
+  credential?: CredentialEntry;
   tokens: CachedToken[];
   /** Token requests in flight, by scope set, so concurrent uploads share one. */
   inflight: Map<string, Promise<CachedToken>>;
@@ -98,15 +111,25 @@ export class Authenticator {
     return s;
   }
 
-  async #credential(registry: string, signal?: AbortSignal): Promise<ResolvedCredential | undefined> {
+  /** The host's credential entry, resolving it again when it has outlived a token made from it. */
+  #credentialEntry(registry: string, signal?: AbortSignal): CredentialEntry {
     const s = this.#state(registry);
-    s.credential ??= this.#opts.credentials.resolve(registry, signal);
-    try {
-      return await s.credential;
-    } catch (err) {
-      s.credential = undefined;
-      throw err;
+    if (s.credential && s.credential.expiresAt <= Date.now()) s.credential = undefined;
+    if (!s.credential) {
+      const entry: CredentialEntry = { value: this.#opts.credentials.resolve(registry, signal), expiresAt: Infinity };
+      // A failed resolve is not cached; the next request asks the provider again.
+      entry.value.catch(() => {
+        if (s.credential === entry) s.credential = undefined;
+      });
+      s.credential = entry;
     }
+    return s.credential;
+  }
+
+  /** Forgets `entry` unless a concurrent request has already replaced it. */
+  #dropCredential(registry: string, entry: CredentialEntry): void {
+    const s = this.#state(registry);
+    if (s.credential === entry) s.credential = undefined;
   }
 
   async #ping(ep: Endpoint, signal?: AbortSignal): Promise<void> {
@@ -152,7 +175,15 @@ export class Authenticator {
     const s = this.#state(ep.registry);
     const challenge = s.challenge;
     if (!challenge) return { source: ANONYMOUS_SOURCE };
-    const resolved = await this.#credential(ep.registry, signal);
+    if (challenge.scheme === 'bearer') {
+      const now = Date.now();
+      s.tokens = s.tokens.filter((t) => t.expiresAt > now);
+      const want = scopeMap(scopes);
+      const cached = s.tokens.find((t) => covers(t.scopes, want));
+      if (cached) return { header: `Bearer ${cached.token}`, source: cached.source };
+    }
+    const entry = this.#credentialEntry(ep.registry, signal);
+    const resolved = await entry.value;
     const cred = resolved?.credential;
     const source = resolved?.source ?? ANONYMOUS_SOURCE;
     if (challenge.scheme === 'basic') {
@@ -167,16 +198,11 @@ export class Authenticator {
         this.#assertMaySendCredentials(ep.registry, ep.origin);
         return { header: `Bearer ${cred.registryToken}`, source };
       }
-      const want = scopeMap(scopes);
-      const now = Date.now();
-      s.tokens = s.tokens.filter((t) => t.expiresAt > now);
-      const cached = s.tokens.find((t) => covers(t.scopes, want));
-      if (cached) return { header: `Bearer ${cached.token}`, source };
       const normalized = normalizeScopes(scopes);
       const key = normalized.join(' ');
       let pending = s.inflight.get(key);
       if (!pending) {
-        pending = this.#fetchToken(ep, challenge, normalized, resolved, action, signal).then(
+        pending = this.#tokenWithFreshCredential(ep, challenge, normalized, entry, resolved, action, signal).then(
           (t) => {
             s.inflight.delete(key);
             s.tokens.push(t);
@@ -190,9 +216,41 @@ export class Authenticator {
         s.inflight.set(key, pending);
       }
       const token = await pending;
-      return { header: `Bearer ${token.token}`, source };
+      return { header: `Bearer ${token.token}`, source: token.source };
     }
     return { source };
+  }
+
+  /**
+   * Fetches a token with the credential of `entry`. When the token server refuses it (401/403),
+   * the credential may simply have rotated since it was resolved: resolve again and, if the
+   * provider now hands out something else, try once more. The credential entry is kept no
+   * longer than the token made from it.
+   */
+  async #tokenWithFreshCredential(
+    ep: Endpoint,
+    challenge: Challenge,
+    scopes: string[],
+    entry: CredentialEntry,
+    resolved: ResolvedCredential | undefined,
+    action: string,
+    signal?: AbortSignal,
+  ): Promise<CachedToken> {
+    let token: CachedToken;
+    try {
+      token = await this.#fetchToken(ep, challenge, scopes, resolved, action, signal);
+    } catch (err) {
+      if (!(err instanceof UnauthorizedError)) throw err;
+      this.#dropCredential(ep.registry, entry);
+      entry = this.#credentialEntry(ep.registry, signal);
+      const again = await entry.value;
+      if (sameCredential(again, resolved)) throw err;
+      this.#opts.logger.debug('token server refused the credential; trying the one resolved again', { registry: ep.registry, source: again?.source ?? ANONYMOUS_SOURCE });
+      resolved = again;
+      token = await this.#fetchToken(ep, challenge, scopes, resolved, action, signal);
+    }
+    entry.expiresAt = Math.min(entry.expiresAt, token.expiresAt);
+    return token;
   }
 
   /**
@@ -306,8 +364,18 @@ export class Authenticator {
       token,
       expiresAt: Date.now() + Math.max(lifetimeMs / 2, lifetimeMs - EXPIRY_MARGIN_MS),
       scopes: scopeMap(scopes),
+      source,
     };
   }
+}
+
+/** Whether two resolutions carry the same secret (then trying again cannot help). */
+function sameCredential(a: ResolvedCredential | undefined, b: ResolvedCredential | undefined): boolean {
+  const x = a?.credential;
+  const y = b?.credential;
+  return (
+    x?.username === y?.username && x?.password === y?.password && x?.identityToken === y?.identityToken && x?.registryToken === y?.registryToken
+  );
 }
 
 /** Prefer Bearer over Basic when a registry offers both. */

@@ -211,6 +211,72 @@ describe('token auth', () => {
   });
 });
 
+describe('credential rotation (CredentialProvider.resolve is called again)', () => {
+  /** A provider of short-lived passwords, as the Google one is: `rotate()` hands out a new one. */
+  function rotatingProvider(): { resolve(): Promise<{ credential: { username: string; password: string }; source: string }>; current: string; resolves: number; rotate(): void } {
+    const p = {
+      current: 'access-token-1',
+      resolves: 0,
+      async resolve() {
+        p.resolves++;
+        return { credential: { username: 'oauth2accesstoken', password: p.current }, source: 'rotating provider' };
+      },
+      rotate() {
+        p.current = `access-token-${Number(p.current.split('-').at(-1)) + 1}`;
+      },
+    };
+    return p;
+  }
+
+  test('a token server refusing a rotated-out credential makes the client resolve again and retry once', async () => {
+    const provider = rotatingProvider();
+    const reg = await startRegistry({ auth: 'token', authorize: (r) => (r.password === provider.current ? r.scopes : false) });
+    try {
+      const client = new RegistryClient({ retry: noRetry, credentials: provider });
+      assert.equal(await client.hasBlob({ registry: reg.host, repository: 'rot/a' }, sha256('x')), false);
+      provider.rotate();
+      // Another repository needs a new token; the cached credential is refused.
+      assert.equal(await client.hasBlob({ registry: reg.host, repository: 'rot/b' }, sha256('x')), false);
+      assert.equal(provider.resolves, 2);
+      assert.deepEqual(reg.tokenServer!.requests.map((r) => Boolean(r.granted)), [true, false, true]);
+    } finally {
+      await reg.stop();
+    }
+  });
+
+  test('a credential that does not change is not retried: one refusal, UnauthorizedError', async () => {
+    const reg = await startRegistry({ auth: 'token' });
+    try {
+      const client = new RegistryClient({ retry: noRetry, credentials: staticCredentials(reg.host, { username: 'u', password: 'wrong' }, 'static test') });
+      await assert.rejects(client.hasBlob({ registry: reg.host, repository: 'rot/a' }, sha256('x')), UnauthorizedError);
+      assert.equal(reg.tokenServer!.requests.length, 1);
+    } finally {
+      await reg.stop();
+    }
+  });
+
+  test('a credential is resolved again when the token made from it has expired', async () => {
+    const provider = rotatingProvider();
+    const passwordsSeen: string[] = [];
+    // Both passwords stay valid, so only expiry (not a refusal) can make the client ask again.
+    const reg = await startRegistry({ auth: 'token', tokenExpiresIn: 2, authorize: (r) => (passwordsSeen.push(r.password ?? ''), r.scopes) });
+    try {
+      const client = new RegistryClient({ retry: noRetry, credentials: provider });
+      const repo = { registry: reg.host, repository: 'rot/exp' };
+      assert.equal(await client.hasBlob(repo, sha256('x')), false);
+      assert.equal(await client.hasBlob(repo, sha256('y')), false, 'the cached token serves');
+      assert.equal(provider.resolves, 1);
+      provider.rotate();
+      await new Promise((r) => setTimeout(r, 1100)); // the client drops a 2 s token after 1 s
+      assert.equal(await client.hasBlob(repo, sha256('x')), false);
+      assert.equal(provider.resolves, 2);
+      assert.deepEqual(passwordsSeen, ['access-token-1', 'access-token-2']);
+    } finally {
+      await reg.stop();
+    }
+  });
+});
+
 describe('auth edge cases against small servers', () => {
   test('a token realm on a link-local / metadata address is refused', async () => {
     for (const realm of ['http://169.254.169.254/computeMetadata/v1/token', 'http://metadata.google.internal/token', 'http://[fe80::1]/t']) {
