@@ -3,6 +3,7 @@
  * docker: https everywhere, except hosts listed as insecure and loopback hosts
  * (`localhost`, 127.0.0.0/8, `[::1]`, any port). Docker Hub's API is at `registry-1.docker.io`.
  */
+import { isIPv4, isIPv6 } from 'node:net';
 import { UsageError } from '../errors.ts';
 
 export interface Endpoint {
@@ -30,18 +31,86 @@ export function isLoopbackHost(hostport: string): boolean {
 }
 
 /**
- * Hosts a token realm must never point at: link-local addresses (169.254.0.0/16, where cloud
- * metadata servers answer, and fe80::/10) and the GCE metadata host names. A hostile registry
- * could otherwise make us send credentials to, or read tokens from, the metadata server.
+ * What a literal address (or `localhost`) is, judged by its bytes, not its spelling: WHATWG URL
+ * parsing writes `[::ffff:127.0.0.1]` as `[::ffff:7f00:1]`, and a string match on the dotted
+ * form let a public registry send us to loopback that way.
+ * - `forbidden`: never follow, whoever asks: link-local (169.254.0.0/16, where cloud metadata
+ *   servers answer, and fe80::/10), AWS's IPv6 metadata address fd00:ec2::254, "this host"
+ *   (0.0.0.0/8, `::`, which Linux connects to loopback), multicast and reserved ranges.
+ * - `private`: loopback, RFC 1918, carrier-grade NAT (100.64.0.0/10), unique-local fc00::/7,
+ *   site-local fec0::/10, `localhost` and `*.localhost` (RFC 6761).
+ * - `public`: any other literal address.
+ * - undefined: a host name, judged as written.
+ * An IPv6 address that carries an IPv4 one is judged by that IPv4 address: mapped ::ffff:0:0/96,
+ * translated ::ffff:0:0:0/96, compatible ::/96 and NAT64 64:ff9b::/96.
+ */
+export type AddressKind = 'forbidden' | 'private' | 'public';
+
+export function addressKind(hostname: string): AddressKind | undefined {
+  const h = canonicalHost(hostname);
+  if (h === 'localhost' || h.endsWith('.localhost')) return 'private';
+  if (isIPv4(h)) return ipv4Kind(h.split('.').map(Number));
+  if (!isIPv6(h)) return undefined;
+  const g = ipv6Groups(h);
+  const zeros = (n: number): boolean => g.slice(0, n).every((x) => x === 0);
+  if (zeros(8)) return 'forbidden'; // ::
+  if (zeros(7) && g[7] === 1) return 'private'; // ::1
+  const embedded =
+    (zeros(5) && g[5] === 0xffff) || // ::ffff:a.b.c.d
+    (zeros(4) && g[4] === 0xffff && g[5] === 0) || // ::ffff:0:a.b.c.d
+    zeros(6) || // ::a.b.c.d
+    (g[0] === 0x64 && g[1] === 0xff9b && g.slice(2, 6).every((x) => x === 0)); // 64:ff9b::a.b.c.d
+  if (embedded) return ipv4Kind([g[6]! >> 8, g[6]! & 0xff, g[7]! >> 8, g[7]! & 0xff]);
+  if ((g[0]! & 0xffc0) === 0xfe80 || (g[0]! & 0xff00) === 0xff00) return 'forbidden';
+  if (g[0] === 0xfd00 && g[1] === 0x0ec2 && g.slice(2, 7).every((x) => x === 0) && g[7] === 0x254) return 'forbidden';
+  if ((g[0]! & 0xfe00) === 0xfc00 || (g[0]! & 0xffc0) === 0xfec0) return 'private';
+  return 'public';
+}
+
+function ipv4Kind([a, b]: number[]): AddressKind {
+  if (a === 0 || (a === 169 && b === 254) || a! >= 224) return 'forbidden';
+  if (a === 127 || a === 10 || (a === 172 && b! >= 16 && b! <= 31) || (a === 192 && b === 168) || (a === 100 && b! >= 64 && b! <= 127)) {
+    return 'private';
+  }
+  return 'public';
+}
+
+/** A host as URL parsing writes it (0x7f000001 and 127.1 are 127.0.0.1), lowercase, without brackets or a trailing dot. */
+function canonicalHost(hostname: string): string {
+  let h = hostname.toLowerCase().replace(/^\[|\]$/g, '').replace(/\.$/, '');
+  try {
+    h = new URL(`http://${h.includes(':') ? `[${h}]` : h}/`).hostname.replace(/^\[|\]$/g, '');
+  } catch {
+    // not a host URL parsing accepts: judged as written
+  }
+  return h;
+}
+
+/** The eight 16-bit groups of a valid IPv6 address (`::` expanded, a trailing dotted quad folded in). */
+function ipv6Groups(address: string): number[] {
+  let s = address.replace(/%.*$/, '');
+  const quad = /^(.*:)(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(s);
+  if (quad) {
+    const [a, b, c, d] = quad.slice(2).map(Number) as [number, number, number, number];
+    s = `${quad[1]}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const parse = (part: string): number[] => (part ? part.split(':').map((x) => parseInt(x, 16)) : []);
+  const [head, tail] = s.split('::') as [string, string | undefined];
+  if (tail === undefined) return parse(head);
+  const h = parse(head);
+  const t = parse(tail);
+  return [...h, ...new Array<number>(8 - h.length - t.length).fill(0), ...t];
+}
+
+const METADATA_HOSTS = new Set(['metadata.google.internal', 'metadata', 'metadata.goog']);
+
+/**
+ * Hosts a token realm, redirect or upload Location must never point at: the metadata server
+ * under its names and addresses, and the other `forbidden` addresses of {@link addressKind}. A
+ * hostile registry could otherwise make us send credentials to, or read tokens from, it.
  */
 export function isForbiddenRealmHost(hostname: string): boolean {
-  const h = hostname.toLowerCase().replace(/^\[|\]$/g, '').replace(/\.$/, '');
-  if (h === 'metadata.google.internal' || h === 'metadata' || h === 'metadata.goog') return true;
-  if (/^169\.254\.\d{1,3}\.\d{1,3}$/.test(h)) return true;
-  if (/^fe[89ab][0-9a-f]?:/.test(h)) return true;
-  if (/^::ffff:169\.254\./.test(h) || /^::ffff:a9fe:/.test(h)) return true;
-  if (h === '0.0.0.0' || h === '::') return true;
-  return false;
+  return METADATA_HOSTS.has(canonicalHost(hostname)) || addressKind(hostname) === 'forbidden';
 }
 
 const DOCKER_HUB = new Set(['docker.io', 'index.docker.io', 'registry-1.docker.io']);
@@ -80,17 +149,10 @@ export function endpointFor(registry: string, insecureRegistries: readonly strin
   return { registry, origin, plainHttp };
 }
 
-/** Private, loopback or unique-local addresses (literal IPs and `localhost`): not on the internet. */
+/** Literal addresses and `localhost` names that are not on the internet (see {@link addressKind}). */
 export function isPrivateHost(hostname: string): boolean {
-  const h = hostname.toLowerCase().replace(/^\[|\]$/g, '').replace(/\.$/, '');
-  if (isLoopbackHost(h) || h === '::1') return true;
-  const v4 = /^(?:::ffff:)?(\d{1,3})\.(\d{1,3})\.\d{1,3}\.\d{1,3}$/.exec(h);
-  if (v4) {
-    const a = Number(v4[1]);
-    const b = Number(v4[2]);
-    return a === 10 || a === 127 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) || (a === 100 && b >= 64 && b <= 127);
-  }
-  return /^f[cd][0-9a-f]{0,2}:/.test(h);
+  const kind = addressKind(hostname);
+  return kind === 'private' || kind === 'forbidden';
 }
 
 /**

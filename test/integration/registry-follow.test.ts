@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
+import { Agent } from 'undici';
 import { RegistryError } from '../../src/errors.ts';
 import { RegistryClient } from '../../src/registry/client.ts';
 import { staticCredentials } from '../../src/registry/credentials.ts';
@@ -66,4 +67,31 @@ test('an upload Location at the metadata server is refused before any request', 
     (err: unknown) => err instanceof RegistryError && /refusing to follow registry .* to http:\/\/169\.254\.169\.254/.test(err.message),
   );
   assert.ok(seen.every((s) => s.server === 'registry'));
+});
+
+test('a public registry cannot send an upload to loopback spelled as an IPv4-mapped IPv6 address', async () => {
+  // The registry has a public name; only this Agent resolves it to our loopback server. URL
+  // parsing writes [::ffff:127.0.0.1] as [::ffff:7f00:1], which the guard once did not recognise.
+  const dispatcher = new Agent({
+    connect: {
+      lookup: (_host, opts, cb) =>
+        (opts as { all?: boolean }).all ? (cb as (e: null, a: Array<{ address: string; family: number }>) => void)(null, [{ address: '127.0.0.1', family: 4 }]) : cb(null, '127.0.0.1', 4),
+    },
+  });
+  const registryName = `registry.example.test:${(registry.address() as AddressInfo).port}`;
+  const c = new RegistryClient({ credentials: staticCredentials(registryName, { username: 'u', password: 'secret-pw' }), insecureRegistries: [registryName], dispatcher, retry: { attempts: 1 } });
+  try {
+    for (const spelled of ['[::ffff:127.0.0.1]', '[::ffff:7f00:1]', '[::127.0.0.1]']) {
+      seen.length = 0;
+      location = `http://${spelled}:${(elsewhere.address() as AddressInfo).port}/internal-admin/upload`;
+      await assert.rejects(
+        c.uploadBlob({ registry: registryName, repository: 'x/y' }, { bytes: Buffer.from('secret layer') }),
+        (err: unknown) => err instanceof RegistryError && /refusing to follow registry registry\.example\.test/.test(err.message),
+        spelled,
+      );
+      assert.deepEqual(seen.filter((s) => s.server === 'elsewhere'), [], `nothing reached the loopback service via ${spelled}`);
+    }
+  } finally {
+    await dispatcher.close();
+  }
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { isPrivateHost, mayFollow } from '../../src/registry/endpoint.ts';
+import { addressKind, isPrivateHost, mayFollow, type AddressKind } from '../../src/registry/endpoint.ts';
 
 test('private, loopback and unique-local addresses', () => {
   for (const h of ['127.0.0.1', 'localhost', '[::1]', '10.1.2.3', '172.16.0.1', '172.31.255.255', '192.168.1.1', '100.64.0.1', '[fd12::1]', '::ffff:10.0.0.1']) {
@@ -8,6 +8,39 @@ test('private, loopback and unique-local addresses', () => {
   }
   for (const h of ['8.8.8.8', '172.32.0.1', '192.169.0.1', 'us-docker.pkg.dev', '[2001:db8::1]']) assert.equal(isPrivateHost(h), false, h);
 });
+
+// Judged by the address bytes: URL parsing rewrites [::ffff:127.0.0.1] as [::ffff:7f00:1], which a
+// match on the dotted spelling missed, so a public registry could send an upload to loopback.
+const kinds: Array<[host: string, kind: AddressKind | undefined]> = [
+  ['[::ffff:7f00:1]', 'private'],
+  ['::ffff:127.0.0.1', 'private'],
+  ['[0:0:0:0:0:ffff:7f00:1]', 'private'],
+  ['[::ffff:c0a8:101]', 'private'], // 192.168.1.1
+  ['[::ffff:a00:1]', 'private'], // 10.0.0.1
+  ['[::ffff:0:7f00:1]', 'private'], // IPv4-translated 127.0.0.1
+  ['[::7f00:1]', 'private'], // IPv4-compatible 127.0.0.1
+  ['[64:ff9b::a00:5]', 'private'], // NAT64 10.0.0.5
+  ['[::ffff:808:808]', 'public'], // 8.8.8.8
+  ['[::ffff:a9fe:a9fe]', 'forbidden'], // 169.254.169.254
+  ['[::ffff:0:a9fe:a9fe]', 'forbidden'],
+  ['[::a9fe:a9fe]', 'forbidden'],
+  ['[64:ff9b::a9fe:a9fe]', 'forbidden'],
+  ['[fd00:ec2::254]', 'forbidden'], // AWS metadata over IPv6
+  ['[fe80::1]', 'forbidden'],
+  ['[FEBF::1]', 'forbidden'],
+  ['0.0.0.0', 'forbidden'],
+  ['0.1.2.3', 'forbidden'],
+  ['[::]', 'forbidden'],
+  ['[::1]', 'private'],
+  ['[fec0::1]', 'private'],
+  ['0x7f000001', 'private'],
+  ['127.1', 'private'],
+  ['foo.localhost', 'private'],
+  ['[2001:db8::1]', 'public'],
+  ['93.184.216.34', 'public'],
+  ['registry.example.com', undefined],
+];
+for (const [host, kind] of kinds) test(`addressKind(${host}) → ${kind}`, () => assert.equal(addressKind(host), kind));
 
 test('where a registry may send us', () => {
   const rows: Array<[string, string, boolean]> = [
@@ -21,6 +54,15 @@ test('where a registry may send us', () => {
     ['10.0.0.5:5000', 'http://10.0.0.5:5001/token', true],
     ['127.0.0.1:5000', 'http://127.0.0.1:6000/token', true],
     ['127.0.0.1:5000', 'http://169.254.169.254/', false],
+    ['registry.example.com', 'http://[::ffff:127.0.0.1]:8080/token', false],
+    ['registry.example.com', 'http://[::ffff:7f00:1]/upload', false],
+    ['registry.example.com', 'http://[0:0:0:0:0:ffff:c0a8:101]/', false],
+    ['registry.example.com', 'http://[::127.0.0.1]/', false],
+    ['registry.example.com', 'http://foo.localhost/', false],
+    ['registry.example.com', 'http://[::ffff:0:a9fe:a9fe]/', false],
+    ['registry.example.com', 'https://[::ffff:808:808]/blob', true],
+    ['127.0.0.1:5000', 'http://[::ffff:7f00:1]:6000/token', true],
+    ['127.0.0.1:5000', 'http://[::ffff:a9fe:a9fe]/', false],
   ];
   for (const [registry, target, ok] of rows) assert.equal(mayFollow(registry, new URL(target)), ok, `${registry} → ${target}`);
 });
