@@ -23,7 +23,8 @@ export type ErrorCode =
   | 'ARTIFICER_DIGEST_MISMATCH'
   | 'ARTIFICER_UNSUPPORTED'
   | 'ARTIFICER_TARGET_NOT_ALLOWED'
-  | 'ARTIFICER_ABORTED';
+  | 'ARTIFICER_ABORTED'
+  | 'ARTIFICER_TAGS_INCOMPLETE';
 
 export interface ArtificerErrorOptions {
   cause?: unknown;
@@ -226,6 +227,24 @@ export class TargetNotAllowedError extends ArtificerError {
 export class AbortedError extends ArtificerError {
   constructor(message = 'aborted', options?: ArtificerErrorOptions) {
     super('ARTIFICER_ABORTED', message, options);
+  }
+}
+
+/**
+ * Some tags were written, then one failed: the registry now has `tagged` on the new image and
+ * the remaining tags where they were. Temporary when the failure was (a retry pushes them all).
+ */
+export class TagsIncompleteError extends ArtificerError {
+  readonly digest: string;
+  readonly tagged: readonly string[];
+  constructor(digest: string, tagged: readonly string[], cause: unknown) {
+    const why = cause instanceof Error ? cause.message : String(cause);
+    super('ARTIFICER_TAGS_INCOMPLETE', `only some tags were pushed (${tagged.join(', ')} now point at ${digest}): ${why}`, {
+      cause,
+      temporary: cause instanceof ArtificerError && cause.temporary,
+    });
+    this.digest = digest;
+    this.tagged = tagged;
   }
 }
 

@@ -1,5 +1,5 @@
 import { Transform, pipeline, type Readable } from 'node:stream';
-import { DigestMismatchError, UsageError, asOutputError, withContext } from '../errors.ts';
+import { AbortedError, DigestMismatchError, TagsIncompleteError, UsageError, asOutputError, withContext } from '../errors.ts';
 import { createLayer, type Layer, type LayerDigests } from '../layer/layer.ts';
 import { silentLogger, type ProgressEvent } from '../log.ts';
 import { FamilyTypes, type Descriptor, type Family } from '../oci/types.ts';
@@ -234,21 +234,32 @@ async function pushToRegistries(
     );
   }
 
-  // 3. Tags, last: one manifest PUT per tag.
+  // 3. Tags, last: one manifest PUT per tag. Once tagging starts it is not aborted (Ctrl-C, the
+  //    function's deadline): the requests are small, and stopping between two would leave some
+  //    tags on the new image and the others on the old one (or a PUT the registry may have
+  //    applied after we stopped listening). A tag that fails after others were written is
+  //    reported as exactly that.
   const top = index ?? images[0]!.manifest;
-  for (const { repo, tags } of targets) {
-    for (const tag of tags) {
+  if (ctx.signal?.aborted) throw new AbortedError('build aborted before any tag was written', { cause: ctx.signal.reason });
+  const tagged: string[] = [];
+  for (const { repo, tags, references } of targets) {
+    for (const [i, tag] of tags.entries()) {
+      const ref = String(references[i]);
       try {
-        await putManifest(ctx, repo, tag, top);
+        await ctx.beforeTag?.(ref);
+        await putManifest(ctx, repo, tag, top, null);
       } catch (err) {
-        throw withContext(err, `tagging ${repositoryName(repo)}:${tag}`);
+        const failed = withContext(err, `tagging ${repositoryName(repo)}:${tag}`);
+        throw tagged.length === 0 ? failed : new TagsIncompleteError(top.descriptor.digest, tagged, failed);
       }
+      tagged.push(ref);
       ctx.logger?.info('pushed', { image: `${repositoryName(repo)}:${tag}`, digest: top.descriptor.digest });
     }
   }
 }
 
-async function putManifest(ctx: BuildContext, repo: Repository, reference: string, manifest: Blob): Promise<void> {
-  const digest = await ctx.registry.putManifest(repo, reference, manifest.bytes, manifest.descriptor.mediaType, ctx.signal);
+/** `signal` null: not abortable (a tag); omitted: the build's signal. */
+async function putManifest(ctx: BuildContext, repo: Repository, reference: string, manifest: Blob, signal?: AbortSignal | null): Promise<void> {
+  const digest = await ctx.registry.putManifest(repo, reference, manifest.bytes, manifest.descriptor.mediaType, signal === null ? undefined : (signal ?? ctx.signal));
   if (digest !== manifest.descriptor.digest) throw new DigestMismatchError(`manifest ${repositoryName(repo)}:${reference}`, manifest.descriptor.digest, digest);
 }

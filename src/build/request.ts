@@ -66,6 +66,11 @@ export interface BuildContext {
   readonly signal?: AbortSignal;
   /** Maximum blob uploads in flight (default 4). */
   readonly concurrency?: number;
+  /**
+   * Called before each tag is written, with the reference about to be tagged; throwing stops
+   * the build there (the Cloud Function checks that the upload it builds is still the newest).
+   */
+  readonly beforeTag?: (reference: string) => Promise<void>;
 }
 
 export interface BuiltImage {

@@ -9,6 +9,7 @@ import { craneManifest, pushBusyboxBase, type PushedImage } from '../support/ima
 import { startRegistry, type RunningRegistry } from '../support/registry.ts';
 import { pullAndRun } from '../support/runc.ts';
 import { tempDir, type TempDir } from '../support/tmp.ts';
+import { exec, tool } from '../support/tools.ts';
 
 let plain: RunningRegistry;
 let basic: RunningRegistry;
@@ -37,6 +38,8 @@ after(async () => {
   await Promise.all([plain?.stop(), basic?.stop(), token?.stop(), proxy?.stop()]);
   await work?.remove();
 });
+
+const craneDigest = async (ref: string): Promise<string> => (await exec(tool('crane'), ['digest', ref])).stdout.trim();
 
 const build = (target: string, extra: string[] = []) => ['-b', base.reference, '-f', 'hello', '-c', '/hello', '-e', 'WHO=world', '-t', target, ...extra];
 
@@ -111,6 +114,41 @@ describe('through a faulty registry', () => {
     assert.match(r.stderr, /500/);
     proxy.reset();
     await assert.rejects(craneManifest(`${plain.host}/faulty/never:1`));
+  });
+
+  test('a tag that fails after another was written: the error says which tags moved, to what', async () => {
+    proxy.reset();
+    proxy.failNext(1, { status: 400, method: 'PUT', match: /\/manifests\/2$/ });
+    const r = await artificer(build(`${proxy.host}/faulty/partial:1`, ['--tag', '2']), { cwd: work.path });
+    assert.equal(r.code, 1, r.stderr);
+    const moved = /only some tags were pushed \((\S+) now point at (sha256:[a-f0-9]{64})\): tagging \S+faulty\/partial:2/.exec(r.stderr);
+    assert.ok(moved, r.stderr);
+    assert.equal(moved[1], `${proxy.host}/faulty/partial:1`);
+    assert.equal(r.stdout, '', 'no image is reported');
+    proxy.reset();
+    assert.equal(await craneDigest(`${plain.host}/faulty/partial:1`), moved[2]);
+    await assert.rejects(craneManifest(`${plain.host}/faulty/partial:2`));
+  });
+
+  test('Ctrl-C while tagging: the tag set is finished, never left half moved', async () => {
+    const { spawn } = await import('node:child_process');
+    const { BIN } = await import('../support/cli.ts');
+    proxy.reset();
+    proxy.failNext(1, { delayMs: 1500, method: 'PUT', match: /\/manifests\/1$/ });
+    const child = spawn(process.execPath, [BIN, ...build(`${proxy.host}/faulty/atomic:1`, ['--tag', '2'])], {
+      cwd: work.path,
+      env: { PATH: process.env.PATH, HOME: process.env.HOME },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d));
+    for (let i = 0; i < 200 && !proxy.requests.some((q) => q.method === 'PUT' && /\/manifests\/1$/.test(q.path)); i++) await new Promise((r) => setTimeout(r, 25));
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    assert.equal(code, 130, stderr);
+    proxy.reset();
+    const [one, two] = await Promise.all([craneDigest(`${plain.host}/faulty/atomic:1`), craneDigest(`${plain.host}/faulty/atomic:2`)]);
+    assert.equal(one, two, `both tags were written, to the same image: ${stderr}`);
   });
 
   test('same registry: base layers are mounted, not re-uploaded', async () => {
