@@ -253,14 +253,24 @@ export function isTemporaryStatus(status: number): boolean {
   return status === 408 || status === 429 || status >= 500;
 }
 
-const SECRET_QUERY_KEYS = /^(access_token|token|x-amz-.*|signature|sig|x-goog-.*|password|secret|jwt|_state)$/i;
+/**
+ * Query parameters that carry secrets on URLs registries hand out: tokens, upload state, and the
+ * signatures of pre-signed storage URLs — S3 (`X-Amz-*`), GCS (`X-Goog-*`), Azure (`sig`),
+ * CloudFront (`Policy`, `Signature`, `Key-Pair-Id`) and Docker Hub's Cloudflare blob URLs
+ * (`verify=<expiry>-<HMAC>`).
+ */
+const SECRET_QUERY_KEYS = /^(access_token|token|x-amz-.*|signature|sig|x-goog-.*|password|secret|jwt|_state|verify|policy|key-pair-id)$/i;
 
 /**
  * Removes userinfo and secret-looking query parameters from a URL, for logs and errors.
  * Upload URLs handed out by registries (`Location`) often embed signed state; keep the
  * path so the message still says which request failed.
+ *
+ * Given the registry's own origin, a URL on any other origin (blob storage the registry
+ * redirected to) has every query value redacted: signed storage URLs name their signature in
+ * provider-specific ways, and none of their parameters help a reader of the message.
  */
-export function redactUrl(raw: string): string {
+export function redactUrl(raw: string, registryOrigin?: string): string {
   let url: URL;
   try {
     url = new URL(raw);
@@ -271,8 +281,9 @@ export function redactUrl(raw: string): string {
     url.username = 'REDACTED';
     url.password = '';
   }
-  for (const key of [...url.searchParams.keys()]) {
-    if (SECRET_QUERY_KEYS.test(key)) url.searchParams.set(key, 'REDACTED');
+  const foreign = registryOrigin !== undefined && url.origin !== registryOrigin;
+  for (const key of [...new Set(url.searchParams.keys())]) {
+    if (foreign || SECRET_QUERY_KEYS.test(key)) url.searchParams.set(key, 'REDACTED');
   }
   return url.toString();
 }

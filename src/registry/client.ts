@@ -374,10 +374,8 @@ export class RegistryClient implements Registry {
   /** Refuses a registry-provided URL (Location, redirect) that points somewhere it must not. */
   #follow(ep: Endpoint, target: URL, method: string): URL {
     if (target.origin !== ep.origin && !mayFollow(ep.registry, target)) {
-      throw new RegistryError(`refusing to follow registry ${ep.registry} to ${redactUrl(target.toString())}: not an address a registry may send us to`, {
-        method,
-        url: target.toString(),
-      });
+      const shown = redactUrl(target.toString(), ep.origin);
+      throw new RegistryError(`refusing to follow registry ${ep.registry} to ${shown}: not an address a registry may send us to`, { method, url: shown });
     }
     return target;
   }
@@ -398,11 +396,11 @@ export class RegistryClient implements Registry {
       let url = target.toString();
       let res: Dispatcher.ResponseData;
       for (let redirects = 0; ; redirects++) {
-        res = await this.#raw(call.method, url, { ...call.headers, ...(authorization ? { authorization } : {}) }, call.body, call.signal);
+        res = await this.#raw(ep, call.method, url, { ...call.headers, ...(authorization ? { authorization } : {}) }, call.body, call.signal);
         const loc = header(res, 'location');
         if (!call.followRedirects || res.statusCode < 300 || res.statusCode >= 400 || res.statusCode === 304 || !loc) break;
         await res.body.dump();
-        if (redirects >= MAX_REDIRECTS) throw new RegistryError(`too many redirects`, { method: call.method, url, status: res.statusCode });
+        if (redirects >= MAX_REDIRECTS) throw new RegistryError(`too many redirects`, { method: call.method, url: redactUrl(url, ep.origin), status: res.statusCode });
         target = this.#follow(ep, new URL(loc, url), call.method);
         if (target.origin !== new URL(url).origin) authorization = undefined;
         url = target.toString();
@@ -420,8 +418,9 @@ export class RegistryClient implements Registry {
     }
   }
 
-  async #raw(method: string, url: string, headers: Record<string, string>, body: Body, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
+  async #raw(ep: Endpoint, method: string, url: string, headers: Record<string, string>, body: Body, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
     const started = Date.now();
+    const shown = redactUrl(url, ep.origin);
     try {
       const res = await request(url, {
         method: method as Dispatcher.HttpMethod,
@@ -430,7 +429,7 @@ export class RegistryClient implements Registry {
         ...(signal ? { signal } : {}),
         ...(this.#dispatcher ? { dispatcher: this.#dispatcher } : {}),
       });
-      this.#logger.debug('http', { method, url: redactUrl(url), status: res.statusCode, ms: Date.now() - started });
+      this.#logger.debug('http', { method, url: shown, status: res.statusCode, ms: Date.now() - started });
       return res;
     } catch (err) {
       if (signal?.aborted) throw new AbortedError('aborted', { cause: err });
@@ -440,8 +439,8 @@ export class RegistryClient implements Registry {
       // network failure.
       const fromBody = bodyError(err);
       if (fromBody) throw fromBody;
-      this.#logger.debug('http', { method, url: redactUrl(url), error: describe(err), ms: Date.now() - started });
-      throw new NetworkError(`${method} ${redactUrl(url)} failed: ${describe(err)}`, { cause: err });
+      this.#logger.debug('http', { method, url: shown, error: describe(err), ms: Date.now() - started });
+      throw new NetworkError(`${method} ${shown} failed: ${describe(err)}`, { cause: err });
     }
   }
 
@@ -455,6 +454,7 @@ export class RegistryClient implements Registry {
     source: string,
     notFound?: () => Error,
   ): Promise<Error> {
+    url = redactUrl(url, this.endpoint(repo.registry).origin);
     let text = '';
     try {
       const buf = Buffer.from(await res.body.arrayBuffer());

@@ -66,7 +66,19 @@ test('registry errors keep status and method and never the secrets of the URL', 
 test('redactUrl and redactHeaders', () => {
   assert.equal(redactUrl('http://a:b@h/p?access_token=t&x=1'), 'http://REDACTED@h/p?access_token=REDACTED&x=1');
   assert.equal(redactUrl('not a url //u:p@host'), 'not a url //REDACTED@host');
+  // Signed blob URLs: Docker Hub (Cloudflare) and CloudFront.
+  assert.equal(
+    redactUrl('https://production.cloudflare.docker.com/registry-v2/docker/registry/v2/blobs/sha256/ab/abc/data?verify=1700000000-AbCdEfHmacSig'),
+    'https://production.cloudflare.docker.com/registry-v2/docker/registry/v2/blobs/sha256/ab/abc/data?verify=REDACTED',
+  );
+  assert.equal(redactUrl('https://d1.cloudfront.net/b?Expires=1&Policy=p&Signature=s&Key-Pair-Id=k'), 'https://d1.cloudfront.net/b?Expires=1&Policy=REDACTED&Signature=REDACTED&Key-Pair-Id=REDACTED');
   assert.deepEqual(redactHeaders({ Authorization: 'Bearer abc', 'content-type': 'x' }), { Authorization: 'REDACTED', 'content-type': 'x' });
+});
+
+test('redactUrl with the registry origin redacts every query value elsewhere, keeping the path', () => {
+  const origin = 'https://reg.example.com';
+  assert.equal(redactUrl('https://storage.example.net/bucket/sha256/ab?hmac=x1&exp=2&u=a:b@c', origin), 'https://storage.example.net/bucket/sha256/ab?hmac=REDACTED&exp=REDACTED&u=REDACTED');
+  assert.equal(redactUrl('https://reg.example.com/v2/a/blobs/uploads/u?digest=sha256%3A1&_state=s', origin), 'https://reg.example.com/v2/a/blobs/uploads/u?digest=sha256%3A1&_state=REDACTED');
 });
 
 test('withContext prefixes once and keeps the class', () => {
