@@ -41,7 +41,9 @@ export function isTemporaryGcsError(err: unknown): boolean {
   const status = typeof e?.code === 'number' ? e.code : typeof e?.status === 'number' ? e.status : undefined;
   if (status !== undefined) return status === 408 || status === 429 || status >= 500;
   if (typeof e?.code === 'string') {
-    return /^(ECONNRESET|ECONNREFUSED|ETIMEDOUT|EPIPE|EAI_AGAIN|ENOTFOUND|ENETUNREACH|EHOSTUNREACH|UND_ERR_.*|ERR_STREAM_PREMATURE_CLOSE)$/.test(e.code);
+    // CONTENT_DOWNLOAD_MISMATCH: @google-cloud/storage's checksum check of a download failed;
+    // its documentation says to download again.
+    return /^(CONTENT_DOWNLOAD_MISMATCH|ECONNRESET|ECONNREFUSED|ETIMEDOUT|EPIPE|EAI_AGAIN|ENOTFOUND|ENETUNREACH|EHOSTUNREACH|UND_ERR_.*|ERR_STREAM_PREMATURE_CLOSE)$/.test(e.code);
   }
   if (e?.cause !== undefined && e.cause !== err) return isTemporaryGcsError(e.cause);
   return false;

@@ -10,17 +10,17 @@
 import type { Bucket, Storage } from '@google-cloud/storage';
 import { build } from '../build/build.ts';
 import type { BuildResult } from '../build/request.ts';
-import { AbortedError, ArtificerError, TargetNotAllowedError } from '../errors.ts';
+import { AbortedError, ArtificerError, InvalidSpecError, TagsIncompleteError, TargetNotAllowedError } from '../errors.ts';
 import { parseReference, repositoryName, type Reference } from '../reference/reference.ts';
 import { RegistryClient } from '../registry/client.ts';
 import type { CredentialProvider } from '../registry/types.ts';
-import { parseSpecText, type BuildSpec } from '../spec/spec.ts';
+import { MAX_SPEC_BYTES, parseSpecText, type BuildSpec } from '../spec/spec.ts';
 import { resolveTags, specToRequest } from '../spec/request.ts';
 import { isAllowedTarget, type FunctionConfig } from './config.ts';
 import { isSpecObject, type RebuildMessage, type StorageObjectEvent } from './events.ts';
 import { isTemporaryGcsError, pinGcsSource, storageError } from './gcs-source.ts';
 import type { JsonLogger } from './logger.ts';
-import { readState, RECORD_KEYS, recordError, writeRecord } from './record.ts';
+import { readState, RECORD_KEYS, recordError, writeRecord, type BuildRecord, type WriteOutcome } from './record.ts';
 
 export interface HandlerDeps {
   readonly storage: Storage;
@@ -53,8 +53,14 @@ function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-async function readSpec(bucket: Bucket, name: string, generation: string): Promise<BuildSpec> {
+/**
+ * Downloads and parses one generation of a spec. `size` is the generation's size from its
+ * metadata: an oversized object is refused before a byte is downloaded (a spec is read whole,
+ * and a mistaken upload of an artifact as `*.artificer.json` would otherwise fill the memory).
+ */
+async function readSpec(bucket: Bucket, name: string, generation: string, size: number): Promise<BuildSpec> {
   const url = `gs://${bucket.name}/${name}`;
+  if (size > MAX_SPEC_BYTES) throw new InvalidSpecError(url, `is ${size} bytes; a spec may be at most ${MAX_SPEC_BYTES} bytes`);
   let bytes: Buffer;
   try {
     [bytes] = await bucket.file(name, { generation }).download();
@@ -78,6 +84,26 @@ function checkAllowed(targets: readonly Reference[], allowed: readonly string[])
   }
 }
 
+/**
+ * Thrown by the tag check when the generation being built is no longer the live one: the newer
+ * upload's own event builds and tags (and records), so this run stops before moving any tag.
+ */
+class Superseded extends Error {
+  readonly outcome: 'superseded' | 'deleted';
+  constructor(outcome: 'superseded' | 'deleted', message: string) {
+    super(message);
+    this.outcome = outcome;
+  }
+}
+
+/** The first error in `err`'s cause chain that is a {@link Superseded}. */
+function supersededIn(err: unknown): Superseded | undefined {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (e instanceof Superseded) return e;
+  }
+  return undefined;
+}
+
 /** Builds one spec generation and records the outcome. Throws only for retryable failures. */
 export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome> {
   const { config, logger } = deps;
@@ -91,11 +117,31 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
     logger.log(severity, msg, { ...fields, outcome, durationMs: now() - started, ...extra });
     return outcome;
   };
+  /** Whether a temporary failure is still worth an Eventarc retry (else it is recorded). */
+  const retryable = (err: unknown): boolean => isTemporary(err) && now() - run.time.getTime() < config.maxEventAgeMs;
+  /**
+   * Writes the record; a write that keeps failing is logged, not thrown (a throw would make
+   * Eventarc redeliver, and rebuild, for as long as the write fails), unless it is temporary and
+   * the event young enough to retry.
+   */
+  const record = async (rec: BuildRecord): Promise<WriteOutcome | { readonly error: unknown }> => {
+    try {
+      return await writeRecord(file, run.generation, rec);
+    } catch (err) {
+      if (retryable(err)) {
+        done('failed', 'WARNING', `temporary failure writing the record, the event will be retried: ${message(err)}`, { retry: true });
+        throw err;
+      }
+      return { error: err };
+    }
+  };
 
   let result: BuildResult | undefined;
   let objectBytes = 0;
+  let tagging = false;
   // A build that outlives the function is killed without a record; give up a little earlier
-  // so the failure is recorded. Tags are pushed last, so an abandoned build leaves none.
+  // so the failure is recorded. The deadline stops a build only before its first tag (build()
+  // finishes a tag set it has started), so an abandoned build has tagged nothing.
   const deadline = AbortSignal.timeout(config.buildTimeoutMs);
   try {
     const state = await readState(file);
@@ -110,7 +156,7 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
       });
     }
 
-    const spec = await readSpec(bucket, run.name, run.generation);
+    const spec = await readSpec(bucket, run.name, run.generation, state.size);
     const specTarget = parseReference(spec.target);
     checkAllowed([specTarget, ...resolveTags(specTarget, spec.tags)], config.allowedTargets);
     const pinned = await pinGcsSource({ bucket, specName: run.name, files: spec.files, signal: deadline });
@@ -128,40 +174,56 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
       logger: libLogger,
       ...(config.registryRetryAttempts !== undefined ? { retry: { attempts: config.registryRetryAttempts } } : {}),
     });
-    result = await build(request, { registry, logger: libLogger, signal: deadline });
+    // Before each tag: is this still the newest upload? An older build that finishes after a
+    // newer one must not move the tags back (the newer one's record would then name an image
+    // the tags no longer point at).
+    const beforeTag = async (): Promise<void> => {
+      tagging = true;
+      const now = await readState(file);
+      if (!now) throw new Superseded('deleted', `${url} was deleted during the build; no tag was moved by this build after that`);
+      if (now.generation !== run.generation) {
+        throw new Superseded('superseded', `${url} generation ${run.generation} was replaced by ${now.generation} during the build; the newer upload tags`);
+      }
+    };
+    result = await build(request, { registry, logger: libLogger, signal: deadline, beforeTag });
   } catch (caught) {
-    const err = deadline.aborted
-      ? new AbortedError(`the build did not finish within ${config.buildTimeoutMs / 1000} s (ARTIFICER_BUILD_TIMEOUT); nothing was tagged`, { cause: caught })
-      : caught;
-    const age = now() - run.time.getTime();
-    if (isTemporary(err) && age < config.maxEventAgeMs) {
-      done('failed', 'WARNING', `temporary failure, the event will be retried: ${message(err)}`, { retry: true, eventAgeMs: age });
+    const superseded = supersededIn(caught);
+    if (superseded) {
+      const partial = caught instanceof TagsIncompleteError ? { tagged: caught.tagged, digest: caught.digest } : {};
+      return done(superseded.outcome, 'INFO', superseded.message, partial);
+    }
+    const err =
+      deadline.aborted && !tagging
+        ? new AbortedError(`the build did not finish within ${config.buildTimeoutMs / 1000} s (ARTIFICER_BUILD_TIMEOUT); nothing was tagged`, { cause: caught })
+        : caught;
+    if (retryable(err)) {
+      done('failed', 'WARNING', `temporary failure, the event will be retried: ${message(err)}`, { retry: true, eventAgeMs: now() - run.time.getTime() });
       throw err;
     }
+    const age = now() - run.time.getTime();
     const reason = isTemporary(err) ? `gave up after retrying for ${Math.round(age / 1000)} s: ${message(err)}` : message(err);
-    const outcome = await writeRecord(file, run.generation, { status: 'failed', error: reason });
+    // Some tags moved before one failed: the record says which, and to what.
+    const partial = err instanceof TagsIncompleteError ? { digest: err.digest, tags: err.tagged } : {};
+    const written = await record({ status: 'failed', error: reason, ...partial });
+    const extra = { code: err instanceof ArtificerError ? err.code : undefined, objectBytes, ...partial };
+    if (typeof written === 'object') {
+      return done('failed', 'ERROR', `build failed, and the record could not be written (${message(written.error)}): ${recordError(reason)}`, extra);
+    }
     return done(
-      outcome === 'written' ? 'failed' : outcome,
+      written === 'written' ? 'failed' : written,
       'ERROR',
-      outcome === 'written' ? `build failed: ${recordError(reason)}` : `build failed, record not written (${outcome}): ${recordError(reason)}`,
-      { code: err instanceof ArtificerError ? err.code : undefined, objectBytes },
+      written === 'written' ? `build failed: ${recordError(reason)}` : `build failed, record not written (${written}): ${recordError(reason)}`,
+      extra,
     );
   }
 
   const image = result.images[0] ?? '';
-  const outcome = await writeRecord(file, run.generation, {
-    status: 'succeeded',
-    digest: result.digest,
-    image,
-    tags: result.tags,
-  });
-  return done(outcome === 'written' ? 'succeeded' : outcome, 'INFO', outcome === 'written' ? `built ${image}` : `built ${image}; record not written (${outcome})`, {
-    image,
-    digest: result.digest,
-    tags: result.tags,
-    layerBytes: result.layerBytes,
-    objectBytes,
-  });
+  const summary = { image, digest: result.digest, tags: result.tags, layerBytes: result.layerBytes, objectBytes };
+  const written = await record({ status: 'succeeded', digest: result.digest, image, tags: result.tags });
+  if (typeof written === 'object') {
+    return done('succeeded', 'ERROR', `built ${image}, but the record could not be written: ${message(written.error)}`, { ...summary, recorded: false });
+  }
+  return done(written === 'written' ? 'succeeded' : written, 'INFO', written === 'written' ? `built ${image}` : `built ${image}; record not written (${written})`, summary);
 }
 
 /** `google.cloud.storage.object.v1.finalized`: build when a spec object was uploaded. */
@@ -181,6 +243,20 @@ function sameTag(a: string, b: string): boolean {
     return x.registry === y.registry && x.repository === y.repository && x.tag === y.tag && x.digest === undefined;
   } catch {
     return false;
+  }
+}
+
+/**
+ * Every reference a spec pushes to, with bare extra tags resolved against its target the way
+ * the build resolves them (`"base"` is `REGISTRY/REPO:base`, not `docker.io/library/base`);
+ * undefined when the target does not parse (such a spec failed when it was uploaded).
+ */
+function outputsOf(spec: BuildSpec): string[] | undefined {
+  try {
+    const target = parseReference(spec.target);
+    return [target, ...resolveTags(target, spec.tags)].map((r) => r.toString());
+  } catch {
+    return undefined;
   }
 }
 
@@ -220,14 +296,15 @@ export async function onRebuildMessage(deps: HandlerDeps, msg: RebuildMessage): 
       if (!state) continue;
       let spec: BuildSpec;
       try {
-        spec = await readSpec(bucket, name, state.generation);
+        spec = await readSpec(bucket, name, state.generation, state.size);
       } catch (err) {
         if (isTemporary(err)) throw err;
         continue; // a broken spec was recorded as failed when it was uploaded
       }
       if (!sameTag(spec.base, msg.tag)) continue;
       // Our own push lands on the same topic: a spec whose output is the updated tag must not loop.
-      if ([spec.target, ...spec.tags].some((t) => sameTag(t, msg.tag))) continue;
+      const outputs = outputsOf(spec);
+      if (outputs === undefined || outputs.some((t) => sameTag(t, msg.tag))) continue;
       outcomes.push(
         await runSpec(deps, { bucket: where.bucket, name, generation: state.generation, time: msg.time, skipRecorded: false, trigger: 'base-update' }),
       );

@@ -21,6 +21,7 @@ export const RECORD_KEYS = {
   digest: 'artificer-digest',
   image: 'artificer-image',
   tags: 'artificer-tags',
+  tagsOmitted: 'artificer-tags-omitted',
   error: 'artificer-error',
   generation: 'artificer-generation',
   builtAt: 'artificer-built-at',
@@ -31,13 +32,38 @@ export const MAX_ERROR_LENGTH = 1024;
 
 export type BuildRecord =
   | { readonly status: 'succeeded'; readonly digest: string; readonly image: string; readonly tags: readonly string[] }
-  | { readonly status: 'failed'; readonly error: string };
+  /** `digest` and `tags` only when some tags were moved before the failure: exactly those. */
+  | { readonly status: 'failed'; readonly error: string; readonly digest?: string; readonly tags?: readonly string[] };
 
 export interface ObjectState {
   readonly generation: string;
   readonly metageneration: string;
+  /** Byte length of the live generation. */
+  readonly size: number;
   /** The record's fields currently on the object (artificer-* keys). */
   readonly record: Readonly<Record<string, string>>;
+}
+
+/**
+ * Longest `artificer-tags` value. Cloud Storage allows 4 KiB per custom metadata value and
+ * 8 KiB in all; a spec may name any number of tags.
+ */
+export const MAX_TAGS_LENGTH = 2048;
+
+/**
+ * The record's tag fields: as many whole tags as fit in {@link MAX_TAGS_LENGTH} characters,
+ * comma-separated, and how many did not fit (never a cut-off reference).
+ */
+export function recordTags(tags: readonly string[]): { tags: string; omitted: number } {
+  let value = '';
+  let kept = 0;
+  for (const tag of tags) {
+    const next = kept === 0 ? tag : `${value},${tag}`;
+    if (next.length > MAX_TAGS_LENGTH) break;
+    value = next;
+    kept++;
+  }
+  return { tags: value, omitted: tags.length - kept };
 }
 
 /** A bounded, credential-free, one-line error message for the record. */
@@ -61,7 +87,7 @@ export async function readState(file: File): Promise<ObjectState | undefined> {
     const v = custom[key];
     if (typeof v === 'string') record[key] = v;
   }
-  return { generation: String(md.generation), metageneration: String(md.metageneration), record };
+  return { generation: String(md.generation), metageneration: String(md.metageneration), size: Number(md.size ?? 0), record };
 }
 
 export type WriteOutcome = 'written' | 'superseded' | 'deleted';
@@ -71,14 +97,16 @@ export type WriteOutcome = 'written' | 'superseded' | 'deleted';
  * written) when the object is now a newer generation, 'deleted' when it is gone.
  */
 export async function writeRecord(file: File, generation: string, record: BuildRecord, now = new Date()): Promise<WriteOutcome> {
+  const tags = record.tags?.length ? recordTags(record.tags) : undefined;
   const fields: Record<string, string | null> = {
     [RECORD_KEYS.status]: record.status,
     [RECORD_KEYS.generation]: generation,
     [RECORD_KEYS.builtAt]: now.toISOString(),
     // null deletes a key left by an earlier record
-    [RECORD_KEYS.digest]: record.status === 'succeeded' ? record.digest : null,
+    [RECORD_KEYS.digest]: record.digest ?? null,
     [RECORD_KEYS.image]: record.status === 'succeeded' ? record.image : null,
-    [RECORD_KEYS.tags]: record.status === 'succeeded' ? record.tags.join(',') : null,
+    [RECORD_KEYS.tags]: tags ? tags.tags : null,
+    [RECORD_KEYS.tagsOmitted]: tags && tags.omitted > 0 ? String(tags.omitted) : null,
     [RECORD_KEYS.error]: record.status === 'failed' ? recordError(record.error) : null,
   };
   for (let attempt = 0; ; attempt++) {

@@ -180,6 +180,61 @@ describe('buildOnUpload', { concurrency: false }, () => {
     await fn.waitForLog((l) => l.generation === first.generation && l.outcome === 'superseded');
   });
 
+  test('an older upload whose build ends after a newer one does not move the tags back', async () => {
+    await upload('slowrace/app.txt', 'slowrace');
+    const older = await uploadSpec('slowrace/artificer.json', { target: target('apps/slowrace'), files: ['app.txt'], env: { V: '1' } });
+    // Hold the older build's layer upload until the newer generation has been built and tagged.
+    proxy.failNext(1, { delayMs: 3000, method: 'PATCH' });
+    const olderRun = deliverStorageEvent(fn.url, objectEventData(older));
+    for (let i = 0; i < 200 && !proxy.requests.some((q) => q.method === 'PATCH' && q.fault === 'delay'); i++) await new Promise((r) => setTimeout(r, 25));
+    const newer = await uploadSpec('slowrace/artificer.json', { target: target('apps/slowrace'), files: ['app.txt'], env: { V: '2' } });
+    assert.equal((await deliverStorageEvent(fn.url, objectEventData(newer))).status, 204);
+    const tagged = await registryDigest('apps/slowrace', 'v1');
+    assert.equal((await olderRun).status, 204);
+    const line = await fn.waitForLog((l) => l.generation === older.generation && l.spec === `gs://${BUCKET}/slowrace/artificer.json`);
+    assert.equal(line.outcome, 'superseded', JSON.stringify(line));
+    const rec = await record('slowrace/artificer.json');
+    assert.equal(rec['artificer-generation'], newer.generation);
+    assert.equal(await registryDigest('apps/slowrace', 'v1'), tagged, 'the tag still names the newer build');
+    assert.equal(rec['artificer-digest'], tagged, 'and the record names what the tag points at');
+  });
+
+  test('a tag refused after another was written: the record says failed, with exactly the tags that moved', async () => {
+    await upload('partial/app.txt', 'partial');
+    const spec = await uploadSpec('partial/artificer.json', { target: target('apps/partial'), tags: ['two'], files: ['app.txt'] });
+    proxy.failNext(1, { status: 400, method: 'PUT', match: /\/manifests\/two$/ });
+    const res = await deliverStorageEvent(fn.url, objectEventData(spec));
+    assert.equal(res.status, 204, res.body);
+    const rec = await record('partial/artificer.json');
+    assert.equal(rec['artificer-status'], 'failed', JSON.stringify(rec));
+    assert.match(rec['artificer-error']!, /only some tags were pushed/);
+    assert.equal(rec['artificer-tags'], target('apps/partial'));
+    assert.equal(rec['artificer-digest'], await registryDigest('apps/partial', 'v1'));
+    assert.equal(await registryDigest('apps/partial', 'two'), undefined);
+  });
+
+  test('a record Cloud Storage refuses for good is logged, and the event acknowledged (no rebuild loop)', async () => {
+    const gcsProxy = await startFaultProxy(gcs.url);
+    const fn2 = await startFunction({ target: 'buildOnUpload', env: { ...functionEnv(), STORAGE_EMULATOR_HOST: gcsProxy.url } });
+    try {
+      await upload('norecord/app.txt', 'norecord');
+      const spec = await uploadSpec('norecord/artificer.json', { target: target('apps/norecord'), files: ['app.txt'] });
+      gcsProxy.failNext(10, { status: 403, method: 'PATCH' });
+      const res = await deliverStorageEvent(fn2.url, objectEventData(spec));
+      assert.equal(res.status, 204, fn2.output().slice(-1500));
+      const line = await fn2.waitForLog((l) => l.spec === `gs://${BUCKET}/norecord/artificer.json`);
+      assert.equal(line.severity, 'ERROR');
+      assert.equal(line.outcome, 'succeeded');
+      assert.equal(line.recorded, false);
+      assert.match(String(line.message), /but the record could not be written/);
+      assert.equal(line.digest, await registryDigest('apps/norecord', 'v1'));
+      assert.deepEqual(await record('norecord/artificer.json'), {});
+    } finally {
+      await fn2.stop();
+      await gcsProxy.stop();
+    }
+  });
+
   test('a bundle object is re-packed into the layer', async () => {
     await upload(
       'bundled/dist.tar.gz',
@@ -261,6 +316,8 @@ describe('buildOnUpload', { concurrency: false }, () => {
     ['a tag outside the allow-list', () => uploadSpec('bad5/artificer.json', { target: target('apps/x'), tags: [`${proxy.host}/apps-evil/x:1`] }), /apps-evil\/x is not in ARTIFICER_ALLOWED_TARGETS/],
     ['a base that does not exist', () => upload('bad6/artificer.json', JSON.stringify({ base: `${baseRegistry.host}/base/nothing:1`, target: target('apps/bad') })), /not found/],
     ['a push the registry denies', () => uploadSpec('bad7/artificer.json', { target: target('readonly/app') }), /denied|unauthorized/i],
+    // Refused on the size in its metadata, before a byte is downloaded (a spec is read whole).
+    ['a spec over 1 MiB', () => upload('bad8/artificer.json', `{"base":"${'x'.repeat(1024 * 1024)}"}`), /is 1048587 bytes; a spec may be at most 1048576 bytes/],
   ];
   for (const [name, make, message] of mistakes) {
     test(`user mistake, recorded as failed and acknowledged: ${name}`, async () => {

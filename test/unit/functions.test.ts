@@ -8,7 +8,8 @@ import { isAllowedTarget, parseFunctionConfig } from '../../src/functions/config
 import { isSpecObject, parseRebuildMessage, parseStorageEvent } from '../../src/functions/events.ts';
 import { GoogleCredentialProvider, isGoogleRegistry } from '../../src/functions/google-credentials.ts';
 import { jsonLogger, redactSecrets } from '../../src/functions/logger.ts';
-import { recordError } from '../../src/functions/record.ts';
+import { isTemporaryGcsError } from '../../src/functions/gcs-source.ts';
+import { MAX_TAGS_LENGTH, recordError, recordTags } from '../../src/functions/record.ts';
 import { createLayer } from '../../src/layer/layer.ts';
 import type { LayerEntry } from '../../src/layer/entry.ts';
 import { metadataEnv, startMetadataServer } from '../support/metadata-server.ts';
@@ -60,6 +61,26 @@ test('isAllowedTarget matches whole path components', () => {
   assert.ok(!isAllowedTarget('us-docker.pkg.dev/p/r', allowed));
   assert.ok(!isAllowedTarget('evil.example/reg.example/team', allowed));
   assert.ok(!isAllowedTarget('anything/x', []));
+});
+
+test('isTemporaryGcsError: what a retry can fix', () => {
+  const err = (props: Record<string, unknown>): Error => Object.assign(new Error('x'), props);
+  for (const t of [err({ code: 503 }), err({ code: 429 }), err({ code: 'ECONNRESET' }), err({ code: 'CONTENT_DOWNLOAD_MISMATCH' }), err({ cause: err({ code: 'ETIMEDOUT' }) })]) {
+    assert.ok(isTemporaryGcsError(t), JSON.stringify(t));
+  }
+  for (const p of [err({ code: 403 }), err({ code: 400 }), err({ code: 'ERR_INVALID_ARG_TYPE' }), new Error('plain')]) assert.ok(!isTemporaryGcsError(p), p.message);
+});
+
+test('recordTags: whole tags only, within the metadata value limit, and how many were left out', () => {
+  const tags = Array.from({ length: 80 }, (_, i) => `europe-docker.pkg.dev/acme-prod/apps/service-${i}:release-2026.11.${i}`);
+  const { tags: value, omitted } = recordTags(tags);
+  assert.ok(value.length <= MAX_TAGS_LENGTH, String(value.length));
+  const kept = value.split(',');
+  assert.deepEqual(kept, tags.slice(0, kept.length), 'a prefix of the list, no tag cut in half');
+  assert.equal(omitted, tags.length - kept.length);
+  assert.ok(omitted > 0);
+  assert.deepEqual(recordTags(tags.slice(0, 3)), { tags: tags.slice(0, 3).join(','), omitted: 0 });
+  assert.deepEqual(recordTags([]), { tags: '', omitted: 0 });
 });
 
 test('isSpecObject', () => {
