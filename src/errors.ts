@@ -189,6 +189,24 @@ export class DeniedError extends RegistryError {
   }
 }
 
+/**
+ * Blob storage a registry redirected to (S3, GCS, Docker Hub's Cloudflare) refused the signed
+ * URL with 401/403. Registry credentials never go there, so this is no verdict on the user's
+ * rights: usually the signature expired or was made for another request, and a fresh redirect
+ * works. Temporary, and retried as a whole step.
+ */
+export class BlobStorageError extends RegistryError {
+  readonly storageHost: string;
+  constructor(storageHost: string, details: RegistryErrorDetails & { status: number }) {
+    super(
+      `blob storage ${storageHost} answered ${details.status} to ${details.method} ${redactUrl(details.url)}: it refused the signed URL the registry sent us to (often an expired one), not the registry credentials`,
+      details,
+      { temporary: true },
+    );
+    this.storageHost = storageHost;
+  }
+}
+
 /** The connection failed (refused, reset, timed out, DNS). Always temporary. */
 export class NetworkError extends ArtificerError {
   constructor(message: string, options: ArtificerErrorOptions = {}) {

@@ -10,6 +10,7 @@ import { request, type Dispatcher } from 'undici';
 import {
   AbortedError,
   ArtificerError,
+  BlobStorageError,
   DeniedError,
   DigestMismatchError,
   ManifestUnknownError,
@@ -454,7 +455,9 @@ export class RegistryClient implements Registry {
     source: string,
     notFound?: () => Error,
   ): Promise<Error> {
-    url = redactUrl(url, this.endpoint(repo.registry).origin);
+    const registryOrigin = this.endpoint(repo.registry).origin;
+    const where = new URL(url);
+    url = redactUrl(url, registryOrigin);
     let text = '';
     try {
       const buf = Buffer.from(await res.body.arrayBuffer());
@@ -478,6 +481,10 @@ export class RegistryClient implements Registry {
       // not JSON
     }
     const details: RegistryErrorDetails = { method, url, status: res.statusCode, ...(errors ? { errors } : {}) };
+    if ((res.statusCode === 401 || res.statusCode === 403) && where.origin !== registryOrigin) {
+      // Storage's own error body is left out: S3 echoes the canonical request, signed query included.
+      return new BlobStorageError(where.host, { method, url, status: res.statusCode });
+    }
     if (notFound && errors?.some((e) => e.code === 'MANIFEST_UNKNOWN' || e.code === 'NAME_UNKNOWN')) return notFound();
     let err: Error;
     if (res.statusCode === 401) err = new UnauthorizedError(repo.registry, source, action, details);

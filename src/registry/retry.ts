@@ -4,7 +4,7 @@
  * upload from POST to PUT) at this one level, and only when the request body can be replayed;
  * callers with a single-pass stream retry at a higher level (rebuilding the stream) if they wish.
  */
-import { AbortedError, ArtificerError, NetworkError, RegistryError } from '../errors.ts';
+import { AbortedError, ArtificerError, BlobStorageError, NetworkError, RegistryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 
 export interface RetryPolicy {
@@ -86,6 +86,8 @@ function errorCodes(err: unknown): string[] {
 /** Whether `err` is worth another attempt under `policy`. */
 export function isRetryable(err: unknown, policy: RetryPolicy): boolean {
   if (err instanceof AbortedError) return false;
+  // A refused signed storage URL: the retried step asks the registry for a fresh one.
+  if (err instanceof BlobStorageError) return true;
   if (err instanceof RegistryError) return err.status !== undefined && policy.retryableStatuses.includes(err.status);
   if (err instanceof NetworkError) return errorCodes(err).some((c) => policy.retryableErrorCodes.includes(c));
   if (err instanceof ArtificerError) return false;

@@ -4,15 +4,17 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
-import { RegistryError } from '../../src/errors.ts';
+import { createHash } from 'node:crypto';
+import { BlobStorageError, DeniedError, RegistryError, UnauthorizedError } from '../../src/errors.ts';
 import type { Logger } from '../../src/log.ts';
 import { RegistryClient } from '../../src/registry/client.ts';
 import type { Digest } from '../../src/oci/types.ts';
 
 const HMAC = 'Cy4zDsyi3KttvHMoDxRlm0ey%2BlI%3D';
 const digest = `sha256:${'a'.repeat(64)}` as Digest;
-/** What blob storage answers next: a status and a body. */
-let storageAnswer: { status: number; body: string } = { status: 403, body: '<Error><Code>SignatureDoesNotMatch</Code></Error>' };
+const refused = { status: 403, body: '<Error><Code>SignatureDoesNotMatch</Code></Error>' };
+/** What blob storage answers, in turn; the last answer repeats. */
+let storageAnswers: Array<{ status: number; body: string }> = [refused];
 let storageHits = 0;
 
 function listen(handler: http.RequestListener): Promise<http.Server> {
@@ -25,8 +27,8 @@ let storage: http.Server;
 let registry: http.Server;
 before(async () => {
   storage = await listen((_req, res) => {
-    storageHits++;
-    res.writeHead(storageAnswer.status).end(storageAnswer.body);
+    const answer = storageAnswers[Math.min(storageHits++, storageAnswers.length - 1)]!;
+    res.writeHead(answer.status).end(answer.body);
   });
   registry = await listen((req, res) => {
     if (req.url === '/v2/') return void res.writeHead(200).end();
@@ -46,7 +48,37 @@ function recordingLogger(): Logger & { lines: string[] } {
   return { lines, debug: rec, info: rec, warn: rec };
 }
 
+test('storage refusing a signed URL (403/401) is BlobStorageError naming the storage, not denied on the registry', async () => {
+  for (const status of [403, 401]) {
+    storageAnswers = [{ ...refused, status }];
+    storageHits = 0;
+    const client = new RegistryClient({ retry: { attempts: 1 } });
+    await assert.rejects(client.getBlobBytes({ registry: host(registry), repository: 'private/app' }, digest), (err: unknown) => {
+      assert.ok(err instanceof BlobStorageError, String(err));
+      assert.ok(err instanceof RegistryError && !(err instanceof DeniedError) && !(err instanceof UnauthorizedError));
+      assert.equal(err.code, 'ARTIFICER_REGISTRY');
+      assert.equal(err.status, status);
+      assert.equal(err.temporary, true);
+      assert.equal(err.storageHost, host(storage));
+      assert.match(err.message, new RegExp(`blob storage ${host(storage).replace(/\./g, '\\.')} answered ${status} to GET `));
+      assert.doesNotMatch(err.message, /not allowed to|unauthorized to|credentials (used|tried)/);
+      return true;
+    });
+  }
+});
+
+test('a refused storage URL is retried: the registry hands out a fresh one', async () => {
+  const blob = Buffer.from('layer bytes from storage');
+  const blobDigest = `sha256:${createHash('sha256').update(blob).digest('hex')}` as Digest;
+  storageAnswers = [refused, { status: 200, body: blob.toString() }];
+  storageHits = 0;
+  const client = new RegistryClient({ retry: { attempts: 3, baseDelayMs: 1, maxDelayMs: 2 } });
+  assert.deepEqual(await client.getBlobBytes({ registry: host(registry), repository: 'private/app' }, blobDigest), blob);
+  assert.equal(storageHits, 2);
+});
+
 test('the signature of a signed storage URL is in no error and no log line', async () => {
+  storageAnswers = [refused];
   const logger = recordingLogger();
   const client = new RegistryClient({ logger, retry: { attempts: 1 } });
   let caught: unknown;

@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import {
   AbortedError,
   ArtificerError,
+  BlobStorageError,
   DeniedError,
   DigestMismatchError,
   InvalidReferenceError,
@@ -35,6 +36,7 @@ const cases: Array<[ArtificerError, string, string, RegExp, boolean]> = [
   [new RegistryError('pushing', { method: 'PUT', url, status: 400 }), 'RegistryError', 'ARTIFICER_REGISTRY', /^pushing$/, false],
   [new UnauthorizedError('reg.example.com', 'docker config /x/config.json', 'push', { method: 'POST', url, status: 401 }), 'UnauthorizedError', 'ARTIFICER_UNAUTHORIZED', /unauthorized to push on reg.example.com \(credentials tried: docker config \/x\/config.json\)/, false],
   [new DeniedError('reg.example.com', 'anonymous', 'push', { method: 'POST', url, status: 403 }), 'DeniedError', 'ARTIFICER_DENIED', /denied: not allowed to push on reg.example.com/, false],
+  [new BlobStorageError('s3.example.com', { method: 'GET', url: 'https://s3.example.com/b?X-Amz-Signature=s', status: 403 }), 'BlobStorageError', 'ARTIFICER_REGISTRY', /^blob storage s3\.example\.com answered 403 to GET https:\/\/s3\.example\.com\/b\?X-Amz-Signature=REDACTED: it refused the signed URL/, true],
   [new NetworkError('connect ECONNREFUSED'), 'NetworkError', 'ARTIFICER_NETWORK', /ECONNREFUSED/, true],
   [new DigestMismatchError('manifest', 'sha256:a', 'sha256:b'), 'DigestMismatchError', 'ARTIFICER_DIGEST_MISMATCH', /expected sha256:a, registry has sha256:b/, false],
   [new UnsupportedError('schema1'), 'UnsupportedError', 'ARTIFICER_UNSUPPORTED', /schema1/, false],

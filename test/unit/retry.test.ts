@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AbortedError, DigestMismatchError, NetworkError, RegistryError } from '../../src/errors.ts';
+import { AbortedError, BlobStorageError, DigestMismatchError, NetworkError, RegistryError } from '../../src/errors.ts';
 import { DEFAULT_RETRY_POLICY, backoffDelay, isRetryable, parseRetryAfter, retryPolicy, setRetryAfter, withRetry } from '../../src/registry/retry.ts';
 
 const fast = retryPolicy({ baseDelayMs: 1, maxDelayMs: 2, jitter: false });
@@ -24,6 +24,7 @@ const retryable: Array<[string, unknown, boolean]> = [
   ['400', status(400), false],
   ['401', status(401), false],
   ['404', status(404), false],
+  ['403 from blob storage (a fresh redirect usually works)', new BlobStorageError('s3.example.com', { method: 'GET', url: 'https://s3.example.com/b', status: 403 }), true],
   ['ECONNRESET', net('ECONNRESET'), true],
   ['ECONNREFUSED', net('ECONNREFUSED'), true],
   ['UND_ERR_SOCKET', net('UND_ERR_SOCKET'), true],
