@@ -322,10 +322,23 @@ export function redactHeaders(headers: Record<string, string | string[] | undefi
   return out;
 }
 
-/** Prefixes an error's message with what the caller was doing, keeping its class and code. */
+/**
+ * Prefixes an error's message with what the caller was doing, keeping its class, code and
+ * fields. Returns a copy and leaves `err` alone: one rejection is often awaited by several
+ * callers (concurrent requests sharing one token fetch, the push's per-digest de-duplication),
+ * and prefixing the shared object made each of them show everyone's context ("checking blob c:
+ * checking blob b: checking blob a: unauthorized"). The copy keeps `err`'s own `cause`, so the
+ * root cause (a socket error, say) stays one step away.
+ */
 export function withContext<E extends unknown>(err: E, context: string): E {
-  if (err instanceof Error && !err.message.startsWith(context)) {
-    err.message = `${context}: ${err.message}`;
+  if (!(err instanceof Error) || err.message.startsWith(context)) return err;
+  const copy = Object.create(Object.getPrototypeOf(err) as object) as Error;
+  for (const key of Reflect.ownKeys(err)) {
+    if (key !== 'stack') Object.defineProperty(copy, key, Object.getOwnPropertyDescriptor(err, key)!);
   }
-  return err;
+  const message = `${context}: ${err.message}`;
+  Object.defineProperty(copy, 'message', { value: message, writable: true, enumerable: false, configurable: true });
+  const stack = err.stack?.replace(err.message, message) ?? `${err.name}: ${message}`;
+  Object.defineProperty(copy, 'stack', { value: stack, writable: true, enumerable: false, configurable: true });
+  return copy as E;
 }

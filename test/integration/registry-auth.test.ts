@@ -366,6 +366,20 @@ describe('token auth under concurrency and cancellation', () => {
     assert.equal(reg.tokenServer!.tokensIssued() - n, 1);
   });
 
+  test('concurrent requests refused by one shared token request each say only what they were doing', async () => {
+    const client = new RegistryClient({ retry: noRetry, credentials: staticCredentials(reg.host, { username: reg.username!, password: 'wrong' }) });
+    const repo = { registry: reg.host, repository: 'conc/app' };
+    const digests = ['a', 'b', 'c'].map((x) => sha256(x));
+    const results = await Promise.allSettled(digests.map((d) => client.hasBlob(repo, d)));
+    for (const [i, r] of results.entries()) {
+      assert.equal(r.status, 'rejected');
+      const err = (r as PromiseRejectedResult).reason as Error;
+      assert.ok(err instanceof UnauthorizedError, String(err));
+      assert.equal(err.message.match(/checking blob/g)?.length, 1, err.message);
+      assert.match(err.message, new RegExp(`^checking blob ${digests[i]} in `));
+    }
+  });
+
   test('an aborted upload rejects with AbortedError', async () => {
     const { AbortedError } = await import('../../src/errors.ts');
     const { Readable } = await import('node:stream');

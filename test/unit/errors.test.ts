@@ -90,6 +90,29 @@ test('withContext prefixes once and keeps the class', () => {
   assert.equal(withContext(err, 'pushing blob sha256:1').message, 'pushing blob sha256:1: reset');
 });
 
+test('withContext leaves a shared error alone: each caller gets its own context', () => {
+  const cause = Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+  const shared = new UnauthorizedError('reg.example.com', 'static', 'pull a', { method: 'GET', url: 'https://reg.example.com/token', status: 401 });
+  const withCause = new NetworkError('reset', { cause });
+  const a = withContext(shared, 'checking blob a');
+  const b = withContext(shared, 'checking blob b');
+  assert.equal(shared.message, 'unauthorized to pull a on reg.example.com (credentials tried: static)');
+  assert.equal(a.message, `checking blob a: ${shared.message}`);
+  assert.equal(b.message, `checking blob b: ${shared.message}`);
+  for (const e of [a, b]) {
+    assert.ok(e instanceof UnauthorizedError && e instanceof RegistryError && e instanceof ArtificerError);
+    assert.equal(e.name, 'UnauthorizedError');
+    assert.equal(e.code, 'ARTIFICER_UNAUTHORIZED');
+    assert.equal(e.status, 401);
+    assert.equal(e.credentialSource, 'static');
+    assert.equal(e.temporary, false);
+    assert.match(e.stack!, new RegExp(`^UnauthorizedError: ${e.message.replace(/[()]/g, '\\$&')}\n`));
+  }
+  const n = withContext(withCause, 'pushing blob sha256:1');
+  assert.equal(n.cause, cause, 'the root cause stays one step away');
+  assert.equal(withCause.message, 'reset');
+});
+
 test('asOutputError turns file-system errors into OutputError and leaves others alone', () => {
   const eacces = Object.assign(new Error('EACCES: permission denied, open'), { code: 'EACCES' });
   const out = asOutputError('/x/layout', eacces);
