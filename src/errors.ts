@@ -137,6 +137,30 @@ export interface RegistryErrorDetails {
   errors?: ReadonlyArray<{ code: string; message?: string; detail?: unknown }>;
 }
 
+const MAX_SUMMARY = 300;
+
+/**
+ * The registry's own explanation, "CODE: message; CODE2: message", for a message: control
+ * characters dropped (the text is the registry's, and ends up on a terminal), URLs in it
+ * redacted, at most 300 characters. Empty when the registry sent no `errors` body.
+ */
+export function registryErrorSummary(errors: RegistryErrorDetails['errors']): string {
+  if (!errors?.length) return '';
+  const text = errors
+    .map((e) => `${e.code}${e.message ? `: ${e.message}` : ''}`)
+    .join('; ')
+    .replace(/[\u0000-\u001f\u007f-\u009f\s]+/g, ' ')
+    .replace(/\bhttps?:\/\/[^\s"'<>]+/gi, (u) => redactUrl(u))
+    .trim();
+  return text.length > MAX_SUMMARY ? `${text.slice(0, MAX_SUMMARY - 1)}…` : text;
+}
+
+/** "; the registry says: …" when it explained itself, else nothing. */
+function registrySays(details: RegistryErrorDetails): string {
+  const summary = registryErrorSummary(details.errors);
+  return summary ? `; the registry says: ${summary}` : '';
+}
+
 /** A registry answered with an error status, or an unexpected response. */
 export class RegistryError extends ArtificerError {
   readonly method: string;
@@ -166,7 +190,7 @@ export class UnauthorizedError extends RegistryError {
   readonly registry: string;
   readonly credentialSource: string;
   constructor(registry: string, credentialSource: string, action: string, details: RegistryErrorDetails) {
-    super(`unauthorized to ${action} on ${registry} (credentials tried: ${credentialSource})`, details, {
+    super(`unauthorized to ${action} on ${registry} (credentials tried: ${credentialSource})${registrySays(details)}`, details, {
       code: 'ARTIFICER_UNAUTHORIZED',
       temporary: false,
     });
@@ -180,7 +204,7 @@ export class DeniedError extends RegistryError {
   readonly registry: string;
   readonly credentialSource: string;
   constructor(registry: string, credentialSource: string, action: string, details: RegistryErrorDetails) {
-    super(`denied: not allowed to ${action} on ${registry} (credentials used: ${credentialSource})`, details, {
+    super(`denied: not allowed to ${action} on ${registry} (credentials used: ${credentialSource})${registrySays(details)}`, details, {
       code: 'ARTIFICER_DENIED',
       temporary: false,
     });

@@ -19,6 +19,7 @@ import {
   UnauthorizedError,
   UnsupportedError,
   redactUrl,
+  registryErrorSummary,
   withContext,
   type RegistryErrorDetails,
 } from '../errors.ts';
@@ -490,9 +491,7 @@ export class RegistryClient implements Registry {
     if (res.statusCode === 401) err = new UnauthorizedError(repo.registry, source, action, details);
     else if (res.statusCode === 403) err = new DeniedError(repo.registry, source, action, details);
     else {
-      const summary = errors?.length
-        ? errors.map((e) => `${e.code}${e.message ? `: ${e.message}` : ''}`).join('; ')
-        : text.trim().slice(0, 200) || res.statusText || '';
+      const summary = registryErrorSummary(errors) || registryErrorSummary([{ code: text.slice(0, 200) }]) || res.statusText || '';
       err = new RegistryError(`${method} ${redactUrl(url)} returned ${res.statusCode}${summary ? ` (${summary})` : ''}`, details);
     }
     const after = parseRetryAfter(header(res, 'retry-after'));

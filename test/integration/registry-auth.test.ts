@@ -341,6 +341,7 @@ describe('auth edge cases against small servers', () => {
         assert.equal(err.status, 403);
         assert.equal(err.errors[0]?.code, 'DENIED');
         assert.match(err.message, /^pushing manifest 127\.0\.0\.1:\d+\/a:t: denied: not allowed to push a/);
+        assert.match(err.message, /\(credentials used: anonymous\); the registry says: DENIED: requested access to the resource is denied$/);
         return true;
       });
     } finally {

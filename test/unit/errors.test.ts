@@ -21,6 +21,7 @@ import {
   asOutputError,
   redactHeaders,
   redactUrl,
+  registryErrorSummary,
   withContext,
 } from '../../src/errors.ts';
 
@@ -63,6 +64,26 @@ test('registry errors keep status and method and never the secrets of the URL', 
   assert.doesNotMatch(err.url, /hunter2|SECRET/);
   assert.match(err.url, /reg\.example\.com\/v2\/app\/blobs\/uploads\/abc/);
   assert.deepEqual(err.errors, [{ code: 'BLOB_UPLOAD_UNKNOWN' }]);
+});
+
+test("401/403 messages carry the registry's own explanation", () => {
+  const errors = [{ code: 'DENIED', message: 'storage quota exceeded for namespace team (10 GiB)' }];
+  const denied = new DeniedError('reg.example.com', 'anonymous', 'push team/app', { method: 'PUT', url, status: 403, errors });
+  assert.equal(denied.message, 'denied: not allowed to push team/app on reg.example.com (credentials used: anonymous); the registry says: DENIED: storage quota exceeded for namespace team (10 GiB)');
+  const unauthorized = new UnauthorizedError('reg.example.com', 'anonymous', 'pull a', { method: 'GET', url, status: 401, errors: [{ code: 'UNAUTHORIZED' }] });
+  assert.match(unauthorized.message, /\(credentials tried: anonymous\); the registry says: UNAUTHORIZED$/);
+  assert.doesNotMatch(new DeniedError('r', 's', 'push a', { method: 'PUT', url, status: 403 }).message, /registry says/);
+});
+
+test('registryErrorSummary: control characters out, URLs redacted, bounded', () => {
+  assert.equal(
+    registryErrorSummary([{ code: 'DENIED', message: 'see\u001b[31m https://u:pw@auth.example.com/t?token=abc\n now' }, { code: 'X' }]),
+    'DENIED: see [31m https://REDACTED@auth.example.com/t?token=REDACTED now; X',
+  );
+  const long = registryErrorSummary([{ code: 'DENIED', message: 'x'.repeat(1000) }]);
+  assert.equal(long.length, 300);
+  assert.ok(long.endsWith('…'));
+  assert.equal(registryErrorSummary(undefined), '');
 });
 
 test('redactUrl and redactHeaders', () => {
