@@ -4,6 +4,7 @@ locals {
   function_env = {
     ARTIFICER_ALLOWED_TARGETS = join(",", concat([local.repository_path], var.extra_allowed_targets))
     ARTIFICER_REBUILD_PREFIX  = "gs://${google_storage_bucket.artifacts.name}/${var.rebuild_prefix}"
+    ARTIFICER_REBUILD_TOPIC   = google_pubsub_topic.rebuild.id
     ARTIFICER_MAX_EVENT_AGE   = tostring(var.max_event_age_seconds)
   }
 }
@@ -40,7 +41,7 @@ resource "google_artifact_registry_repository" "images" {
 }
 
 # The identity the functions run as: reads the bucket, writes records on spec objects, pushes
-# to the one repository. Nothing else.
+# to the one repository, queues spec rebuilds on the rebuild topic. Nothing else.
 resource "google_service_account" "builder" {
   account_id   = "artificer-builder"
   display_name = "artificer Cloud Function"
@@ -92,6 +93,13 @@ resource "google_project_iam_member" "gcs_pubsub_publisher" {
 
 resource "google_pubsub_topic" "rebuild" {
   name = "artificer-rebuild"
+}
+
+# A base-image update fans out: one rebuild message per affected spec, on the rebuild topic.
+resource "google_pubsub_topic_iam_member" "builder_queues_rebuilds" {
+  topic  = google_pubsub_topic.rebuild.id
+  role   = "roles/pubsub.publisher"
+  member = "serviceAccount:${google_service_account.builder.email}"
 }
 
 # Artifact Registry publishes to a topic named "gcr" in the project when images change.

@@ -8,6 +8,7 @@
  * | `ARTIFICER_INSECURE_REGISTRIES` | hosts spoken to over plain HTTP (loopback hosts always are) |
  * | `ARTIFICER_GOOGLE_REGISTRIES` | test/dev knob: extra hosts that receive the service account's token, like *.pkg.dev |
  * | `ARTIFICER_REBUILD_PREFIX` | `gs://bucket/prefix/`: where Artifact Registry notifications look for specs to rebuild |
+ * | `ARTIFICER_REBUILD_TOPIC` | `projects/P/topics/T`: where a base-image notification publishes one `{bucket, object}` rebuild message per affected spec (each spec then builds in its own invocation, with its own deadline and retries) |
  * | `ARTIFICER_MAX_EVENT_AGE` | seconds; a temporary failure of an older event is recorded as failed instead of retried (default 3600) |
  * | `ARTIFICER_BUILD_TIMEOUT` | seconds one build may take before it is abandoned and recorded as failed (default 500: under the function's 540 s timeout, so the record is still written) |
  * | `ARTIFICER_REGISTRY_RETRY_ATTEMPTS` | attempts per registry request inside one run (default: the client's, 5) |
@@ -24,6 +25,8 @@ export interface FunctionConfig {
   readonly insecureRegistries: readonly string[];
   readonly googleRegistries: readonly string[];
   readonly rebuild?: { readonly bucket: string; readonly prefix: string };
+  /** Full topic name the base-image fan-out publishes spec rebuilds to. */
+  readonly rebuildTopic?: string;
   readonly maxEventAgeMs: number;
   readonly buildTimeoutMs: number;
   readonly registryRetryAttempts?: number;
@@ -63,6 +66,10 @@ export function parseFunctionConfig(env: Readonly<Record<string, string | undefi
     if (!m) throw new UsageError(`ARTIFICER_REBUILD_PREFIX must look like gs://bucket/prefix/, got "${rp}"`);
     rebuild = { bucket: m[1]!, prefix: m[2] ?? '' };
   }
+  const rebuildTopic = env.ARTIFICER_REBUILD_TOPIC?.trim();
+  if (rebuildTopic && !/^projects\/[a-z][a-z0-9.:-]{0,62}\/topics\/[A-Za-z][\w.~+%-]{2,254}$/.test(rebuildTopic)) {
+    throw new UsageError(`ARTIFICER_REBUILD_TOPIC must be a full topic name like projects/my-project/topics/artificer-rebuild, got "${rebuildTopic}"`);
+  }
   const level = (env.ARTIFICER_LOG_LEVEL ?? 'info').toLowerCase();
   if (level !== 'debug' && level !== 'info' && level !== 'warning') {
     throw new UsageError(`ARTIFICER_LOG_LEVEL must be debug, info or warning, got "${env.ARTIFICER_LOG_LEVEL}"`);
@@ -73,6 +80,7 @@ export function parseFunctionConfig(env: Readonly<Record<string, string | undefi
     insecureRegistries: list(env.ARTIFICER_INSECURE_REGISTRIES),
     googleRegistries: parseGoogleRegistries(env.ARTIFICER_GOOGLE_REGISTRIES),
     ...(rebuild ? { rebuild } : {}),
+    ...(rebuildTopic ? { rebuildTopic } : {}),
     maxEventAgeMs: (positiveInt('ARTIFICER_MAX_EVENT_AGE', env.ARTIFICER_MAX_EVENT_AGE, DEFAULT_MAX_EVENT_AGE_SECONDS) ?? 0) * 1000,
     buildTimeoutMs: Math.max(1, positiveInt('ARTIFICER_BUILD_TIMEOUT', env.ARTIFICER_BUILD_TIMEOUT, DEFAULT_BUILD_TIMEOUT_SECONDS) ?? 0) * 1000,
     ...(attempts !== undefined ? { registryRetryAttempts: Math.max(1, attempts) } : {}),

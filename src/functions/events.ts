@@ -71,12 +71,14 @@ export function parseStorageEvent(event: CloudEventLike): StorageObjectEvent {
 }
 
 export type RebuildMessage =
-  | { readonly kind: 'spec'; readonly bucket: string; readonly object: string; readonly time: Date }
+  /** `base`: the base-image tag whose update queued this rebuild (the fan-out sets it). */
+  | { readonly kind: 'spec'; readonly bucket: string; readonly object: string; readonly base?: string; readonly time: Date }
   | { readonly kind: 'base'; readonly tag: string; readonly digest?: string; readonly time: Date }
   | { readonly kind: 'ignored'; readonly reason: string; readonly time: Date };
 
 /**
- * Decodes a Pub/Sub CloudEvent. `{"bucket", "object"}` rebuilds one spec; an Artifact Registry
+ * Decodes a Pub/Sub CloudEvent. `{"bucket", "object"}` rebuilds one spec (`"base"` says which
+ * base-image update queued it, for the logs); an Artifact Registry
  * notification (`{"action":"INSERT","digest":…,"tag":…}`, topic `gcr`) rebuilds specs whose base
  * is that tag. Anything else is ignored (a malformed message will not get better on retry).
  */
@@ -95,7 +97,8 @@ export function parseRebuildMessage(event: CloudEventLike): RebuildMessage {
   if (!body) return { kind: 'ignored', reason: 'message data is not a JSON object', time };
   if (typeof body.bucket === 'string' && typeof body.object === 'string') {
     if (!isSpecObject(body.object)) return { kind: 'ignored', reason: `gs://${body.bucket}/${body.object} is not a spec object`, time };
-    return { kind: 'spec', bucket: body.bucket, object: body.object, time };
+    const base = typeof body.base === 'string' && body.base ? { base: body.base } : {};
+    return { kind: 'spec', bucket: body.bucket, object: body.object, ...base, time };
   }
   if (typeof body.action === 'string') {
     if (body.action !== 'INSERT') return { kind: 'ignored', reason: `registry action ${body.action}`, time };

@@ -20,17 +20,20 @@ import { isAllowedTarget, type FunctionConfig } from './config.ts';
 import { isSpecObject, type RebuildMessage, type StorageObjectEvent } from './events.ts';
 import { isTemporaryGcsError, pinGcsSource, storageError } from './gcs-source.ts';
 import type { JsonLogger } from './logger.ts';
+import type { Publisher } from './pubsub.ts';
 import { readState, RECORD_KEYS, recordError, writeRecord, type BuildRecord, type WriteOutcome } from './record.ts';
 
 export interface HandlerDeps {
   readonly storage: Storage;
+  /** Where base-image updates queue their spec rebuilds. */
+  readonly publisher: Publisher;
   readonly credentials: CredentialProvider;
   readonly config: FunctionConfig;
   readonly logger: JsonLogger;
   readonly now?: () => number;
 }
 
-export type Outcome = 'ignored' | 'superseded' | 'duplicate' | 'deleted' | 'succeeded' | 'failed';
+export type Outcome = 'ignored' | 'superseded' | 'duplicate' | 'deleted' | 'succeeded' | 'failed' | 'queued';
 
 export interface SpecRun {
   readonly bucket: string;
@@ -260,7 +263,21 @@ function outputsOf(spec: BuildSpec): string[] | undefined {
   }
 }
 
-/** `google.cloud.pubsub.topic.v1.messagePublished`: rebuild one spec, or every spec on an updated base. */
+/** Spec objects read at once while a base-image fan-out looks for the affected ones. */
+const FANOUT_READS = 8;
+
+/**
+ * `google.cloud.pubsub.topic.v1.messagePublished`: rebuild one spec, or queue a rebuild of every
+ * spec on an updated base image.
+ *
+ * A base-image update does not build anything itself: it finds the specs on that base and
+ * publishes one `{bucket, object, base}` message per spec to `ARTIFICER_REBUILD_TOPIC`, so each
+ * spec builds in its own invocation, with its own deadline, retries and record (one function
+ * call building them in turn would outlive its timeout with a few slow specs, and a retry of
+ * the message would build them all again). A spec that cannot be read is skipped and logged;
+ * a temporary failure makes the message come back once the others are queued (a spec queued
+ * twice builds the same digest twice).
+ */
 export async function onRebuildMessage(deps: HandlerDeps, msg: RebuildMessage): Promise<Outcome[]> {
   const { logger } = deps;
   if (msg.kind === 'ignored') {
@@ -268,16 +285,26 @@ export async function onRebuildMessage(deps: HandlerDeps, msg: RebuildMessage): 
     return [];
   }
   if (msg.kind === 'spec') {
-    const state = await readState(deps.storage.bucket(msg.bucket).file(msg.object));
+    const url = `gs://${msg.bucket}/${msg.object}`;
+    let state;
+    try {
+      state = await readState(deps.storage.bucket(msg.bucket).file(msg.object));
+    } catch (err) {
+      if (isTemporary(err)) throw err;
+      // Not ours to read (another bucket, no permission): retrying will not change that.
+      logger.error(`rebuild of ${url}: ${message(err)}`, { spec: url, trigger: 'rebuild' });
+      return ['failed'];
+    }
     if (!state) {
-      logger.warn(`rebuild of gs://${msg.bucket}/${msg.object}: no such object`);
+      logger.warn(`rebuild of ${url}: no such object`);
       return ['deleted'];
     }
-    return [await runSpec(deps, { bucket: msg.bucket, name: msg.object, generation: state.generation, time: msg.time, skipRecorded: false, trigger: 'rebuild' })];
+    const trigger = msg.base ? 'base-update' : 'rebuild';
+    return [await runSpec(deps, { bucket: msg.bucket, name: msg.object, generation: state.generation, time: msg.time, skipRecorded: false, trigger })];
   }
-  const where = deps.config.rebuild;
-  if (!where) {
-    logger.warn(`base image ${msg.tag} changed, but ARTIFICER_REBUILD_PREFIX is not set; nothing rebuilt`);
+  const { rebuild: where, rebuildTopic: topic } = deps.config;
+  if (!where || !topic) {
+    logger.warn(`base image ${msg.tag} changed, but ${!where ? 'ARTIFICER_REBUILD_PREFIX' : 'ARTIFICER_REBUILD_TOPIC'} is not set; nothing rebuilt`);
     return [];
   }
   const bucket = deps.storage.bucket(where.bucket);
@@ -286,36 +313,51 @@ export async function onRebuildMessage(deps: HandlerDeps, msg: RebuildMessage): 
     const [files] = await bucket.getFiles({ prefix: where.prefix, autoPaginate: true });
     names = files.filter((f) => isSpecObject(f.name)).map((f) => f.name);
   } catch (err) {
-    throw storageError(err, `gs://${where.bucket}/${where.prefix}`, 'listing specs to rebuild');
+    const e = storageError(err, `gs://${where.bucket}/${where.prefix}`, 'listing specs to rebuild');
+    if (isTemporary(e)) throw e;
+    logger.error(`base image ${msg.tag} changed, but the specs cannot be listed: ${e.message}`, { base: msg.tag });
+    return [];
   }
-  const outcomes: Outcome[] = [];
+
+  const affected: string[] = [];
   let retry: unknown;
-  for (const name of names) {
+  const check = async (name: string): Promise<void> => {
     try {
       const state = await readState(bucket.file(name));
-      if (!state) continue;
-      let spec: BuildSpec;
-      try {
-        spec = await readSpec(bucket, name, state.generation, state.size);
-      } catch (err) {
-        if (isTemporary(err)) throw err;
-        continue; // a broken spec was recorded as failed when it was uploaded
-      }
-      if (!sameTag(spec.base, msg.tag)) continue;
+      if (!state) return;
+      const spec = await readSpec(bucket, name, state.generation, state.size);
+      if (!sameTag(spec.base, msg.tag)) return;
       // Our own push lands on the same topic: a spec whose output is the updated tag must not loop.
       const outputs = outputsOf(spec);
-      if (outputs === undefined || outputs.some((t) => sameTag(t, msg.tag))) continue;
-      outcomes.push(
-        await runSpec(deps, { bucket: where.bucket, name, generation: state.generation, time: msg.time, skipRecorded: false, trigger: 'base-update' }),
+      if (outputs === undefined || outputs.some((t) => sameTag(t, msg.tag))) return;
+      affected.push(name);
+    } catch (err) {
+      if (isTemporary(err)) retry ??= err;
+      // A broken spec was recorded as failed when it was uploaded; it cannot say what its base is.
+      else logger.warn(`base image ${msg.tag} changed: skipping gs://${where.bucket}/${name}: ${message(err)}`, { base: msg.tag });
+    }
+  };
+  for (let next = 0; next < names.length; ) {
+    const batch = names.slice(next, (next += FANOUT_READS));
+    await Promise.all(batch.map(check));
+  }
+  affected.sort();
+
+  if (affected.length) {
+    try {
+      await deps.publisher.publish(
+        topic,
+        affected.map((object) => ({ bucket: where.bucket, object, base: msg.tag })),
       );
     } catch (err) {
-      if (!isTemporary(err)) throw err;
-      retry ??= err; // try every spec, then let Eventarc retry the message
+      if (isTemporary(err)) throw err;
+      logger.error(`base image ${msg.tag} changed, but the rebuilds could not be queued on ${topic}: ${message(err)}`, { base: msg.tag, specs: affected });
+      return affected.map(() => 'failed');
     }
   }
-  logger.info(`base image ${msg.tag} changed: rebuilt ${outcomes.length} spec(s)`, { base: msg.tag, outcomes });
+  logger.info(`base image ${msg.tag} changed: queued ${affected.length} spec rebuild(s) on ${topic}`, { base: msg.tag, specs: affected });
   if (retry !== undefined) throw retry;
-  return outcomes;
+  return affected.map(() => 'queued');
 }
 
 export { recordError };

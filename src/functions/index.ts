@@ -16,9 +16,10 @@ import { parseRebuildMessage, parseStorageEvent, type CloudEventLike } from './e
 import { GoogleCredentialProvider } from './google-credentials.ts';
 import { onObjectFinalized, onRebuildMessage, type HandlerDeps } from './handler.ts';
 import { jsonLogger } from './logger.ts';
+import { RestPublisher } from './pubsub.ts';
 import { createStorage } from './storage.ts';
 
-let shared: { storage: Storage; credentials: GoogleCredentialProvider } | undefined;
+let shared: { storage: Storage; credentials: GoogleCredentialProvider; publisher: RestPublisher } | undefined;
 
 function deps(event: CloudEventLike): HandlerDeps {
   const config = parseFunctionConfig(process.env);
@@ -26,6 +27,7 @@ function deps(event: CloudEventLike): HandlerDeps {
   shared ??= {
     storage: createStorage(),
     credentials: new GoogleCredentialProvider({ extraRegistries: config.googleRegistries }),
+    publisher: new RestPublisher(),
   };
   const logger = jsonLogger(config.logLevel, { eventId: event.id, eventType: event.type });
   return { ...shared, config, logger };

@@ -9,6 +9,8 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Bucket } from '@google-cloud/storage';
+import { isTemporary } from '../../src/functions/handler.ts';
+import { PublishError, RestPublisher } from '../../src/functions/pubsub.ts';
 import { deliverStorageEvent, objectEventData, startFunction, type RunningFunction } from '../support/functions.ts';
 import { gcloudStorageEnv, startGcs, type RunningGcs } from '../support/gcs.ts';
 import { pushBusyboxBase } from '../support/images.ts';
@@ -41,7 +43,7 @@ async function craneDigest(ref: string): Promise<string> {
 
 before(async () => {
   tmp = await tempDir('fn-e2e');
-  [gcs, md, registry] = await Promise.all([startGcs(), startMetadataServer(), startRegistry({ auth: 'none' })]);
+  [gcs, md, registry, pubsub] = await Promise.all([startGcs(), startMetadataServer(), startRegistry({ auth: 'none' }), startPubsub()]);
   base = (await pushBusyboxBase(registry.host, { repository: 'base/busybox', format: 'oci' })).reference;
   await gcs.createBucket(BUCKET);
   bucket = gcs.storage().bucket(BUCKET);
@@ -50,12 +52,10 @@ before(async () => {
     STORAGE_EMULATOR_HOST: gcs.url,
     ARTIFICER_ALLOWED_TARGETS: `${registry.host}/apps/`,
     ARTIFICER_REBUILD_PREFIX: `gs://${BUCKET}/`,
+    ARTIFICER_REBUILD_TOPIC: `projects/${pubsub.project}/topics/artificer-rebuild`,
+    PUBSUB_EMULATOR_HOST: pubsub.host,
   };
-  [upload, rebuild, pubsub] = await Promise.all([
-    startFunction({ target: 'buildOnUpload', env }),
-    startFunction({ target: 'rebuildOnMessage', env }),
-    startPubsub(),
-  ]);
+  [upload, rebuild] = await Promise.all([startFunction({ target: 'buildOnUpload', env }), startFunction({ target: 'rebuildOnMessage', env })]);
   await pubsub.createTopic('artificer-rebuild');
   await pubsub.createPushSubscription('rebuild-push', 'artificer-rebuild', `${rebuild.url}/projects/${pubsub.project}/topics/artificer-rebuild`);
   await pubsub.createTopic('gcr');
@@ -125,11 +125,34 @@ describe('Cloud Function end to end', { concurrency: false }, () => {
     assert.equal(after['artificer-digest'], before['artificer-digest'], 'same inputs, same digest');
   });
 
-  test('an Artifact Registry INSERT for the base tag rebuilds every spec on that base', async () => {
+  test('the publisher: message ids from the emulator; a missing topic is permanent, no emulator temporary', async () => {
+    const publisher = new RestPublisher({ emulatorHost: pubsub.host });
+    const ids = await publisher.publish(`projects/${pubsub.project}/topics/gcr-unused`, []).catch((e: unknown) => e);
+    assert.deepEqual(ids, [], 'nothing to publish, no request');
+    await pubsub.createTopic('publisher-probe');
+    assert.equal((await publisher.publish(`projects/${pubsub.project}/topics/publisher-probe`, [{ a: 1 }, { b: 2 }])).length, 2);
+    const missing = await publisher.publish(`projects/${pubsub.project}/topics/no-such-topic`, [{ a: 1 }]).catch((e: unknown) => e);
+    assert.ok(missing instanceof PublishError && missing.status === 404, String(missing));
+    assert.match(missing.message, /no-such-topic/);
+    assert.equal(isTemporary(missing), false);
+    const down = await new RestPublisher({ emulatorHost: '127.0.0.1:9' }).publish('projects/p/topics/t', [{}]).catch((e: unknown) => e);
+    assert.ok(down instanceof PublishError, String(down));
+    assert.equal(isTemporary(down), true);
+  });
+
+  test('an Artifact Registry INSERT for the base tag queues a rebuild of every spec on that base', async () => {
+    // A spec that pushes to the base's own tag (a bare tag resolves against its target, the
+    // base repository) must not be queued: its push would notify the topic again, forever.
+    const baseTag = base.slice(base.lastIndexOf(':') + 1);
+    await bucket.file('loop/artificer.json').save(JSON.stringify({ base, target: base.replace(/:[^:/]+$/, ':loop'), tags: [baseTag] }));
     // Patch the base: a new image under the same tag.
     await exec(tool('crane'), ['mutate', '--insecure', base, '--env', 'PATCHED=1', '-t', base]);
     const baseDigest = await craneDigest(base);
     await pubsub.publish('gcr', { action: 'INSERT', digest: `${base.replace(/:[^:/]+$/, '')}@${baseDigest}`, tag: base });
+    // The notification only queues: one message per spec on the rebuild topic...
+    const queued = await rebuild.waitForLog((l) => l.base === base && Array.isArray(l.specs), 60_000);
+    assert.deepEqual(queued.specs, ['greet/artificer.json', 'svc/svc.artificer.json'], rebuild.output().slice(-2000));
+    // ...and each spec builds in its own invocation.
     for (const spec of ['greet/artificer.json', 'svc/svc.artificer.json']) {
       const line = await rebuild.waitForLog((l) => l.trigger === 'base-update' && l.spec === `gs://${BUCKET}/${spec}`, 60_000);
       assert.equal(line.outcome, 'succeeded', rebuild.output().slice(-2000));

@@ -28,6 +28,7 @@ describe('parseFunctionConfig', () => {
       ARTIFICER_INSECURE_REGISTRIES: '127.0.0.1:5000',
       ARTIFICER_GOOGLE_REGISTRIES: '127.0.0.1:5000',
       ARTIFICER_REBUILD_PREFIX: 'gs://specs-bucket/team/',
+      ARTIFICER_REBUILD_TOPIC: 'projects/acme-prod/topics/artificer-rebuild',
       ARTIFICER_MAX_EVENT_AGE: '60',
       ARTIFICER_REGISTRY_RETRY_ATTEMPTS: '2',
       ARTIFICER_LOG_LEVEL: 'DEBUG',
@@ -35,6 +36,7 @@ describe('parseFunctionConfig', () => {
     });
     assert.deepEqual(c.allowedTargets, ['us-docker.pkg.dev/p/r/', 'gcr.io/p/app']);
     assert.deepEqual(c.rebuild, { bucket: 'specs-bucket', prefix: 'team/' });
+    assert.equal(c.rebuildTopic, 'projects/acme-prod/topics/artificer-rebuild');
     assert.equal(c.maxEventAgeMs, 60_000);
     assert.equal(c.registryRetryAttempts, 2);
     assert.equal(c.logLevel, 'debug');
@@ -43,6 +45,7 @@ describe('parseFunctionConfig', () => {
   const bad: Array<[Record<string, string>, RegExp]> = [
     [{ ARTIFICER_ALLOWED_TARGETS: '*' }, /repository prefix/],
     [{ ARTIFICER_REBUILD_PREFIX: 'specs/' }, /gs:\/\/bucket/],
+    [{ ARTIFICER_REBUILD_TOPIC: 'artificer-rebuild' }, /full topic name like projects\/my-project\/topics\/artificer-rebuild/],
     [{ ARTIFICER_MAX_EVENT_AGE: '-1' }, /non-negative integer/],
     [{ ARTIFICER_LOG_LEVEL: 'loud' }, /debug, info or warning/],
   ];
@@ -98,6 +101,10 @@ describe('events', () => {
   const msg = (payload: unknown) => ({ data: { message: { data: Buffer.from(JSON.stringify(payload)).toString('base64'), messageId: '1' }, subscription: 's' } });
   test('Pub/Sub messages', () => {
     assert.equal(parseRebuildMessage(msg({ bucket: 'b', object: 'a/artificer.json' })).kind, 'spec');
+    assert.deepEqual(
+      { ...parseRebuildMessage(msg({ bucket: 'b', object: 'a/artificer.json', base: 'r/x:1' })), time: 0 },
+      { kind: 'spec', bucket: 'b', object: 'a/artificer.json', base: 'r/x:1', time: 0 },
+    );
     assert.deepEqual(
       { ...parseRebuildMessage(msg({ action: 'INSERT', digest: 'r/x@sha256:1', tag: 'r/x:1' })), time: 0 },
       { kind: 'base', tag: 'r/x:1', digest: 'r/x@sha256:1', time: 0 },
