@@ -273,67 +273,92 @@ export class RegistryClient implements Registry {
    * uploads): POST to open a session, PATCH with the whole body, PUT `?digest=` with no body —
    * the sequence ggcr uses for streamed layers. A body with a digest known up front is still
    * hashed on the way, so a wrong digest fails before the upload is committed.
+   *
+   * A replayable body is retried as a whole (a failed PATCH needs a fresh session). A
+   * single-pass stream is opened only once the session is: the POST (and any token fetch) and
+   * the bodiless PUT are retried like any step, only the PATCH that consumes the stream runs once.
    */
   async uploadBlob(repo: Repository, body: BlobBody, signal?: AbortSignal): Promise<UploadedBlob> {
     const replayable = 'bytes' in body || body.replayable;
-    const label = body.digest ? `blob ${body.digest}` : 'blob';
-    return this.#step(`pushing ${label} to ${repositoryName(repo)}`, replayable, signal, async () => {
-      const scopes = [pushScope(repo)];
-      const action = `push ${repo.repository}`;
-      const opened = await this.#send({
-        repo, scopes, action, method: 'POST', target: `/v2/${repo.repository}/blobs/uploads/`, headers: { 'content-length': '0' }, signal,
+    const what = `pushing ${body.digest ? `blob ${body.digest}` : 'blob'} to ${repositoryName(repo)}`;
+    if (replayable) {
+      return this.#step(what, true, signal, async () => {
+        const session = await this.#openUpload(repo, signal);
+        return this.#commitUpload(repo, await this.#sendContent(repo, body, session, signal), signal);
       });
-      if (opened.res.statusCode !== 202) throw await this.#error(opened.res, 'POST', opened.url, repo, action, opened.source);
-      await opened.res.body.dump();
-      const location1 = this.#location(opened.res, opened.url);
+    }
+    const session = await this.#step(what, true, signal, () => this.#openUpload(repo, signal));
+    const sent = await this.#step(what, false, signal, () => this.#sendContent(repo, body, session, signal));
+    return this.#step(what, true, signal, () => this.#commitUpload(repo, sent, signal));
+  }
 
-      let content: Buffer | Readable;
-      let sent: () => Promise<UploadedBlob>;
-      const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
-      if ('bytes' in body) {
-        const buf = Buffer.from(body.bytes.buffer, body.bytes.byteOffset, body.bytes.byteLength);
-        const known = { digest: sha256(buf), size: buf.length };
-        if (body.digest && body.digest !== known.digest) throw new DigestMismatchError(`blob to push to ${repositoryName(repo)}`, body.digest, known.digest);
-        content = buf;
-        sent = async () => known;
-        headers['content-length'] = String(buf.length);
-      } else {
-        const opened = body.open();
-        if (opened instanceof Readable) {
-          const tap = new HashTap();
-          content = pipeline(opened, tap, () => {});
-          sent = async () => ({ digest: tap.digest, size: tap.size });
-        } else {
-          content = opened.stream;
-          sent = () => opened.measured;
-        }
-        if (body.size !== undefined) headers['content-length'] = String(body.size);
-      }
-      const patched = await this.#send({ repo, scopes, action, method: 'PATCH', target: location1, headers, body: content, signal });
-      if (patched.res.statusCode !== 202 && patched.res.statusCode !== 204) {
-        throw await this.#error(patched.res, 'PATCH', patched.url, repo, action, patched.source);
-      }
-      await patched.res.body.dump();
-      const location2 = header(patched.res, 'location') ? this.#location(patched.res, patched.url) : location1;
-
-      const actual = await sent();
-      if (body.digest && body.digest !== actual.digest) {
-        await this.#cancelUpload(repo, location2, signal);
-        throw new DigestMismatchError(`blob to push to ${repositoryName(repo)}`, body.digest, actual.digest);
-      }
-      const put = new URL(location2);
-      put.searchParams.set('digest', actual.digest);
-      const committed = await this.#send({
-        repo, scopes, action, method: 'PUT', target: put.toString(), headers: { 'content-length': '0' }, signal,
-      });
-      if (committed.res.statusCode !== 201 && committed.res.statusCode !== 204) {
-        throw await this.#error(committed.res, 'PUT', committed.url, repo, action, committed.source);
-      }
-      await committed.res.body.dump();
-      const stored = header(committed.res, 'docker-content-digest');
-      if (stored && stored !== actual.digest) throw new DigestMismatchError(`blob pushed to ${repositoryName(repo)}`, actual.digest, stored);
-      return actual;
+  /** POST: opens an upload session; resolves with its Location. */
+  async #openUpload(repo: Repository, signal?: AbortSignal): Promise<string> {
+    const action = `push ${repo.repository}`;
+    const opened = await this.#send({
+      repo, scopes: [pushScope(repo)], action, method: 'POST', target: `/v2/${repo.repository}/blobs/uploads/`, headers: { 'content-length': '0' }, signal,
     });
+    if (opened.res.statusCode !== 202) throw await this.#error(opened.res, 'POST', opened.url, repo, action, opened.source);
+    await opened.res.body.dump();
+    return this.#location(opened.res, opened.url);
+  }
+
+  /** PATCH: sends the whole body to the session; resolves with where to commit it and what was sent. */
+  async #sendContent(repo: Repository, body: BlobBody, location1: string, signal?: AbortSignal): Promise<{ location: string; blob: UploadedBlob }> {
+    const scopes = [pushScope(repo)];
+    const action = `push ${repo.repository}`;
+    let content: Buffer | Readable;
+    let sent: () => Promise<UploadedBlob>;
+    const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
+    if ('bytes' in body) {
+      const buf = Buffer.from(body.bytes.buffer, body.bytes.byteOffset, body.bytes.byteLength);
+      const known = { digest: sha256(buf), size: buf.length };
+      if (body.digest && body.digest !== known.digest) throw new DigestMismatchError(`blob to push to ${repositoryName(repo)}`, body.digest, known.digest);
+      content = buf;
+      sent = async () => known;
+      headers['content-length'] = String(buf.length);
+    } else {
+      const opened = body.open();
+      if (opened instanceof Readable) {
+        const tap = new HashTap();
+        content = pipeline(opened, tap, () => {});
+        sent = async () => ({ digest: tap.digest, size: tap.size });
+      } else {
+        content = opened.stream;
+        sent = () => opened.measured;
+      }
+      if (body.size !== undefined) headers['content-length'] = String(body.size);
+    }
+    const patched = await this.#send({ repo, scopes, action, method: 'PATCH', target: location1, headers, body: content, signal });
+    if (patched.res.statusCode !== 202 && patched.res.statusCode !== 204) {
+      throw await this.#error(patched.res, 'PATCH', patched.url, repo, action, patched.source);
+    }
+    await patched.res.body.dump();
+    const location2 = header(patched.res, 'location') ? this.#location(patched.res, patched.url) : location1;
+
+    const actual = await sent();
+    if (body.digest && body.digest !== actual.digest) {
+      await this.#cancelUpload(repo, location2, signal);
+      throw new DigestMismatchError(`blob to push to ${repositoryName(repo)}`, body.digest, actual.digest);
+    }
+    return { location: location2, blob: actual };
+  }
+
+  /** PUT `?digest=`: commits the session; verifies the digest the registry stored. */
+  async #commitUpload(repo: Repository, sent: { location: string; blob: UploadedBlob }, signal?: AbortSignal): Promise<UploadedBlob> {
+    const action = `push ${repo.repository}`;
+    const put = new URL(sent.location);
+    put.searchParams.set('digest', sent.blob.digest);
+    const committed = await this.#send({
+      repo, scopes: [pushScope(repo)], action, method: 'PUT', target: put.toString(), headers: { 'content-length': '0' }, signal,
+    });
+    if (committed.res.statusCode !== 201 && committed.res.statusCode !== 204) {
+      throw await this.#error(committed.res, 'PUT', committed.url, repo, action, committed.source);
+    }
+    await committed.res.body.dump();
+    const stored = header(committed.res, 'docker-content-digest');
+    if (stored && stored !== sent.blob.digest) throw new DigestMismatchError(`blob pushed to ${repositoryName(repo)}`, sent.blob.digest, stored);
+    return sent.blob;
   }
 
   async putManifest(repo: Repository, reference: string, bytes: Uint8Array, mediaType: string, signal?: AbortSignal): Promise<Digest> {

@@ -1,8 +1,10 @@
 /**
  * One retry policy for registry requests, in the spirit of undici's `RetryHandler` and
  * nodejs-storage's `RetryOptions`. The client retries whole steps (one manifest GET, one blob
- * upload from POST to PUT) at this one level, and only when the request body can be replayed;
- * callers with a single-pass stream retry at a higher level (rebuilding the stream) if they wish.
+ * upload from POST to PUT) at this one level, and only when the request body can be replayed.
+ * A single-pass stream's upload is split: opening and committing the session are retried, the
+ * PATCH that consumes the stream runs once; callers may retry that at a higher level (rebuilding
+ * the stream) if they wish.
  */
 import { AbortedError, ArtificerError, BlobStorageError, NetworkError, RegistryError } from '../errors.ts';
 import type { Logger } from '../log.ts';

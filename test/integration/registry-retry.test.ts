@@ -76,6 +76,27 @@ describe('retries through a fault-injecting proxy', () => {
     assert.equal(opened, 1);
   });
 
+  test('a single-pass stream: a failed POST is retried before the stream is opened', async () => {
+    const data = randomBytes(50_000);
+    let opened = 0;
+    proxy.failNext(2, { status: 503, method: 'POST', match: /\/blobs\/uploads\/$/ });
+    const up = await client.uploadBlob(repo, { open: () => (opened++, Readable.from([data])), replayable: false });
+    assert.equal(up.digest, sha256(data));
+    assert.equal(opened, 1);
+    assert.deepEqual(proxy.requests.filter((r) => r.method !== 'GET' && r.method !== 'HEAD').map((r) => `${r.method} ${r.status}`), ['POST 503', 'POST 503', 'POST 202', 'PATCH 202', 'PUT 201']);
+  });
+
+  test('a single-pass stream: a failed commit (PUT, no body) is retried without re-sending', async () => {
+    const data = randomBytes(50_000);
+    let opened = 0;
+    proxy.failNext(1, { status: 500, method: 'PUT', match: /\/blobs\/uploads\// });
+    const up = await client.uploadBlob(repo, { open: () => (opened++, Readable.from([data])), replayable: false });
+    assert.equal(up.digest, sha256(data));
+    assert.equal(opened, 1);
+    assert.equal(proxy.requests.filter((r) => r.method === 'PATCH').length, 1);
+    assert.deepEqual(await client.getBlobBytes(repo, up.digest), data);
+  });
+
   test('429 with Retry-After is honoured', async () => {
     proxy.failNext(1, { status: 429, headers: { 'retry-after': '1' }, method: 'HEAD' });
     const started = Date.now();
