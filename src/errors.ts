@@ -238,14 +238,20 @@ export class NetworkError extends ArtificerError {
   }
 }
 
-/** A registry stored or returned content whose digest is not the one expected. */
+/**
+ * Content whose digest is not the one expected. `found` says whose content it is: `registry`
+ * for what a registry stored or returned, `content` for bytes computed here (a layer or
+ * manifest about to be pushed), so the message does not blame a registry for a local mistake.
+ */
 export class DigestMismatchError extends ArtificerError {
   readonly expected: string;
   readonly actual: string;
-  constructor(what: string, expected: string, actual: string) {
-    super('ARTIFICER_DIGEST_MISMATCH', `${what}: digest mismatch: expected ${expected}, registry has ${actual}`);
+  readonly found: 'registry' | 'content';
+  constructor(what: string, expected: string, actual: string, found: 'registry' | 'content' = 'registry') {
+    super('ARTIFICER_DIGEST_MISMATCH', `${what}: digest mismatch: expected ${expected}, ${found === 'registry' ? 'registry has' : 'content has'} ${actual}`);
     this.expected = expected;
     this.actual = actual;
+    this.found = found;
   }
 }
 

@@ -279,12 +279,20 @@ export class RegistryClient implements Registry {
    * the bodiless PUT are retried like any step, only the PATCH that consumes the stream runs once.
    */
   async uploadBlob(repo: Repository, body: BlobBody, signal?: AbortSignal): Promise<UploadedBlob> {
-    const replayable = 'bytes' in body || body.replayable;
     const what = `pushing ${body.digest ? `blob ${body.digest}` : 'blob'} to ${repositoryName(repo)}`;
-    if (replayable) {
+    let content = body;
+    if ('bytes' in body) {
+      // Known before any request: a wrong digest opens no upload session.
+      const actual = sha256(body.bytes);
+      if (body.digest && body.digest !== actual) {
+        throw withContext(new DigestMismatchError(`blob to push to ${repositoryName(repo)}`, body.digest, actual, 'content'), what);
+      }
+      content = { bytes: body.bytes, digest: actual };
+    }
+    if ('bytes' in content || content.replayable) {
       return this.#step(what, true, signal, async () => {
         const session = await this.#openUpload(repo, signal);
-        return this.#commitUpload(repo, await this.#sendContent(repo, body, session, signal), signal);
+        return this.#commitUpload(repo, await this.#sendContent(repo, content, session, signal), signal);
       });
     }
     const session = await this.#step(what, true, signal, () => this.#openUpload(repo, signal));
@@ -303,7 +311,11 @@ export class RegistryClient implements Registry {
     return this.#location(opened.res, opened.url);
   }
 
-  /** PATCH: sends the whole body to the session; resolves with where to commit it and what was sent. */
+  /**
+   * PATCH: sends the whole body to the session; resolves with where to commit it and what was
+   * sent. Bytes come with their verified digest. Content that turns out wrong (a digest other
+   * than the one claimed, or a source stream failing its own check) cancels the session.
+   */
   async #sendContent(repo: Repository, body: BlobBody, location1: string, signal?: AbortSignal): Promise<{ location: string; blob: UploadedBlob }> {
     const scopes = [pushScope(repo)];
     const action = `push ${repo.repository}`;
@@ -312,8 +324,7 @@ export class RegistryClient implements Registry {
     const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
     if ('bytes' in body) {
       const buf = Buffer.from(body.bytes.buffer, body.bytes.byteOffset, body.bytes.byteLength);
-      const known = { digest: sha256(buf), size: buf.length };
-      if (body.digest && body.digest !== known.digest) throw new DigestMismatchError(`blob to push to ${repositoryName(repo)}`, body.digest, known.digest);
+      const known = { digest: body.digest ?? sha256(buf), size: buf.length };
       content = buf;
       sent = async () => known;
       headers['content-length'] = String(buf.length);
@@ -329,7 +340,13 @@ export class RegistryClient implements Registry {
       }
       if (body.size !== undefined) headers['content-length'] = String(body.size);
     }
-    const patched = await this.#send({ repo, scopes, action, method: 'PATCH', target: location1, headers, body: content, signal });
+    let patched: Sent;
+    try {
+      patched = await this.#send({ repo, scopes, action, method: 'PATCH', target: location1, headers, body: content, signal });
+    } catch (err) {
+      if (err instanceof DigestMismatchError && !signal?.aborted) await this.#cancelUpload(repo, location1, signal);
+      throw err;
+    }
     if (patched.res.statusCode !== 202 && patched.res.statusCode !== 204) {
       throw await this.#error(patched.res, 'PATCH', patched.url, repo, action, patched.source);
     }
@@ -339,7 +356,7 @@ export class RegistryClient implements Registry {
     const actual = await sent();
     if (body.digest && body.digest !== actual.digest) {
       await this.#cancelUpload(repo, location2, signal);
-      throw new DigestMismatchError(`blob to push to ${repositoryName(repo)}`, body.digest, actual.digest);
+      throw new DigestMismatchError(`blob to push to ${repositoryName(repo)}`, body.digest, actual.digest, 'content');
     }
     return { location: location2, blob: actual };
   }
@@ -364,7 +381,7 @@ export class RegistryClient implements Registry {
   async putManifest(repo: Repository, reference: string, bytes: Uint8Array, mediaType: string, signal?: AbortSignal): Promise<Digest> {
     const ref = manifestRefString(repo, reference);
     const digest = sha256(bytes);
-    if (isDigest(reference) && reference !== digest) throw new DigestMismatchError(`pushing manifest ${ref}`, reference, digest);
+    if (isDigest(reference) && reference !== digest) throw new DigestMismatchError(`pushing manifest ${ref}`, reference, digest, 'content');
     return this.#step(`pushing manifest ${ref}`, true, signal, async () => {
       const { res, url, source } = await this.#send({
         repo, scopes: [pushScope(repo)], action: `push ${repo.repository}`, method: 'PUT',

@@ -40,6 +40,7 @@ const cases: Array<[ArtificerError, string, string, RegExp, boolean]> = [
   [new BlobStorageError('s3.example.com', { method: 'GET', url: 'https://s3.example.com/b?X-Amz-Signature=s', status: 403 }), 'BlobStorageError', 'ARTIFICER_REGISTRY', /^blob storage s3\.example\.com answered 403 to GET https:\/\/s3\.example\.com\/b\?X-Amz-Signature=REDACTED: it refused the signed URL/, true],
   [new NetworkError('connect ECONNREFUSED'), 'NetworkError', 'ARTIFICER_NETWORK', /ECONNREFUSED/, true],
   [new DigestMismatchError('manifest', 'sha256:a', 'sha256:b'), 'DigestMismatchError', 'ARTIFICER_DIGEST_MISMATCH', /expected sha256:a, registry has sha256:b/, false],
+  [new DigestMismatchError('blob to push', 'sha256:a', 'sha256:b', 'content'), 'DigestMismatchError', 'ARTIFICER_DIGEST_MISMATCH', /^blob to push: digest mismatch: expected sha256:a, content has sha256:b$/, false],
   [new UnsupportedError('schema1'), 'UnsupportedError', 'ARTIFICER_UNSUPPORTED', /schema1/, false],
   [new TargetNotAllowedError('evil.example.com/x'), 'TargetNotAllowedError', 'ARTIFICER_TARGET_NOT_ALLOWED', /evil.example.com\/x is not in ARTIFICER_ALLOWED_TARGETS/, false],
   [new AbortedError(), 'AbortedError', 'ARTIFICER_ABORTED', /aborted/, false],

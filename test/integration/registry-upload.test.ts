@@ -1,0 +1,85 @@
+// Uploads whose content is wrong, against the real registry behind the fault proxy (used here
+// only to record the requests): a wrong digest known up front opens no session, one found
+// after the POST cancels it, and the message blames the content, not the registry.
+import { after, before, beforeEach, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import { DigestMismatchError } from '../../src/errors.ts';
+import { sha256 } from '../../src/oci/digest.ts';
+import { MediaTypes } from '../../src/oci/types.ts';
+import { RegistryClient } from '../../src/registry/client.ts';
+import type { Repository } from '../../src/registry/types.ts';
+import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.ts';
+import { startRegistry, type RunningRegistry } from '../support/registry.ts';
+
+let reg: RunningRegistry;
+let proxy: FaultProxy;
+let client: RegistryClient;
+let repo: Repository;
+before(async () => {
+  reg = await startRegistry();
+  proxy = await startFaultProxy(reg.url);
+  client = new RegistryClient({ retry: { attempts: 3, baseDelayMs: 1, maxDelayMs: 2 } });
+  repo = { registry: proxy.host, repository: 'upload/app' };
+});
+beforeEach(() => proxy.reset());
+after(async () => {
+  await proxy?.stop();
+  await reg?.stop();
+});
+
+const calls = (): string[] => proxy.requests.filter((r) => r.method !== 'GET').map((r) => `${r.method} ${r.status}`);
+
+test('bytes with a wrong digest: no session is opened, and the content is blamed', async () => {
+  const claimed = sha256('y');
+  await assert.rejects(client.uploadBlob(repo, { bytes: Buffer.from('x'), digest: claimed }), (err: unknown) => {
+    assert.ok(err instanceof DigestMismatchError, String(err));
+    assert.equal(err.found, 'content');
+    assert.equal(err.message, `pushing blob ${claimed} to ${proxy.host}/upload/app: blob to push to ${proxy.host}/upload/app: digest mismatch: expected ${claimed}, content has ${sha256('x')}`);
+    return true;
+  });
+  assert.deepEqual(calls(), []);
+});
+
+test('a stream that hashes to another digest: the session is cancelled, nothing committed', async () => {
+  const data = randomBytes(5000);
+  const claimed = sha256('something else');
+  await assert.rejects(client.uploadBlob(repo, { open: () => Readable.from([data]), digest: claimed, replayable: false }), (err: unknown) => {
+    assert.ok(err instanceof DigestMismatchError, String(err));
+    assert.match(err.message, new RegExp(`expected ${claimed}, content has ${sha256(data)}$`));
+    return true;
+  });
+  assert.deepEqual(calls(), ['POST 202', 'PATCH 202', 'DELETE 204']);
+});
+
+test('a source stream failing its own digest check mid-PATCH cancels the session too', async () => {
+  const copied = new DigestMismatchError('blob sha256:1 from base/app', 'sha256:1', 'sha256:2');
+  let n = 0;
+  const source = new Readable({
+    read() {
+      if (n++ < 3) this.push(randomBytes(16_384));
+      else this.destroy(copied);
+    },
+  });
+  await assert.rejects(client.uploadBlob(repo, { open: () => source, replayable: false }), (err: unknown) => {
+    assert.ok(err instanceof DigestMismatchError, String(err));
+    assert.match(err.message, /registry has sha256:2$/, 'the source registry is blamed, as the stream said');
+    return true;
+  });
+  // The PATCH may or may not have reached the proxy before its body failed.
+  const seen = calls();
+  assert.equal(seen[0], 'POST 202');
+  assert.equal(seen.at(-1), 'DELETE 204');
+  assert.ok(!seen.some((c) => c.startsWith('PUT')), seen.join(', '));
+});
+
+test('a manifest whose bytes do not match its digest reference blames the content', async () => {
+  const ref = sha256('other');
+  await assert.rejects(client.putManifest(repo, ref, Buffer.from('{}'), MediaTypes.ociManifest), (err: unknown) => {
+    assert.ok(err instanceof DigestMismatchError, String(err));
+    assert.match(err.message, new RegExp(`expected ${ref}, content has ${sha256('{}')}$`));
+    return true;
+  });
+  assert.deepEqual(calls(), []);
+});
