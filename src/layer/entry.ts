@@ -4,7 +4,7 @@ import type { BufferPool } from './pool.ts';
 /**
  * One thing to put into a layer, as a source (local disk, a Cloud Storage object, an entry of an
  * uploaded bundle) describes it. Sources report facts; the layer writer applies policy
- * (fixed mtime, owner, setuid stripping, parent directories), so every source gets the same
+ * (fixed mtime, owner, setuid stripping, path and type checks), so every source gets the same
  * normalisation.
  */
 export type EntryType = 'file' | 'directory' | 'symlink' | 'hardlink';

@@ -6,9 +6,6 @@ import type { LayerPolicy } from '../build/request.ts';
 import type { LayerEntry } from './entry.ts';
 import type { BufferPool } from './pool.ts';
 
-/** Mode given to parent directories that no entry describes. */
-export const IMPLICIT_DIR_MODE = 0o755;
-
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
 const S_IFLNK = 0o120000;
@@ -21,10 +18,17 @@ type TarHeader = Partial<Header> & Pick<Header, 'name'>;
 
 /**
  * Writes `entries` as a reproducible tar stream (tar-stream's packer):
- * every missing parent directory is emitted before its first child (mode 0755), every entry gets
- * `policy.mtime`, uid/gid 0 (or `policy.chown`) and empty user/group names, permission bits are
- * kept but setuid/setgid are dropped unless `policy.keepSpecialBits`. Directory names end in
- * `/`. Long or non-ASCII names get PAX headers.
+ * every entry gets `policy.mtime`, uid/gid 0 (or `policy.chown`) and empty user/group names,
+ * permission bits are kept but setuid/setgid are dropped unless `policy.keepSpecialBits`.
+ * Directory names end in `/`. Long or non-ASCII names get PAX headers.
+ *
+ * Parent directories that no entry describes are *not* written, as Docker's `COPY` leaves the
+ * base's directories alone: an entry for `usr/` or `tmp/` would replace the base's own on
+ * extraction (its mode, its owner — with `--chown`, the build's user — and, where the base has a
+ * symlink such as merged-usr's `bin -> usr/bin`, the link itself, hiding every base binary).
+ * Runtimes create a missing parent when they extract a child (containerd, Docker, umoci, GNU tar
+ * all do), and follow an existing symlinked one. Directories the sources yield (`-f conf/`) are
+ * written with their own mode and owner.
  *
  * The tar is only as ordered as `entries`; sources yield them sorted. An entry whose path is not
  * normalised and relative, or whose delivered byte count differs from its `size`, fails the
@@ -107,7 +111,7 @@ class Writer {
       if (this.#closed) return;
       validatePath(entry.path, entry.origin);
       this.#checkKind(entry);
-      await this.#parents(entry.path);
+      this.#parents(entry.path);
       await this.#entry(entry);
     }
   }
@@ -136,16 +140,12 @@ class Writer {
     }
   }
 
-  async #parents(p: string): Promise<void> {
-    const missing: string[] = [];
+  /** Notes every ancestor of `p` as a directory (for {@link #checkKind}); writes nothing. */
+  #parents(p: string): void {
     for (let i = p.lastIndexOf('/'); i > 0; i = p.lastIndexOf('/', i - 1)) {
       const dir = p.slice(0, i);
       if (this.#dirs.has(dir)) break;
-      missing.push(dir);
-    }
-    for (const dir of missing.reverse()) {
       this.#dirs.add(dir);
-      await this.#add(this.#header(dir + '/', 'directory', S_IFDIR | IMPLICIT_DIR_MODE));
     }
   }
 

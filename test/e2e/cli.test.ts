@@ -1,7 +1,7 @@
 // The CLI end to end: the exact seed flags against the real docker-registry, the image pulled
 // back by skopeo, unpacked by umoci and run by runc; assertions on what the container prints.
 import assert from 'node:assert/strict';
-import { chmod, chown, mkdir, utimes, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, symlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { artificer } from '../support/cli.ts';
@@ -167,6 +167,23 @@ describe('OCI bases, platforms and outputs', () => {
     const fromTarball = await runDockerArchive(tarball);
     assert.equal(fromTarball.code, 0, fromTarball.stderr);
     assert.match(fromTarball.stdout, /LOGLEVEL=2/);
+  });
+
+  test("the base's directories stay as they are: /tmp keeps its sticky bit, a symlinked directory is followed", async () => {
+    // A first image whose /opt is a symlink to usr/local (a merged-usr base has /bin -> usr/bin).
+    const links = path.join(work.path, 'links');
+    await mkdir(links, { recursive: true });
+    await symlink('usr/local', path.join(links, 'opt'));
+    const linked = `${registry.host}/app/linked:1`;
+    const first = await artificer(['-b', dockerBase.reference, '-f', 'links/:/', '-t', linked], { cwd: work.path });
+    assert.equal(first.code, 0, first.stderr);
+    // Files added below both, as someone else: neither /tmp nor /opt may change.
+    const target = `${registry.host}/app/onbase:1`;
+    const r = await artificer(['-b', linked, '-f', 'server-binary:/tmp/sub/server', '-f', 'server-binary:/opt/bin/server', '--chown', '1000:1000', '-t', target], { cwd: work.path });
+    assert.equal(r.code, 0, r.stderr);
+    const run = await pullAndRun(target, { args: ['sh', '-c', 'stat -c "%a %u %n" /tmp /usr/local /usr/local/bin; readlink /opt; ls /usr/local/bin'] });
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(run.stdout, '1777 0 /tmp\n755 0 /usr/local\n755 0 /usr/local/bin\nusr/local\nserver\n');
   });
 
   test('scratch: no base at all', async () => {
