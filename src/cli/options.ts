@@ -40,8 +40,6 @@ export interface CliOptions {
   readonly concurrency?: number;
   /** SOURCE_DATE_EPOCH, else 0. */
   readonly mtime: number;
-  /** The command line as recorded in the image history. */
-  readonly createdBy: string;
 }
 
 export const FLAGS = {
@@ -135,7 +133,7 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {
   }
   const v = parsed.values;
   const verbosity = v.verbose?.length ?? 0;
-  const base = { files: [], env: [], labels: {}, annotations: {}, exposedPorts: [], platforms: 'default' as const, keepSpecialBits: false, tags: [], insecureRegistries: [], verbosity, mtime: 0, createdBy: '' };
+  const base = { files: [], env: [], labels: {}, annotations: {}, exposedPorts: [], platforms: 'default' as const, keepSpecialBits: false, tags: [], insecureRegistries: [], verbosity, mtime: 0 };
   if (v.help) return { ...base, command: 'help' };
   if (v.version) return { ...base, command: 'version' };
 
@@ -224,14 +222,5 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {
     insecureRegistries: v['insecure-registry'] ?? [],
     ...(concurrency !== undefined ? { concurrency } : {}),
     mtime: parseSourceDateEpoch(env),
-    createdBy: describeLayer(v.files ?? []),
   };
-}
-
-/**
- * The history entry's `created_by`: what the layer adds, like a Dockerfile's `COPY` line. Not the
- * whole command line: a target or an output must not change the image's digest.
- */
-function describeLayer(files: readonly string[]): string {
-  return `artificer ${files.map((f) => `--files ${f}`).join(' ')}`.slice(0, 1024);
 }

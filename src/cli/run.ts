@@ -1,4 +1,4 @@
-import { createReadStream } from 'node:fs';
+import { createReadStream, statSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import path from 'node:path';
@@ -11,7 +11,7 @@ import type { Reference } from '../reference/reference.ts';
 import { RegistryClient } from '../registry/client.ts';
 import { dockerConfigCredentials } from '../registry/credentials.ts';
 import { bundleEntries } from '../source/bundle.ts';
-import { localSource, parseLocalSpec } from '../source/local.ts';
+import { localSource, parseLocalSpec, type LocalSpec } from '../source/local.ts';
 import { parseSpecText, resolveTags, specToRequest, type BuildSpec } from '../spec/index.ts';
 import { HELP } from './help.ts';
 import { parseOptions, type CliOptions } from './options.ts';
@@ -121,11 +121,27 @@ async function toRequest(opts: CliOptions, io: Io): Promise<BuildRequest> {
       ...(opts.user !== undefined ? { user: opts.user } : {}),
       labels: opts.labels,
       exposedPorts: opts.exposedPorts,
-      createdBy: opts.createdBy,
+      createdBy: describeLayer(files, io.cwd),
     },
     annotations: opts.annotations,
     outputs: { registry: opts.target ? [opts.target, ...resolveTags(opts.target, opts.tags)] : [], ...outputs },
   };
+}
+
+/**
+ * The history entry's `created_by`: where the layer puts things, like a Dockerfile's
+ * `COPY … /dest` line, e.g. `artificer: COPY /server /etc/app/`. Destinations only, never the
+ * source paths as typed: `./server`, `server` and `/ci/job-1234/server` build the same layer
+ * and must give the same image digest (and a CI runner's paths do not belong in an image).
+ */
+function describeLayer(files: readonly LocalSpec[], cwd: string): string {
+  const dests = files.map(({ from, to }) => {
+    if (to !== '') return `/${to.replace(/^\/+/, '')}`;
+    const abs = path.resolve(cwd, from);
+    const dir = statSync(abs, { throwIfNoEntry: false })?.isDirectory() ?? false; // a missing one fails the walk
+    return `/${path.basename(abs)}${dir ? '/' : ''}`;
+  });
+  return `artificer: COPY ${dests.join(' ')}`.slice(0, 1024);
 }
 
 /**

@@ -166,7 +166,7 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
     objectBytes = pinned.bytes;
     const { request, target } = specToRequest(spec, pinned.source, {
       sourceDateEpoch: config.sourceDateEpoch,
-      createdBy: `artificer cloud function (${url}#${run.generation})`,
+      createdBy: `artificer cloud function (${url})`,
     });
     fields.target = target.toString();
     // The library's progress lines go out at DEBUG: the event's one INFO line is the summary.

@@ -92,6 +92,20 @@ describe('the seed command', () => {
     assert.equal(digest(first.stdout), digest(second.stdout));
     await chown(path.join(work.path, 'conf', 'app.conf'), 0, 0);
   });
+
+  test('however the paths are spelled, from whichever directory: the same digest, no host path in the image', async () => {
+    const target = (t: string) => `${registry.host}/app/spelled:${t}`;
+    const runs = [
+      await artificer(['-b', dockerBase.reference, '-f', 'server-binary', '-f', 'conf/', '-t', target('a')], { cwd: work.path }),
+      await artificer(['-b', dockerBase.reference, '-f', './server-binary', '-f', 'conf', '-t', target('b')], { cwd: work.path }),
+      await artificer(['-b', dockerBase.reference, '-f', path.join(work.path, 'server-binary'), '-f', `${work.path}/conf/`, '-t', target('c')], { cwd: '/' }),
+    ];
+    for (const r of runs) assert.equal(r.code, 0, r.stderr);
+    const digests = new Set(runs.map((r) => r.stdout.trim().split('@')[1]));
+    assert.equal(digests.size, 1, [...digests].join(' '));
+    const history = (await craneConfig(target('c'))).history as Array<{ created_by?: string }>;
+    assert.equal(history.at(-1)?.created_by, 'artificer: COPY /server-binary /conf/');
+  });
 });
 
 describe('OCI bases, platforms and outputs', () => {
