@@ -15,13 +15,27 @@ export function imagePath(dest: string, origin: string): string {
 
 /**
  * Where a single file named `basename` lands: at the root under its name when `to` is empty,
- * into `to` when it ends in `/`, else at `to` itself (a rename).
+ * into `to` when `to` names a directory, else at `to` itself (a rename).
+ *
+ * `to` names a directory, as in Docker's `COPY`, when it ends in `/` or its last component is
+ * `.` or `..`: `/usr/bin/.` is `/usr/bin/server`, `/usr/bin/..` is `/usr/server`, `.` and `./`
+ * are both `/server`. Normalising such a `to` as a file path instead turned the file into the
+ * directory itself (a file at `/usr/bin`, or at `/bin` over a base's directory).
  */
 export function fileDestination(to: string, basename: string, origin: string): string {
-  const dest = to === '' ? basename : to.endsWith('/') ? to + basename : to;
+  let dest = to;
+  if (namesDirectory(to)) {
+    const dir = imagePath(to, origin);
+    dest = dir === '' ? basename : `${dir}/${basename}`;
+  }
   const p = imagePath(dest, origin);
-  if (p === '') throw new SourceError(origin, `destination "${to}" is the image root, which must be a directory`);
+  if (p === '') throw new SourceError(origin, `destination "${dest}" is the image root, which must be a directory`);
   return p;
+}
+
+/** Empty, ending in `/`, or ending in a `.` or `..` component. */
+function namesDirectory(to: string): boolean {
+  return /(^|\/)\.{0,2}$/.test(to);
 }
 
 /** Where a directory's contents land: in `to`, or under the directory's own name when `to` is empty. */

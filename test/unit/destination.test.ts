@@ -21,5 +21,28 @@ test('nothing lands above the root, and a file cannot be the root', () => {
   for (const dest of ['..', '../etc/passwd', 'a/../../etc']) {
     assert.throws(() => imagePath(dest, 'gs://b/app/../../etc'), (e: unknown) => e instanceof SourceError && /leaves the image root/.test(e.message), dest);
   }
-  assert.throws(() => fileDestination('/.', 'server', 'server'), /is the image root, which must be a directory/);
+  for (const to of ['..', '/..', '../', 'a/../..']) {
+    assert.throws(() => fileDestination(to, 'server', 'server'), (e: unknown) => e instanceof SourceError && /leaves the image root/.test(e.message), to);
+  }
+  // Only a name that is no name at all can make a file the root now; a `to` that names the root means "into it".
+  assert.throws(() => fileDestination('/', '.', 'server'), /is the image root, which must be a directory/);
+});
+
+test('a destination ending in . or .. is a directory to put the file into, as in Docker COPY', () => {
+  const rows: Array<[string, string]> = [
+    ['/usr/bin/.', 'usr/bin/server'],
+    ['/usr/bin/..', 'usr/server'],
+    ['/usr/bin/../', 'usr/server'],
+    ['/bin/.', 'bin/server'],
+    ['.', 'server'],
+    ['./', 'server'],
+    ['/.', 'server'],
+    ['/', 'server'],
+    ['a/b/../..', 'server'],
+    // A component that merely starts with a dot is a name: a rename, as before.
+    ['/etc/.profile', 'etc/.profile'],
+    ['/opt/..x', 'opt/..x'],
+    ['/opt/x.', 'opt/x.'],
+  ];
+  for (const [to, want] of rows) assert.equal(fileDestination(to, 'server', 'server'), want, to);
 });

@@ -113,10 +113,15 @@ describe('localSource', () => {
     );
   });
 
-  it('rejects a destination outside the root and a file at the root', async () => {
+  it('rejects a destination outside the root; a file sent to the root goes into it', async () => {
     await assert.rejects(collect(localSource([{ from: 'server', to: '../../etc/x' }], { cwd })), isSourceError(/leaves the image root/));
-    await assert.rejects(collect(localSource([{ from: 'server', to: '/.' }], { cwd })), isSourceError(/is the image root/));
-    assert.deepEqual(await paths([{ from: 'server', to: '/' }], cwd), ['server'], '"/" for a file means "into /"');
+    await assert.rejects(collect(localSource([{ from: 'server', to: '/..' }], { cwd })), isSourceError(/leaves the image root/));
+    for (const to of ['/', '/.', '.', './']) assert.deepEqual(await paths([{ from: 'server', to }], cwd), ['server'], `"${to}" for a file means "into /"`);
+  });
+
+  it('puts a file into the directory a DEST ending in . or .. names, never over it', async () => {
+    assert.deepEqual(await paths([{ from: 'server', to: '/usr/bin/.' }], cwd), ['usr/bin/server']);
+    assert.deepEqual(await paths([{ from: 'server', to: '/usr/bin/..' }], cwd), ['usr/server']);
   });
 
   it('keeps symlinks verbatim (even dangling ones) and follows a symlink named directly', async () => {
