@@ -1,4 +1,5 @@
 import { availableParallelism } from 'node:os';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import zlib from 'node:zlib';
 
 /** Uncompressed bytes per gzip member. Fixed, so the output never depends on how input arrives. */
@@ -20,6 +21,8 @@ const SAMPLE_SLICE = 4 * 1024;
  * straddles two, with no measurable change in time.
  */
 const ENGINE_OUTPUT_BYTES = 256 * 1024;
+/** Members between two turns of the event loop (~5 µs each) when nothing else waits on it. */
+const TURN_EVERY_MEMBERS = 4;
 /** The gzip header's OS byte: 3 = Unix. zlib writes its build platform's code; fixed here. */
 const OS_UNIX = 3;
 
@@ -110,6 +113,10 @@ export async function* parallelGzip(source: AsyncIterable<Uint8Array>, options: 
           buf = take();
           fill = 0;
           while (queue.length >= concurrency) yield* await queue.shift()!;
+          // Stored members and synchronous reads never wait on the event loop: without a turn
+          // now and then, a pass over incompressible data would not even see Ctrl-C (signal
+          // handlers, timers and the abort signal are all event-loop callbacks).
+          if (members % TURN_EVERY_MEMBERS === 0) await nextTurn();
         }
       }
       release?.(chunk);

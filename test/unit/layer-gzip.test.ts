@@ -111,6 +111,21 @@ describe('parallelGzip', () => {
     assert.ok(out.length < GZIP_MEMBER_BYTES * 1.01, `${out.length}`);
   });
 
+  it('lets the event loop turn during a pass over incompressible data (so Ctrl-C is seen)', async () => {
+    const random = randomBytes(GZIP_MEMBER_BYTES);
+    const members = 32;
+    let produced = 0;
+    let producedWhenTurned: number | undefined;
+    setImmediate(() => (producedWhenTurned = produced));
+    // Synchronously available input, as local reads are: nothing here waits on the event loop.
+    async function* input(): AsyncIterable<Buffer> {
+      for (let i = 0; i < members; i++) yield random;
+    }
+    for await (const part of parallelGzip(input())) produced += part.byteLength;
+    assert.ok(produced > members * GZIP_MEMBER_BYTES, 'stored, not compressed');
+    assert.ok(producedWhenTurned !== undefined && producedWhenTurned < produced, `the loop turned after ${producedWhenTurned} of ${produced} bytes`);
+  });
+
   it('emits a valid gzip stream for empty input', async () => {
     const out = await gz([]);
     assert.equal(gunzipSync(out).length, 0);
