@@ -95,15 +95,15 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
     // image is written as its OCI twin, the same config and layer bytes under OCI names.
     const oci = base.family === 'oci' ? { images, index } : assemble('oci');
     const dir = req.outputs.ociLayout;
-    await writeOciLayout(dir, { registry: ctx.registry, base, layer, images: oci.images, index: oci.index, tag: targets[0]?.tags[0], ...(signal ? { signal } : {}) }).catch((err: unknown) => {
-      throw asOutputError(dir, err);
-    });
+    await writeOciLayout(dir, { registry: ctx.registry, base, layer, images: oci.images, index: oci.index, tag: targets[0]?.tags[0], ...(signal ? { signal } : {}) }).catch(
+      outputFailed(dir, signal),
+    );
   }
   if (req.outputs.tarball) {
     const file = req.outputs.tarball;
-    await writeTarball(file, { registry: ctx.registry, base, layer, image: images[0]!, repoTags: req.outputs.registry.map(String), ...(signal ? { signal } : {}) }).catch((err: unknown) => {
-      throw asOutputError(file, err);
-    });
+    await writeTarball(file, { registry: ctx.registry, base, layer, image: images[0]!, repoTags: req.outputs.registry.map(String), ...(signal ? { signal } : {}) }).catch(
+      outputFailed(file, signal),
+    );
   }
 
   return {
@@ -118,6 +118,18 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
       size: i.manifest.descriptor.size,
     })),
     layerBytes: digests.size,
+  };
+}
+
+/**
+ * What a failed output write throws: an {@link AbortedError} once the build was aborted (Node's
+ * stream `AbortError` is not ours, and would read as an internal error), else the write's own
+ * error as an output error naming the path.
+ */
+function outputFailed(where: string, signal: AbortSignal | undefined): (err: unknown) => never {
+  return (err) => {
+    if (signal?.aborted) throw new AbortedError(`build aborted while writing ${where}`, { cause: err });
+    throw asOutputError(where, err);
   };
 }
 
