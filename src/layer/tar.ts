@@ -10,8 +10,12 @@ const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
 const S_IFLNK = 0o120000;
 const SPECIAL_BITS = 0o6000; // setuid | setgid; the sticky bit is kept
-/** The largest id a ustar header's 7 octal digits hold (tar-stream writes no PAX uid). */
-const MAX_ID = 0o7777777;
+/** The largest id a ustar header's 7 octal digits hold; larger ones go into PAX records. */
+const MAX_USTAR_ID = 0o7777777;
+/** The largest owner id (32 bits, as Linux's uid_t; OpenShift assigns ids like 1000680000). */
+export const MAX_OWNER_ID = 0xffffffff;
+/** The latest mtime a ustar header's 11 octal digits hold (the year 2242). */
+export const MAX_MTIME = 0o77777777777;
 
 type Sink = ReturnType<Pack['entry']>;
 type TarHeader = Partial<Header> & Pick<Header, 'name'>;
@@ -52,9 +56,9 @@ export function packEntries(
 ): Pack & AsyncIterable<Buffer> {
   const owner = policy.chown ?? { uid: 0, gid: 0 };
   for (const id of [owner.uid, owner.gid]) {
-    if (!Number.isInteger(id) || id < 0 || id > MAX_ID) throw new UsageError(`owner id ${id} is out of range 0..${MAX_ID}`);
+    if (!Number.isInteger(id) || id < 0 || id > MAX_OWNER_ID) throw new UsageError(`owner id ${id} is out of range 0..${MAX_OWNER_ID}`);
   }
-  if (!Number.isInteger(policy.mtime) || policy.mtime < 0 || policy.mtime > 0o77777777777) {
+  if (!Number.isInteger(policy.mtime) || policy.mtime < 0 || policy.mtime > MAX_MTIME) {
     throw new UsageError(`layer mtime ${policy.mtime} is not a valid timestamp in seconds`);
   }
   const pack = tarStream.pack();
@@ -151,18 +155,30 @@ class Writer {
 
   #header(name: string, type: TarHeader['type'], mode: number, extra: Partial<TarHeader> = {}): TarHeader {
     // A fresh object every time: tar-stream mutates the headers it is given.
+    const { uid, gid } = this.#owner;
     return {
       name,
       type,
       mode,
-      uid: this.#owner.uid,
-      gid: this.#owner.gid,
+      uid: uid > MAX_USTAR_ID ? 0 : uid,
+      gid: gid > MAX_USTAR_ID ? 0 : gid,
       uname: '',
       gname: '',
       mtime: new Date(this.#mtime.getTime()),
       size: 0,
+      ...(uid > MAX_USTAR_ID || gid > MAX_USTAR_ID ? { pax: this.#largeIds } : {}),
       ...extra,
     };
+  }
+
+  /**
+   * PAX `uid`/`gid` records for ids a ustar field cannot hold (its own field then says 0, as Go's
+   * archive/tar writes it; tar-stream would clamp it to 2097151). Readers that honour PAX names,
+   * as every container runtime must, honour these.
+   */
+  get #largeIds(): Record<string, string> {
+    const { uid, gid } = this.#owner;
+    return { ...(uid > MAX_USTAR_ID ? { uid: String(uid) } : {}), ...(gid > MAX_USTAR_ID ? { gid: String(gid) } : {}) };
   }
 
   #mode(entry: LayerEntry): number {

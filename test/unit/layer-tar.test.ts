@@ -108,6 +108,20 @@ describe('packEntries', () => {
     );
   });
 
+  it('writes owner ids above what ustar holds as PAX records (OpenShift-style uids)', async () => {
+    const tar = await tarOf([file('big', 'x'), { path: 'd', type: 'directory', mode: 0o755, size: 0, origin: 'mem:d' }], { mtime: 0, chown: { uid: 1000680000, gid: 5 } });
+    const listing = execFileSync('tar', ['--numeric-owner', '-tvf', '-'], { input: tar }).toString();
+    assert.match(listing, /^-rw-r--r-- 1000680000\/5 +1 .* big$/m);
+    assert.match(listing, /^drwxr-xr-x 1000680000\/5 +0 .* d\/$/m);
+    const hs = await headers(tar);
+    assert.deepEqual(
+      hs.map((h) => [h.name, h.uid, (h.pax as Record<string, string> | undefined)?.uid, h.gid]),
+      [['big', 0, '1000680000', 5], ['d/', 0, '1000680000', 5]],
+      'the ustar field says 0 (as Go writes it), the PAX record the id',
+    );
+    await assert.rejects(tarOf([file('x', 'x')], { mtime: 0, chown: { uid: 2 ** 32, gid: 0 } }), /owner id 4294967296 is out of range 0\.\.4294967295/);
+  });
+
   it('does not mutate or share headers: two passes give identical bytes', async () => {
     const a = await tarOf(goldenEntries());
     await new Promise((r) => setTimeout(r, 1100));
