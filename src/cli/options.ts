@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { ArtificerError, UsageError } from '../errors.ts';
 import type { Platform } from '../oci/types.ts';
 import { parsePlatform } from '../build/platform.ts';
+import { MAX_MTIME } from '../layer/tar.ts';
 import { isTag, parseReference, type Reference } from '../reference/reference.ts';
 import { splitCommand } from '../spec/split.ts';
 import { parseAssignment, parseEnvAssignment, parseOwner, parsePort } from '../spec/values.ts';
@@ -110,7 +111,9 @@ export function parseCommand(flag: string, text: string): string[] {
 function parseSourceDateEpoch(env: NodeJS.ProcessEnv): number {
   const raw = env.SOURCE_DATE_EPOCH;
   if (raw === undefined || raw === '') return 0;
-  if (!/^\d{1,12}$/.test(raw)) throw new UsageError(`SOURCE_DATE_EPOCH="${raw}": expected whole seconds since 1970-01-01 UTC`);
+  if (!/^\d{1,12}$/.test(raw) || Number(raw) > MAX_MTIME) {
+    throw new UsageError(`SOURCE_DATE_EPOCH="${raw}": expected whole seconds since 1970-01-01 UTC, at most ${MAX_MTIME} (what a tar header holds)`);
+  }
   return Number(raw);
 }
 
@@ -160,7 +163,11 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {
 
   const tags = (v.tag ?? []).map((t) => {
     if (isTag(t)) return t;
-    if (t.includes('/') || t.includes('@')) return reference('tag', t);
+    if (t.includes('/') || t.includes('@')) {
+      const ref = reference('tag', t);
+      if (ref.digest) throw new UsageError(`--tag ${t}: name a tag, not a digest; the digest is what the push produces`);
+      return ref;
+    }
     throw new UsageError(`--tag "${t}": expected a tag (letters, digits, _ . -, up to 128) or a full image reference`);
   });
   if (!target && v.spec === undefined && tags.some((t) => typeof t === 'string')) {

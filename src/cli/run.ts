@@ -124,7 +124,8 @@ async function toRequest(opts: CliOptions, io: Io): Promise<BuildRequest> {
       createdBy: describeLayer(files, io.cwd),
     },
     annotations: opts.annotations,
-    outputs: { registry: opts.target ? [opts.target, ...resolveTags(opts.target, opts.tags)] : [], ...outputs },
+    // Without --target every --tag is a full reference (a bare one was refused): push to those.
+    outputs: { registry: opts.target ? [opts.target, ...resolveTags(opts.target, opts.tags)] : opts.tags.filter((t) => typeof t !== 'string'), ...outputs },
   };
 }
 

@@ -200,6 +200,23 @@ describe('OCI bases, platforms and outputs', () => {
     assert.equal(run.stdout, '1777 0 /tmp\n755 0 /usr/local\n755 0 /usr/local/bin\nusr/local\nserver\n');
   });
 
+  test('--tag with full references and no --target pushes to those references', async () => {
+    const layout = path.join(work.path, 'tagonly');
+    const r = await artificer(['-b', dockerBase.reference, '-f', 'server-binary', '-o', `oci:${layout}`, '--tag', `${registry.host}/app/tagonly:1`, '--tag', `${registry.host}/other/tagonly:2`], { cwd: work.path });
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(r.stdout.trim().split('\n').map((l) => l.split('@')[0]).sort(), [`${registry.host}/app/tagonly`, `${registry.host}/other/tagonly`]);
+    await craneManifest(`${registry.host}/app/tagonly:1`);
+    await craneManifest(`${registry.host}/other/tagonly:2`);
+  });
+
+  test('--chown with a uid beyond ustar (OpenShift-style): the files belong to it in the container', async () => {
+    const target = `${registry.host}/app/biguid:1`;
+    const r = await artificer(['-b', dockerBase.reference, '-f', 'server-binary', '--chown', '1000680000:0', '-t', target], { cwd: work.path });
+    assert.equal(r.code, 0, r.stderr);
+    const run = await pullAndRun(target, { args: ['stat', '-c', '%u:%g', '/server-binary'] });
+    assert.equal(run.stdout, '1000680000:0\n', run.stderr);
+  });
+
   test('scratch: no base at all', async () => {
     const target = `${registry.host}/app/scratch:1`;
     const r = await artificer(['-b', 'scratch', '-f', 'conf/', '-t', target], { cwd: work.path });
