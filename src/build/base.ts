@@ -12,7 +12,7 @@ import {
 } from '../oci/types.ts';
 import { repositoryOf, type Reference } from '../reference/reference.ts';
 import type { Registry, Repository } from '../registry/types.ts';
-import { DEFAULT_PLATFORM, availablePlatforms, imageEntries, platformMatches } from './platform.ts';
+import { DEFAULT_PLATFORM, platformMatches, selectEntries } from './platform.ts';
 import type { BuildRequest } from './request.ts';
 
 /** One platform's image of the base: what the new image is built on. */
@@ -70,20 +70,7 @@ export async function resolveBase(req: Pick<BuildRequest, 'base' | 'platforms'>,
   const family = familyOf(top.mediaType);
 
   if (isIndexMediaType(top.mediaType)) {
-    const entries = imageEntries((top.manifest as ImageIndex).manifests);
-    const available = availablePlatforms(entries);
-    let chosen: typeof entries;
-    if (wanted === 'all') {
-      chosen = entries;
-      if (!chosen.length) throw new PlatformMismatchError(String(reference), 'all', available);
-    } else {
-      const list = wanted === 'default' ? [DEFAULT_PLATFORM] : wanted;
-      chosen = list.map((p) => {
-        const match = entries.find((e) => platformMatches(p, e.platform));
-        if (!match) throw new PlatformMismatchError(String(reference), formatPlatform(p), available);
-        return match;
-      });
-    }
+    const chosen = selectEntries((top.manifest as ImageIndex).manifests, wanted, String(reference));
     const images = await Promise.all(
       chosen.map(async (desc) => {
         const img = await fetchImage(registry, repo, desc.digest, reference, signal);

@@ -1,8 +1,8 @@
-import { UsageError } from '../errors.ts';
+import { PlatformMismatchError, UsageError } from '../errors.ts';
 import { formatPlatform, type Descriptor, type Platform } from '../oci/types.ts';
 
 /**
- * The platform chosen when the user names none and the base is multi-platform. Fixed rather than
+ * The platform chosen when the user names none and the base's index has several. Fixed rather than
  * the host's, so the same command gives the same digest on a laptop and on an arm64 CI runner
  * (ko and crane default to linux/amd64 for the same reason).
  */
@@ -42,4 +42,28 @@ export function imageEntries(manifests: readonly Descriptor[]): Descriptor[] {
 
 export function availablePlatforms(manifests: readonly Descriptor[]): string[] {
   return imageEntries(manifests).map((m) => formatPlatform(m.platform!));
+}
+
+/**
+ * The entries of a base index to build on, for a request's `platforms`:
+ * - `default`: the index's only platform when it has just one (attestations aside), so an
+ *   arm64-only base builds arm64 as the help promises, else {@link DEFAULT_PLATFORM};
+ * - `all`: every platform;
+ * - a list: for each, the first entry that matches it.
+ * Throws {@link PlatformMismatchError} (naming what the index has) when a platform is missing.
+ */
+export function selectEntries(manifests: readonly Descriptor[], wanted: 'default' | 'all' | readonly Platform[], reference: string): Descriptor[] {
+  const entries = imageEntries(manifests);
+  const available = availablePlatforms(entries);
+  if (wanted === 'all') {
+    if (!entries.length) throw new PlatformMismatchError(reference, 'all', available);
+    return entries;
+  }
+  if (wanted === 'default' && entries.length === 1) return entries;
+  const list = wanted === 'default' ? [DEFAULT_PLATFORM] : wanted;
+  return list.map((p) => {
+    const match = entries.find((e) => platformMatches(p, e.platform));
+    if (!match) throw new PlatformMismatchError(reference, formatPlatform(p), available);
+    return match;
+  });
 }

@@ -1,0 +1,42 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { selectEntries } from '../../src/build/platform.ts';
+import { PlatformMismatchError } from '../../src/errors.ts';
+import type { Descriptor, Platform } from '../../src/oci/types.ts';
+
+const entry = (platform: Platform | undefined, n: number): Descriptor => ({
+  mediaType: 'application/vnd.oci.image.manifest.v1+json',
+  digest: `sha256:${String(n).padStart(64, '0')}`,
+  size: 100 + n,
+  ...(platform ? { platform } : {}),
+});
+const amd64 = entry({ os: 'linux', architecture: 'amd64' }, 1);
+const arm64 = entry({ os: 'linux', architecture: 'arm64', variant: 'v8' }, 2);
+const armv7 = entry({ os: 'linux', architecture: 'arm', variant: 'v7' }, 3);
+// BuildKit's provenance: an `unknown/unknown` entry next to the one image.
+const attestation = entry({ os: 'unknown', architecture: 'unknown' }, 4);
+
+test('no --platform: the index\'s only platform, attestations aside', () => {
+  assert.deepEqual(selectEntries([arm64], 'default', 'b'), [arm64]);
+  assert.deepEqual(selectEntries([armv7, attestation], 'default', 'b'), [armv7]);
+  assert.deepEqual(selectEntries([attestation, arm64], 'default', 'b'), [arm64]);
+});
+
+test('no --platform on a multi-platform index: linux/amd64, whatever the host', () => {
+  assert.deepEqual(selectEntries([arm64, amd64, attestation], 'default', 'b'), [amd64]);
+  assert.throws(
+    () => selectEntries([arm64, armv7], 'default', 'b:1'),
+    (e: unknown) => e instanceof PlatformMismatchError && e.message === 'base image b:1 has no linux/amd64 variant; available: linux/arm64/v8, linux/arm/v7',
+  );
+  assert.throws(() => selectEntries([attestation], 'default', 'b'), /has no linux\/amd64 variant; available: \(none\)/);
+});
+
+test('named platforms must each be in the index, even when it has only one', () => {
+  assert.deepEqual(selectEntries([amd64, arm64], [{ os: 'linux', architecture: 'arm64' }, { os: 'linux', architecture: 'amd64' }], 'b'), [arm64, amd64]);
+  assert.throws(() => selectEntries([arm64], [{ os: 'linux', architecture: 'amd64' }], 'b'), /has no linux\/amd64 variant; available: linux\/arm64\/v8/);
+});
+
+test('all: every image entry, and an error for an index with none', () => {
+  assert.deepEqual(selectEntries([amd64, attestation, arm64], 'all', 'b'), [amd64, arm64]);
+  assert.throws(() => selectEntries([attestation, entry(undefined, 5)], 'all', 'b'), (e: unknown) => e instanceof PlatformMismatchError && /has no all variant/.test(e.message));
+});
