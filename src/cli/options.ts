@@ -181,7 +181,15 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {
     platforms = 'all';
   } else if (plats.length) {
     try {
-      platforms = plats.flatMap((p) => p.split(',')).map(parsePlatform);
+      const seen = new Set<string>();
+      // Each platform once: a repeated one would put two identical entries in the index.
+      platforms = plats
+        .flatMap((p) => p.split(','))
+        .map(parsePlatform)
+        .filter((p) => {
+          const key = [p.os, p.architecture, p.variant ?? ''].join('/');
+          return !seen.has(key) && !!seen.add(key);
+        });
     } catch (err) {
       throw new UsageError(`--platform: ${(err as Error).message}`);
     }

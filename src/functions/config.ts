@@ -16,6 +16,7 @@
  * | `SOURCE_DATE_EPOCH` | timestamp of the files and the image config (default 0) |
  */
 import { UsageError } from '../errors.ts';
+import { MAX_MTIME } from '../layer/tar.ts';
 import { parseGoogleRegistries } from './google-credentials.ts';
 
 export type LogLevel = 'debug' | 'info' | 'warning';
@@ -48,6 +49,12 @@ function positiveInt(name: string, v: string | undefined, fallback: number | und
   if (v === undefined || v.trim() === '') return fallback;
   const n = Number(v);
   if (!Number.isSafeInteger(n) || n < 0) throw new UsageError(`${name} must be a non-negative integer, got "${v}"`);
+  return n;
+}
+
+function sourceDateEpoch(v: string | undefined): number {
+  const n = positiveInt('SOURCE_DATE_EPOCH', v, 0) ?? 0;
+  if (n > MAX_MTIME) throw new UsageError(`SOURCE_DATE_EPOCH must be at most ${MAX_MTIME} (what a tar header holds), got "${v}"`);
   return n;
 }
 
@@ -85,7 +92,7 @@ export function parseFunctionConfig(env: Readonly<Record<string, string | undefi
     buildTimeoutMs: Math.max(1, positiveInt('ARTIFICER_BUILD_TIMEOUT', env.ARTIFICER_BUILD_TIMEOUT, DEFAULT_BUILD_TIMEOUT_SECONDS) ?? 0) * 1000,
     ...(attempts !== undefined ? { registryRetryAttempts: Math.max(1, attempts) } : {}),
     logLevel: level,
-    sourceDateEpoch: positiveInt('SOURCE_DATE_EPOCH', env.SOURCE_DATE_EPOCH, 0) ?? 0,
+    sourceDateEpoch: sourceDateEpoch(env.SOURCE_DATE_EPOCH),
   };
 }
 

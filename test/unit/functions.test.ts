@@ -48,6 +48,7 @@ describe('parseFunctionConfig', () => {
     [{ ARTIFICER_REBUILD_TOPIC: 'artificer-rebuild' }, /full topic name like projects\/my-project\/topics\/artificer-rebuild/],
     [{ ARTIFICER_MAX_EVENT_AGE: '-1' }, /non-negative integer/],
     [{ ARTIFICER_LOG_LEVEL: 'loud' }, /debug, info or warning/],
+    [{ SOURCE_DATE_EPOCH: '99999999999' }, /at most 8589934591/],
   ];
   for (const [env, message] of bad) {
     test(`rejects ${JSON.stringify(env)}`, () => assert.throws(() => parseFunctionConfig(env), (e: unknown) => e instanceof UsageError && message.test(e.message)));
