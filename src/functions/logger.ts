@@ -15,12 +15,20 @@ export function redactSecrets(s: string): string {
     .replace(/ya29\.[\w.~+/-]+=*/g, 'REDACTED')
     .replace(/\b(Bearer|Basic)\s+[\w.~+/-]+=*/gi, '$1 REDACTED')
     .replace(/\/\/[^/@\s:]+:[^/@\s]+@/g, '//REDACTED@')
-    .replace(/([?&](?:access_token|token|password|sig|signature)=)[^&\s]+/gi, '$1REDACTED');
+    .replace(/([?&](?:access_token|token|password|sig|signature|verify|x-goog-signature|x-goog-credential|x-amz-signature|x-amz-credential|x-amz-security-token)=)[^&\s]+/gi, '$1REDACTED');
 }
 
+/** Every string in `value` redacted; below a few levels of nesting, the rest as redacted JSON text. */
 function clean(value: unknown, depth = 0): unknown {
   if (typeof value === 'string') return redactSecrets(value);
-  if (depth > 4 || value === null || typeof value !== 'object') return value;
+  if (value === null || typeof value !== 'object') return value;
+  if (depth > 4) {
+    try {
+      return redactSecrets(JSON.stringify(value));
+    } catch {
+      return '[unserializable]';
+    }
+  }
   if (Array.isArray(value)) return value.map((v) => clean(v, depth + 1));
   return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, clean(v, depth + 1)]));
 }

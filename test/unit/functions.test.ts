@@ -161,6 +161,11 @@ test('logger: JSON lines with severity, secrets redacted, level filter', () => {
   assert.deepEqual(first, { eventId: 'e', auth: 'Bearer REDACTED', url: 'https://REDACTED@h/x?access_token=REDACTED', severity: 'INFO', message: 'token REDACTED used' });
   assert.equal(JSON.parse(lines[1]!).severity, 'ERROR');
   assert.equal(redactSecrets('Basic dXNlcjpwYXNz'), 'Basic REDACTED');
+  assert.equal(redactSecrets('https://cdn.example/blob?verify=1707288743-Cy4zDs%2BlI%3D&x=1'), 'https://cdn.example/blob?verify=REDACTED&x=1');
+  // However deep a secret sits in the fields, it is redacted.
+  lines.length = 0;
+  log.info('deep', { a: { b: { c: { d: { e: { f: 'Bearer deep.secret' } } } } } });
+  assert.ok(!lines[0]!.includes('deep.secret'), lines[0]);
 });
 
 test('recordError: one line, bounded, redacted', () => {
