@@ -4,7 +4,7 @@ import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { DigestMismatchError, UsageError } from '../../errors.ts';
+import { DigestMismatchError, OutputError, asOutputError } from '../../errors.ts';
 import type { Layer } from '../../layer/layer.ts';
 import { HashTap } from '../../oci/digest.ts';
 import { MediaTypes, type Descriptor, type Digest, type ImageIndex } from '../../oci/types.ts';
@@ -48,11 +48,51 @@ async function writeBlobStream(dir: string, stream: Readable, expected: Digest |
 }
 
 /**
+ * The `index.json` of an existing layout, or undefined when there is none. Read and checked before
+ * anything is written, so a directory that is not an OCI layout is refused whole instead of failing
+ * after its blobs were added, and an index without a `manifests` array is an {@link OutputError}
+ * naming the directory rather than a TypeError.
+ */
+async function readLayoutIndex(dir: string): Promise<ImageIndex | undefined> {
+  const file = join(dir, 'index.json');
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
+    throw asOutputError(file, err);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new OutputError(dir, `its index.json is not JSON (${(err as Error).message}), so it is not an OCI image layout to add to`, { cause: err });
+  }
+  const problem = indexProblem(parsed);
+  if (problem) throw new OutputError(dir, `its index.json is not an OCI image index (${problem}), so it is not an OCI image layout to add to`);
+  return parsed as ImageIndex;
+}
+
+/** What keeps `value` from being an image index this writer can extend, if anything. */
+function indexProblem(value: unknown): string | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'not a JSON object';
+  const index = value as Record<string, unknown>;
+  if (index.schemaVersion !== 2) {
+    return 'schemaVersion' in index ? `schemaVersion is ${JSON.stringify(index.schemaVersion)}, not 2` : 'no schemaVersion';
+  }
+  const manifests = index.manifests;
+  if (!Array.isArray(manifests)) return 'no "manifests" array';
+  const bad = manifests.findIndex((m: unknown) => typeof m !== 'object' || m === null || Array.isArray(m));
+  return bad >= 0 ? `manifests[${bad}] is not an object` : undefined;
+}
+
+/**
  * Writes the image as an OCI image layout (https://github.com/opencontainers/image-spec/blob/main/image-layout.md):
  * every blob (base layers included, so the layout stands alone), then `index.json` last and
  * atomically. An existing layout is extended; an entry with the same ref name is replaced.
  */
 export async function writeOciLayout(dir: string, input: OciLayoutInput): Promise<void> {
+  const existing = await readLayoutIndex(dir);
   const blobs = join(dir, 'blobs', 'sha256');
   await mkdir(blobs, { recursive: true });
   const layoutFile = join(dir, 'oci-layout');
@@ -78,14 +118,7 @@ export async function writeOciLayout(dir: string, input: OciLayoutInput): Promis
   for (const b of small) await writeFile(join(blobs, hex(b.descriptor.digest)), b.bytes);
 
   const indexFile = join(dir, 'index.json');
-  let index: ImageIndex = { schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests: [] };
-  if (await exists(indexFile)) {
-    try {
-      index = JSON.parse(await readFile(indexFile, 'utf8')) as ImageIndex;
-    } catch (err) {
-      throw new UsageError(`${indexFile} exists but is not an OCI index: ${(err as Error).message}`);
-    }
-  }
+  const index: ImageIndex = existing ?? { schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests: [] };
   const tag = input.tag ?? 'latest';
   const top = (input.index ?? input.images[0]!.manifest).descriptor;
   const { platform: _platform, ...entry } = top;
