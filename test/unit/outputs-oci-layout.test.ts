@@ -1,12 +1,22 @@
-// The OCI layout output on its own edges: a directory whose index.json is not an image index.
+// The OCI layout output on its own edges: a directory whose index.json is not an image index, a
+// layer whose bytes change between the pass that named it and the pass that writes it, and the
+// check the CLI runs so an output is never written inside the files of the layer.
 import assert from 'node:assert/strict';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
+import type { ResolvedBase } from '../../src/build/base.ts';
 import { build } from '../../src/build/build.ts';
-import { OutputError } from '../../src/errors.ts';
+import { assembleImage } from '../../src/build/image.ts';
+import { writeOciLayout } from '../../src/build/outputs/oci-layout.ts';
+import { outputInside } from '../../src/build/outputs/paths.ts';
+import { DigestMismatchError, OutputError, SourceError } from '../../src/errors.ts';
+import type { Layer } from '../../src/layer/layer.ts';
+import { sha256 } from '../../src/oci/digest.ts';
 import { MediaTypes } from '../../src/oci/types.ts';
 import { RegistryClient } from '../../src/registry/client.ts';
+import type { Registry } from '../../src/registry/types.ts';
 import { localSource } from '../../src/source/local.ts';
 import { tempDir } from '../support/tmp.ts';
 
@@ -61,5 +71,69 @@ describe('an existing directory that is not an OCI layout', () => {
     const index = JSON.parse(await readFile(path.join(dir, 'index.json'), 'utf8')) as { manifests: Array<{ digest: string }> };
     assert.equal(index.manifests.length, 2);
     assert.deepEqual(index.manifests[0], other);
+  });
+});
+
+test('a layout inside the files of its layer: "files changed", not a registry to blame', async () => {
+  await using t = await tempDir('oci-inside');
+  await writeFile(path.join(t.path, 'server'), 'hi');
+  // The first pass (measure) sees no layout; the pass that writes the layer sees its first files.
+  await assert.rejects(build(request(t.path, '.', path.join(t.path, 'img')), { registry: new RegistryClient() }), (err: unknown) => {
+    assert.ok(err instanceof SourceError, String(err));
+    assert.match(err.message, /files changed while the image was being built/);
+    return true;
+  });
+});
+
+test('a new layer whose bytes are not its digest blames the content', async () => {
+  await using t = await tempDir('oci-content');
+  const bytes = Buffer.from('not the layer');
+  const descriptor = { mediaType: MediaTypes.ociLayerGzip, digest: `sha256:${'2'.repeat(64)}` as const, size: bytes.length };
+  const digests = { digest: descriptor.digest, diffId: `sha256:${'3'.repeat(64)}` as const, size: bytes.length };
+  const layer: Layer = {
+    mediaType: descriptor.mediaType,
+    open: () => ({ stream: Readable.from([bytes]), done: Promise.resolve(digests) }),
+    measure: async () => digests,
+    known: () => digests,
+  };
+  const base: ResolvedBase = { family: 'oci', images: [{ platform: { os: 'linux', architecture: 'amd64' } }], multiPlatform: false };
+  const image = assembleImage(base, base.images[0]!, { config: {}, layer: { mtime: 0 }, annotations: {} }, { descriptor, diffId: digests.diffId });
+  await assert.rejects(
+    writeOciLayout(path.join(t.path, 'img'), { registry: {} as Registry, base, layer, images: [image], index: undefined, tag: undefined }),
+    (err: unknown) => {
+      assert.ok(err instanceof DigestMismatchError, String(err));
+      assert.equal(err.message, `blob: digest mismatch: expected ${descriptor.digest}, content has ${sha256(bytes)}`);
+      return true;
+    },
+  );
+});
+
+describe('outputInside: which source an output would be written into', () => {
+  test('inside, equal, beside', () => {
+    assert.equal(outputInside(['/p/a', '/p'], '/p/img'), '/p');
+    assert.equal(outputInside(['/p/img'], '/p/img'), '/p/img');
+    assert.equal(outputInside(['/p/img'], '/p/img/x'), '/p/img');
+    assert.equal(outputInside(['/'], '/img'), '/');
+    assert.equal(outputInside(['/p/a', '/q'], '/p/img'), undefined);
+    assert.equal(outputInside(['/p/im'], '/p/img'), undefined, 'a prefix of the name is not a parent');
+    assert.equal(outputInside(['/p/img/x'], '/p/img'), undefined, 'a source inside the output is not written to');
+    assert.equal(outputInside([], '/p/img'), undefined);
+  });
+
+  test('through symlinks, as the walk sees them', async () => {
+    await using t = await tempDir('oci-paths');
+    const proj = path.join(t.path, 'proj');
+    const elsewhere = path.join(t.path, 'elsewhere');
+    await mkdir(path.join(proj, 'sub'), { recursive: true });
+    await mkdir(elsewhere);
+    await symlink(proj, path.join(t.path, 'link-to-proj'));
+    await symlink(path.join(proj, 'sub'), path.join(t.path, 'link-to-sub'));
+    await symlink(elsewhere, path.join(proj, 'out'));
+    // A source named through a symlink is walked where it points.
+    assert.equal(outputInside([path.join(t.path, 'link-to-proj')], path.join(proj, 'img')), path.join(t.path, 'link-to-proj'));
+    // An output reached through a symlink from outside lands in the tree.
+    assert.equal(outputInside([proj], path.join(t.path, 'link-to-sub', 'new', 'img.tar')), proj);
+    // A symlink inside the tree stays a link in the layer: what is written behind it is not walked.
+    assert.equal(outputInside([proj], path.join(proj, 'out', 'img')), undefined);
   });
 });

@@ -32,13 +32,19 @@ const hex = (d: Digest) => d.slice('sha256:'.length);
  * Writes `stream` to `path` through a hash, and renames it into place only when the bytes hash to
  * `expected` (or, when `expected` is undefined, to whatever they hash to). A half-written blob is
  * never visible under its digest.
+ *
+ * `measured` is the new layer's own verdict on the pass (`OpenedLayer.done`), awaited before the
+ * digest is compared: when the files changed since the layer was first built it says so, where a
+ * bare digest mismatch would not say why. The bytes compared were produced or received here and
+ * already verified against the registry's digest on the way in, so a mismatch blames the content.
  */
-async function writeBlobStream(dir: string, stream: Readable, expected: Digest | undefined): Promise<Digest> {
+async function writeBlobStream(dir: string, stream: Readable, expected: Digest | undefined, measured?: Promise<unknown>): Promise<Digest> {
   const tmp = join(dir, `.partial-${randomBytes(6).toString('hex')}`);
   const tap = new HashTap();
   try {
     await pipeline(stream, tap, createWriteStream(tmp));
-    if (expected && tap.digest !== expected) throw new DigestMismatchError('blob', expected, tap.digest);
+    await measured;
+    if (expected && tap.digest !== expected) throw new DigestMismatchError('blob', expected, tap.digest, 'content');
     await rename(tmp, join(dir, hex(tap.digest)));
     return tap.digest;
   } catch (err) {
@@ -90,6 +96,9 @@ function indexProblem(value: unknown): string | undefined {
  * Writes the image as an OCI image layout (https://github.com/opencontainers/image-spec/blob/main/image-layout.md):
  * every blob (base layers included, so the layout stands alone), then `index.json` last and
  * atomically. An existing layout is extended; an entry with the same ref name is replaced.
+ *
+ * `dir` must not be inside the files the layer is built from (see `outputInside`): the layer is
+ * re-read here, after the layout's first files were created.
  */
 export async function writeOciLayout(dir: string, input: OciLayoutInput): Promise<void> {
   const existing = await readLayoutIndex(dir);
@@ -110,8 +119,7 @@ export async function writeOciLayout(dir: string, input: OciLayoutInput): Promis
   const newLayer = input.images[0]!.layers.at(-1)!;
   if (!(await exists(join(blobs, hex(newLayer.digest))))) {
     const opened = input.layer.open();
-    await writeBlobStream(blobs, opened.stream, newLayer.digest);
-    await opened.done;
+    await writeBlobStream(blobs, opened.stream, newLayer.digest, opened.done);
   }
 
   const small: Blob[] = [...input.images.flatMap((i) => [i.config, i.manifest]), ...(input.index ? [input.index] : [])];
