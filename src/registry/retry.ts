@@ -92,7 +92,9 @@ export function isRetryable(err: unknown, policy: RetryPolicy): boolean {
   if (err instanceof BlobStorageError) return true;
   if (err instanceof RegistryError) return err.status !== undefined && policy.retryableStatuses.includes(err.status);
   if (err instanceof NetworkError) return errorCodes(err).some((c) => policy.retryableErrorCodes.includes(c));
-  if (err instanceof ArtificerError) return false;
+  // Ours and not a registry answer: retried when it says it may pass (a credential provider
+  // whose metadata server hiccupped), never for a mistake.
+  if (err instanceof ArtificerError) return err.temporary;
   return errorCodes(err).some((c) => policy.retryableErrorCodes.includes(c));
 }
 
