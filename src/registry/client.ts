@@ -45,6 +45,26 @@ function bodyError(err: unknown): ArtificerError | undefined {
 export const MANIFEST_ACCEPT = [MediaTypes.ociManifest, MediaTypes.ociIndex, MediaTypes.dockerManifest, MediaTypes.dockerManifestList].join(', ');
 
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024; // distribution's own limit
+/** Most bytes {@link RegistryClient.getBlobBytes} holds in memory (it reads image configs, which are KiBs). */
+const MAX_BLOB_BYTES_IN_MEMORY = 16 * 1024 * 1024;
+
+/**
+ * A response body read whole, but never more than `max` bytes into memory: a registry that
+ * answers with a huge (or endless) body gets `tooLarge()` thrown, and the rest is not read.
+ */
+async function readBounded(body: Dispatcher.ResponseData['body'], max: number, tooLarge: () => Error): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    total += chunk.byteLength;
+    if (total > max) {
+      body.destroy();
+      throw tooLarge();
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, total);
+}
 const MAX_ERROR_BODY = 64 * 1024;
 const MAX_REDIRECTS = 5;
 
@@ -156,8 +176,7 @@ export class RegistryClient implements Registry {
         throw new ManifestUnknownError(ref);
       }
       if (res.statusCode !== 200) throw await this.#error(res, 'GET', url, repo, `pull ${repo.repository}`, source, () => new ManifestUnknownError(ref));
-      const bytes = Buffer.from(await res.body.arrayBuffer());
-      if (bytes.length > MAX_MANIFEST_BYTES) throw new UnsupportedError(`manifest ${ref} is larger than ${MAX_MANIFEST_BYTES} bytes`);
+      const bytes = await readBounded(res.body, MAX_MANIFEST_BYTES, () => new UnsupportedError(`manifest ${ref} is larger than ${MAX_MANIFEST_BYTES} bytes`));
       const digest = sha256(bytes);
       if (isDigest(reference) && digest !== reference) throw new DigestMismatchError(`manifest ${ref}`, reference, digest);
       const claimed = header(res, 'docker-content-digest');
@@ -212,7 +231,7 @@ export class RegistryClient implements Registry {
     // Read inside the step, so a body cut off half-way is retried like a failed request.
     return this.#step(`fetching blob ${digest} from ${repositoryName(repo)}`, true, signal, async () => {
       const res = await this.#blobResponse(repo, digest, signal);
-      const bytes = Buffer.from(await res.body.arrayBuffer());
+      const bytes = await readBounded(res.body, MAX_BLOB_BYTES_IN_MEMORY, () => new UnsupportedError(`blob ${digest} in ${repositoryName(repo)} is larger than ${MAX_BLOB_BYTES_IN_MEMORY} bytes, too large for an image config`));
       const actual = sha256(bytes);
       if (actual !== digest) throw new DigestMismatchError(`blob ${digest} from ${repositoryName(repo)}`, digest, actual);
       return bytes;

@@ -203,6 +203,34 @@ describe('RegistryClient against docker-registry without auth', () => {
     await assert.rejects(text(stream), DigestMismatchError);
   });
 
+  test('an endless manifest or config body is cut off at the limit, not read into memory', async () => {
+    const { createServer } = await import('node:http');
+    let sent = 0;
+    const srv = createServer((req, res) => {
+      if (req.url === '/v2/') return void res.writeHead(200).end();
+      // An endless body: 64 KiB chunks for as long as the client reads.
+      res.writeHead(200, { 'content-type': MediaTypes.ociManifest });
+      const chunk = Buffer.alloc(65536, 0x20);
+      const pump = (): void => {
+        while (!res.destroyed && sent < 512 * 1024 * 1024 && res.write(chunk)) sent += chunk.length;
+        if (!res.destroyed && sent < 512 * 1024 * 1024) res.once('drain', pump);
+      };
+      res.on('close', () => {});
+      pump();
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    try {
+      const port = (srv.address() as { port: number }).port;
+      const repo = { registry: `127.0.0.1:${port}`, repository: 'x' };
+      await assert.rejects(client.getManifest(repo, 'y'), (err: unknown) => err instanceof UnsupportedError && /larger than 4194304 bytes/.test(err.message));
+      assert.ok(sent < 64 * 1024 * 1024, `the client stopped reading (server sent ${sent} bytes)`);
+      await assert.rejects(client.getBlobBytes(repo, `sha256:${'a'.repeat(64)}`), (err: unknown) => err instanceof UnsupportedError && /too large for an image config/.test(err.message));
+    } finally {
+      srv.closeAllConnections();
+      srv.close();
+    }
+  });
+
   test('a schema1 manifest is UnsupportedError', async () => {
     // distribution 2.8 refuses to store schema1 unless configured; serve one ourselves.
     const { createServer } = await import('node:http');
