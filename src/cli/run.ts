@@ -3,8 +3,9 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import path from 'node:path';
 import { build } from '../build/build.ts';
+import { outputInside } from '../build/outputs/paths.ts';
 import type { BuildRequest } from '../build/request.ts';
-import { ArtificerError, InvalidSpecError, SourceError, asOutputError } from '../errors.ts';
+import { ArtificerError, InvalidSpecError, SourceError, UsageError, asOutputError } from '../errors.ts';
 import type { EntrySource } from '../layer/entry.ts';
 import type { Logger, ProgressEvent } from '../log.ts';
 import type { Reference } from '../reference/reference.ts';
@@ -90,12 +91,29 @@ function specFiles(spec: BuildSpec, dir: string): EntrySource {
   };
 }
 
+/**
+ * An output written inside the files being added would change the tree between the layer's
+ * passes (and a tarball would pack the previous one): refused before anything is read or pushed.
+ */
+function refuseOutputsInside(sources: readonly string[], outputs: { ociLayout?: string; tarball?: string }): void {
+  for (const [kind, out] of [['oci', outputs.ociLayout], ['tarball', outputs.tarball]] as const) {
+    const inside = out === undefined ? undefined : outputInside(sources, out);
+    if (inside !== undefined) {
+      throw new UsageError(`--output ${kind}:${out} is inside the files to add (${inside}): the image would contain its own output; write it elsewhere`);
+    }
+  }
+}
+
 /** Turns parsed options into the one build request the engine takes. */
 async function toRequest(opts: CliOptions, io: Io): Promise<BuildRequest> {
   const outputs = { ...(opts.ociLayout ? { ociLayout: path.resolve(io.cwd, opts.ociLayout) } : {}), ...(opts.tarball ? { tarball: path.resolve(io.cwd, opts.tarball) } : {}) };
   if (opts.spec !== undefined) {
     const file = path.resolve(io.cwd, opts.spec);
     const spec = await readSpec(file);
+    refuseOutputsInside(
+      spec.files.map((f) => path.resolve(path.dirname(file), f.kind === 'path' ? f.from : f.bundle)),
+      outputs,
+    );
     const { request, target } = specToRequest(spec, specFiles(spec, path.dirname(file)), { sourceDateEpoch: opts.mtime });
     let registry: readonly Reference[] = request.outputs.registry;
     if (opts.target) registry = [opts.target, ...resolveTags(opts.target, [...opts.tags, ...spec.tags])];
@@ -108,6 +126,10 @@ async function toRequest(opts: CliOptions, io: Io): Promise<BuildRequest> {
     };
   }
   const files = opts.files.map(parseLocalSpec);
+  refuseOutputsInside(
+    files.map((f) => path.resolve(io.cwd, f.from)),
+    outputs,
+  );
   return {
     base: opts.base!,
     platforms: opts.platforms,
