@@ -18,6 +18,7 @@ Image:
                               -f conf/         → /conf/…
                               -f dist/:/app/   → dist's contents under /app
                               -f server:/usr/local/bin/server
+                              -f server:/usr/bin/   → /usr/bin/server (also /usr/bin/.)
   -c, --cmd CMD             Default command: a JSON array or a line split like a shell would
                             (no shell runs): -c '/server --port 80'  -c '["/server","--port","80"]'
       --entrypoint CMD      Entrypoint, same syntax. Clears the base's CMD unless -c is given.
