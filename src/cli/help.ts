@@ -21,7 +21,8 @@ Image:
                               -f server:/usr/bin/   → /usr/bin/server (also /usr/bin/.)
   -c, --cmd CMD             Default command: a JSON array or a line split like a shell would
                             (no shell runs): -c '/server --port 80'  -c '["/server","--port","80"]'
-      --entrypoint CMD      Entrypoint, same syntax. Clears the base's CMD unless -c is given.
+      --entrypoint CMD      Entrypoint, same syntax. Clears the base's CMD unless -c is given;
+                            --entrypoint '' clears the base's entrypoint.
   -e, --env K=V             Environment variable (repeatable), merged by key with the base's:
                             PATH stays unless you set it. -e LOGLEVEL=1
   -w, --workdir DIR         Working directory: -w /app

@@ -87,6 +87,8 @@ function value<T>(flag: string, text: string, parse: (text: string) => T): T {
  * like a shell would, without running one (`/server --port 80`).
  */
 export function parseCommand(flag: string, text: string): string[] {
+  // `--entrypoint ''` clears the base's entrypoint, as `docker run --entrypoint ""` does (= '[]').
+  if (flag === 'entrypoint' && text.trim() === '') return [];
   if (text.trimStart().startsWith('[')) {
     let parsed: unknown;
     try {
