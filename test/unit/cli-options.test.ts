@@ -77,6 +77,7 @@ const bad: Array<[string, string[], Record<string, string>, RegExp]> = [
   ['spec with build flags', ['--spec', 'a.json', '-b', 'alpine', '-e', 'A=1'], {}, /--spec defines the image; remove --baseimage, --env/],
   ['bare tag without target', ['-b', 'alpine', '-o', 'oci:x', '--tag', 'v1'], {}, /needs --target/],
   ['bad tag', ['-b', 'alpine', '-t', 'l:5000/a', '--tag', 'has space'], {}, /--tag "has space"/],
+  ['an empty --cmd', ['-b', 'alpine', '-t', 'l:5000/a', '-c', ' '], {}, /--cmd " ": empty command/],
   ['a digest as --tag', ['-b', 'alpine', '-t', 'l:5000/a', '--tag', `l:5000/b@sha256:${'a'.repeat(64)}`], {}, /--tag l:5000\/b@sha256:a+: name a tag, not a digest/],
   ['SOURCE_DATE_EPOCH past what tar holds', ['-b', 'alpine', '-t', 'l:5000/a'], { SOURCE_DATE_EPOCH: '99999999999' }, /SOURCE_DATE_EPOCH="99999999999": .*at most 8589934591/],
   ['a uid over 32 bits', ['-b', 'alpine', '-t', 'l:5000/a', '--chown', '4294967296:0'], {}, /--chown/],
