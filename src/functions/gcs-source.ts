@@ -34,6 +34,13 @@ type PinnedItem =
   | { readonly kind: 'objects'; readonly objects: readonly PinnedObject[] }
   | { readonly kind: 'bundle'; readonly object: PinnedObject; readonly to: string; readonly gzip: boolean };
 
+/**
+ * A file the spec names is not in the bucket. Permanent in itself, but the handler retries it for
+ * a short while after the upload: `gcloud storage cp -r` uploads a folder's objects in no
+ * particular order, so the spec's event may come before the files it names.
+ */
+export class MissingObjectError extends SourceError {}
+
 /** True for Cloud Storage / network errors worth retrying (429, 408, 5xx, resets, timeouts). */
 export function isTemporaryGcsError(err: unknown): boolean {
   if (err instanceof ArtificerError) return err.temporary;
@@ -131,7 +138,7 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<{ source: En
     if (item.kind === 'bundle') {
       const name = prefix + item.bundle;
       const found = await stat(name);
-      if (!found) throw new SourceError(gs(name), 'bundle object not found (upload the files before the spec)');
+      if (!found) throw new MissingObjectError(gs(name), 'bundle object not found (upload the files before the spec)');
       items.push({ kind: 'bundle', object: pin(found, '', undefined), to: item.to, gzip: item.gzip });
       continue;
     }
@@ -146,7 +153,7 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<{ source: En
       // A folder: every object under it; its contents go to `to`, or to /basename.
       const under = await list(`${name}/`);
       if (under.length === 0) {
-        throw new SourceError(origin, `no such object${item.from.endsWith('/') ? 's under this folder' : ' or folder'} (upload the files before the spec)`);
+        throw new MissingObjectError(origin, `no such object${item.from.endsWith('/') ? 's under this folder' : ' or folder'} (upload the files before the spec)`);
       }
       const root = directoryDestination(item.to, base, origin);
       for (const f of under) {

@@ -18,7 +18,7 @@ import { MAX_SPEC_BYTES, parseSpecText, type BuildSpec } from '../spec/spec.ts';
 import { resolveTags, specToRequest } from '../spec/request.ts';
 import { isAllowedTarget, type FunctionConfig } from './config.ts';
 import { isSpecObject, type RebuildMessage, type StorageObjectEvent } from './events.ts';
-import { isTemporaryGcsError, pinGcsSource, storageError } from './gcs-source.ts';
+import { isTemporaryGcsError, MissingObjectError, pinGcsSource, storageError } from './gcs-source.ts';
 import type { JsonLogger } from './logger.ts';
 import type { Publisher } from './pubsub.ts';
 import { readState, RECORD_KEYS, recordError, writeRecord, type BuildRecord, type WriteOutcome } from './record.ts';
@@ -45,6 +45,14 @@ export interface SpecRun {
   readonly skipRecorded: boolean;
   readonly trigger: 'upload' | 'rebuild' | 'base-update';
 }
+
+/**
+ * How long after its upload a spec whose files are not all in the bucket yet is retried rather
+ * than recorded as failed: `gcloud storage cp -r` of a folder holding the spec uploads in no
+ * particular order. Eventarc retries with a backoff from 10 s, so a few tries fit; a file that is
+ * really missing (a typo) is recorded once this has passed.
+ */
+export const MISSING_FILE_GRACE_MS = 3 * 60_000;
 
 /** True when the failure may go away on its own (registry 5xx/429, network, storage 503). */
 export function isTemporary(err: unknown): boolean {
@@ -120,8 +128,14 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
     logger.log(severity, msg, { ...fields, outcome, durationMs: now() - started, ...extra });
     return outcome;
   };
-  /** Whether a temporary failure is still worth an Eventarc retry (else it is recorded). */
-  const retryable = (err: unknown): boolean => isTemporary(err) && now() - run.time.getTime() < config.maxEventAgeMs;
+  /**
+   * Whether a failure is still worth an Eventarc retry (else it is recorded): a temporary one
+   * until the event is `maxEventAgeMs` old, a file not uploaded yet for {@link MISSING_FILE_GRACE_MS}.
+   */
+  const retryable = (err: unknown): boolean => {
+    const age = now() - run.time.getTime();
+    return (isTemporary(err) && age < config.maxEventAgeMs) || (err instanceof MissingObjectError && age < MISSING_FILE_GRACE_MS);
+  };
   /**
    * Writes the record; a write that keeps failing is logged, not thrown (a throw would make
    * Eventarc redeliver, and rebuild, for as long as the write fails), unless it is temporary and
@@ -200,7 +214,8 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
         ? new AbortedError(`the build did not finish within ${config.buildTimeoutMs / 1000} s (ARTIFICER_BUILD_TIMEOUT); nothing was tagged`, { cause: caught })
         : caught;
     if (retryable(err)) {
-      done('failed', 'WARNING', `temporary failure, the event will be retried: ${message(err)}`, { retry: true, eventAgeMs: now() - run.time.getTime() });
+      const why = err instanceof MissingObjectError ? 'a file the spec names is not uploaded yet' : 'temporary failure';
+      done('failed', 'WARNING', `${why}, the event will be retried: ${message(err)}`, { retry: true, eventAgeMs: now() - run.time.getTime() });
       throw err;
     }
     const age = now() - run.time.getTime();

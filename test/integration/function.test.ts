@@ -322,7 +322,8 @@ describe('buildOnUpload', { concurrency: false }, () => {
   for (const [name, make, message] of mistakes) {
     test(`user mistake, recorded as failed and acknowledged: ${name}`, async () => {
       const spec = await make();
-      const res = await deliverStorageEvent(fn.url, objectEventData(spec));
+      // Five minutes after the upload: past the grace for files uploaded after their spec.
+      const res = await deliverStorageEvent(fn.url, objectEventData(spec), { time: new Date(Date.now() - 5 * 60_000) });
       assert.equal(res.status, 204, res.body);
       const rec = await record(spec.name as string);
       assert.equal(rec['artificer-status'], 'failed', JSON.stringify(rec));
@@ -331,6 +332,20 @@ describe('buildOnUpload', { concurrency: false }, () => {
       assert.equal(rec['artificer-generation'], spec.generation);
     });
   }
+
+  test('files uploaded after their spec (cp -r order): the event is retried, then builds', async () => {
+    const spec = await uploadSpec('late/artificer.json', { target: target('apps/late'), files: ['app.txt', 'conf/'] });
+    const early = await deliverStorageEvent(fn.url, objectEventData(spec), { id: 'late-1' });
+    assert.equal(early.status, 500, 'thrown: Eventarc retries');
+    assert.deepEqual(await record('late/artificer.json'), {}, 'no record yet');
+    const line = await fn.waitForLog((l) => l.spec === `gs://${BUCKET}/late/artificer.json` && l.retry === true);
+    assert.match(String(line.message), /not uploaded yet, the event will be retried: .*late\/app\.txt/);
+    await upload('late/app.txt', 'late');
+    await upload('late/conf/a.conf', 'a');
+    const retried = await deliverStorageEvent(fn.url, objectEventData(spec), { id: 'late-1' });
+    assert.equal(retried.status, 204);
+    assert.equal((await record('late/artificer.json'))['artificer-status'], 'succeeded');
+  });
 
   const badBundles: Array<[string, Array<{ header: Record<string, unknown>; body?: string }>, RegExp]> = [
     ['a .. entry', [{ header: { name: '../evil' }, body: 'x' }], /"\.\."/],
