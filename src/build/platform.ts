@@ -61,9 +61,11 @@ export function selectEntries(manifests: readonly Descriptor[], wanted: 'default
   }
   if (wanted === 'default' && entries.length === 1) return entries;
   const list = wanted === 'default' ? [DEFAULT_PLATFORM] : wanted;
-  return list.map((p) => {
+  const picked = list.map((p) => {
     const match = entries.find((e) => platformMatches(p, e.platform));
     if (!match) throw new PlatformMismatchError(reference, formatPlatform(p), available);
     return match;
   });
+  // Two spellings of one platform (linux/arm64 and linux/arm64/v8) pick the same entry: once.
+  return picked.filter((e, i) => picked.findIndex((o) => o.digest === e.digest) === i);
 }

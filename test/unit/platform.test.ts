@@ -40,3 +40,8 @@ test('all: every image entry, and an error for an index with none', () => {
   assert.deepEqual(selectEntries([amd64, attestation, arm64], 'all', 'b'), [amd64, arm64]);
   assert.throws(() => selectEntries([attestation, entry(undefined, 5)], 'all', 'b'), (e: unknown) => e instanceof PlatformMismatchError && /has no all variant/.test(e.message));
 });
+
+test('two spellings of one platform pick its entry once (else the index lists it twice)', () => {
+  const wanted = [{ os: 'linux', architecture: 'arm64' }, { os: 'linux', architecture: 'arm64', variant: 'v8' }, { os: 'linux', architecture: 'amd64' }];
+  assert.deepEqual(selectEntries([amd64, arm64], wanted, 'b'), [arm64, amd64]);
+});
