@@ -225,7 +225,7 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
     const written = await record({ status: 'failed', error: reason, ...partial });
     const extra = { code: err instanceof ArtificerError ? err.code : undefined, objectBytes, ...partial };
     if (typeof written === 'object') {
-      return done('failed', 'ERROR', `build failed, and the record could not be written (${message(written.error)}): ${recordError(reason)}`, extra);
+      return done('failed', 'ERROR', `build failed, and the record could not be written (${message(written.error)}): ${recordError(reason)}`, { ...extra, recorded: false });
     }
     return done(
       written === 'written' ? 'failed' : written,
@@ -371,7 +371,13 @@ export async function onRebuildMessage(deps: HandlerDeps, msg: RebuildMessage): 
     }
   }
   logger.info(`base image ${msg.tag} changed: queued ${affected.length} spec rebuild(s) on ${topic}`, { base: msg.tag, specs: affected });
-  if (retry !== undefined) throw retry;
+  if (retry !== undefined) {
+    // Redelivered until the message is too old (each delivery queues the readable specs again,
+    // which rebuild to the same digests); then the unreadable ones are given up on, and said so.
+    const age = (deps.now ?? Date.now)() - msg.time.getTime();
+    if (age < deps.config.maxEventAgeMs) throw retry;
+    logger.error(`base image ${msg.tag} changed: gave up on specs that could not be read for ${Math.round(age / 1000)} s: ${message(retry)}`, { base: msg.tag });
+  }
   return affected.map(() => 'queued');
 }
 

@@ -229,6 +229,14 @@ describe('buildOnUpload', { concurrency: false }, () => {
       assert.match(String(line.message), /but the record could not be written/);
       assert.equal(line.digest, await registryDigest('apps/norecord', 'v1'));
       assert.deepEqual(await record('norecord/artificer.json'), {});
+      // A failed build whose record is refused: said the same way.
+      const broken = await uploadSpec('norecord/broken.artificer.json', { target: target('apps/norecord'), files: ['nope.txt'] });
+      gcsProxy.failNext(10, { status: 403, method: 'PATCH' });
+      assert.equal((await deliverStorageEvent(fn2.url, objectEventData(broken), { time: new Date(Date.now() - 5 * 60_000) })).status, 204);
+      const failed = await fn2.waitForLog((l) => l.spec === `gs://${BUCKET}/norecord/broken.artificer.json`);
+      assert.equal(failed.outcome, 'failed');
+      assert.equal(failed.recorded, false);
+      assert.match(String(failed.message), /the record could not be written/);
     } finally {
       await fn2.stop();
       await gcsProxy.stop();
