@@ -157,7 +157,8 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {
     if (outputs[key]) throw new UsageError(`--output ${m[1]}: given twice`);
     outputs[key] = m[2]!;
   }
-  if (v.spec === undefined && v.target === undefined && !outputs.ociLayout && !outputs.tarball) {
+  const fullRefTags = (v.tag ?? []).some((t) => !isTag(t));
+  if (v.spec === undefined && v.target === undefined && !outputs.ociLayout && !outputs.tarball && !fullRefTags) {
     throw new UsageError('missing --target (-t): where to push, e.g. -t registry.example.com/team/app:1.0 (or --output oci:DIR / tarball:FILE)');
   }
   const target = v.target === undefined ? undefined : reference('target', v.target);

@@ -6,7 +6,7 @@
  * PATCH that consumes the stream runs once; callers may retry that at a higher level (rebuilding
  * the stream) if they wish.
  */
-import { AbortedError, ArtificerError, BlobStorageError, NetworkError, RegistryError } from '../errors.ts';
+import { AbortedError, ArtificerError, BlobStorageError, NetworkError, RegistryError, SourceError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 
 export interface RetryPolicy {
@@ -92,6 +92,10 @@ export function isRetryable(err: unknown, policy: RetryPolicy): boolean {
   if (err instanceof BlobStorageError) return true;
   if (err instanceof RegistryError) return err.status !== undefined && policy.retryableStatuses.includes(err.status);
   if (err instanceof NetworkError) return errorCodes(err).some((c) => policy.retryableErrorCodes.includes(c));
+  // The files themselves: a temporary source error (a pinned Cloud Storage generation gone)
+  // asks for the whole build to be retried, which lists the files again; re-reading them here
+  // would only fail the same way.
+  if (err instanceof SourceError) return false;
   // Ours and not a registry answer: retried when it says it may pass (a credential provider
   // whose metadata server hiccupped), never for a mistake.
   if (err instanceof ArtificerError) return err.temporary;

@@ -37,6 +37,7 @@ const good: Array<[string, string[], Record<string, string>, (o: ReturnType<type
   ['platforms', ['-p', 'linux/amd64,linux/arm64', '-p', 'linux/arm/v7'], {}, (o) =>
     assert.deepEqual(o.platforms, [{ os: 'linux', architecture: 'amd64' }, { os: 'linux', architecture: 'arm64' }, { os: 'linux', architecture: 'arm', variant: 'v7' }])],
   ['platform all', ['-p', 'all'], {}, (o) => assert.equal(o.platforms, 'all')],
+  ['--tag REF alone is where to push', ['-b', 'alpine', '-f', 'x', '--tag', 'reg.example/app:1'], {}, (o) => assert.equal(String(o.tags[0]), 'reg.example/app:1')],
   ["--entrypoint '' clears it, as docker run's does", ['--entrypoint', ''], {}, (o) => assert.deepEqual(o.entrypoint, [])],
   ['platforms once each', ['-p', 'linux/amd64,linux/amd64', '-p', 'linux/arm64', '-p', 'linux/amd64'], {}, (o) =>
     assert.deepEqual(o.platforms, [{ os: 'linux', architecture: 'amd64' }, { os: 'linux', architecture: 'arm64' }])],

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AbortedError, ArtificerError, BlobStorageError, DigestMismatchError, NetworkError, RegistryError, UsageError } from '../../src/errors.ts';
+import { AbortedError, ArtificerError, BlobStorageError, DigestMismatchError, NetworkError, RegistryError, SourceError, UsageError } from '../../src/errors.ts';
 import { DEFAULT_RETRY_POLICY, backoffDelay, isRetryable, parseRetryAfter, retryPolicy, setRetryAfter, withRetry } from '../../src/registry/retry.ts';
 
 const fast = retryPolicy({ baseDelayMs: 1, maxDelayMs: 2, jitter: false });
@@ -34,6 +34,7 @@ const retryable: Array<[string, unknown, boolean]> = [
   ['aborted', new AbortedError(), false],
   ['a credential provider hiccup marked temporary (metadata server)', new ArtificerError('ARTIFICER_UNAUTHORIZED', 'no token yet', { temporary: true }), true],
   ['a usage error', new UsageError('bad'), false],
+  ['a temporary source error (the whole build retries, listing the files again)', new SourceError('gs://b/o', 'gone', { temporary: true }), false],
   ['plain error with a socket code', Object.assign(new Error('x'), { code: 'ECONNRESET' }), true],
   ['plain error', new Error('x'), false],
 ];
