@@ -12,6 +12,7 @@ import type { Reference } from '../reference/reference.ts';
 import { RegistryClient } from '../registry/client.ts';
 import { dockerConfigCredentials } from '../registry/credentials.ts';
 import { bundleEntries } from '../source/bundle.ts';
+import { directoryDestination, fileDestination } from '../source/destination.ts';
 import { localSource, parseLocalSpec, type LocalSpec } from '../source/local.ts';
 import { parseSpecText, resolveTags, specToRequest, type BuildSpec } from '../spec/index.ts';
 import { HELP } from './help.ts';
@@ -159,10 +160,11 @@ async function toRequest(opts: CliOptions, io: Io): Promise<BuildRequest> {
  */
 function describeLayer(files: readonly LocalSpec[], cwd: string): string {
   const dests = files.map(({ from, to }) => {
-    if (to !== '') return `/${to.replace(/^\/+/, '')}`;
     const abs = path.resolve(cwd, from);
     const dir = statSync(abs, { throwIfNoEntry: false })?.isDirectory() ?? false; // a missing one fails the walk
-    return `/${path.basename(abs)}${dir ? '/' : ''}`;
+    // Where the walk puts it, by the same rules (so /usr/bin/, /usr/bin/. and usr/bin/server agree).
+    const dest = dir ? directoryDestination(to, path.basename(abs), from) : fileDestination(to, path.basename(abs), from);
+    return dir ? `/${dest}${dest === '' ? '' : '/'}` : `/${dest}`;
   });
   return `artificer: COPY ${dests.join(' ')}`.slice(0, 1024);
 }

@@ -99,6 +99,8 @@ describe('the seed command', () => {
       await artificer(['-b', dockerBase.reference, '-f', 'server-binary', '-f', 'conf/', '-t', target('a')], { cwd: work.path }),
       await artificer(['-b', dockerBase.reference, '-f', './server-binary', '-f', 'conf', '-t', target('b')], { cwd: work.path }),
       await artificer(['-b', dockerBase.reference, '-f', path.join(work.path, 'server-binary'), '-f', `${work.path}/conf/`, '-t', target('c')], { cwd: '/' }),
+      await artificer(['-b', dockerBase.reference, '-f', 'server-binary:/.', '-f', 'conf:conf/', '-t', target('d')], { cwd: work.path }),
+      await artificer(['-b', dockerBase.reference, '-f', 'server-binary:/', '-f', 'conf/:/conf', '-t', target('e')], { cwd: work.path }),
     ];
     for (const r of runs) assert.equal(r.code, 0, r.stderr);
     const digests = new Set(runs.map((r) => r.stdout.trim().split('@')[1]));
