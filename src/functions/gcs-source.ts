@@ -19,6 +19,8 @@ import { directoryDestination, fileDestination, imagePath } from '../source/dest
 
 /** Default permission bits of an object: Cloud Storage keeps none (unless gcloud's --preserve-posix did). */
 export const DEFAULT_OBJECT_MODE = 0o644;
+/** Permission bits of the directories a folder item's object names imply. */
+export const DEFAULT_DIR_MODE = 0o755;
 /** Custom metadata key `gcloud storage cp --preserve-posix` writes (octal string). */
 export const POSIX_MODE_KEY = 'goog-reserved-posix-mode';
 
@@ -31,7 +33,8 @@ interface PinnedObject {
 }
 
 type PinnedItem =
-  | { readonly kind: 'objects'; readonly objects: readonly PinnedObject[] }
+  /** `dirs`: the directories below a folder item's destination that its objects imply. */
+  | { readonly kind: 'objects'; readonly objects: readonly PinnedObject[]; readonly dirs: readonly string[]; readonly origin: string }
   | { readonly kind: 'bundle'; readonly object: PinnedObject; readonly to: string; readonly gzip: boolean };
 
 /**
@@ -147,6 +150,7 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<{ source: En
     const origin = gs(item.from.endsWith('/') ? `${name}/` : name);
     const exact = item.from.endsWith('/') ? undefined : await stat(name);
     const pinned: PinnedObject[] = [];
+    const dirs = new Set<string>();
     if (exact) {
       pinned.push(pin(exact, fileDestination(item.to, base, origin), item.mode));
     } else {
@@ -158,11 +162,15 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<{ source: En
       const root = directoryDestination(item.to, base, origin);
       for (const f of under) {
         const rel = f.name.slice(name.length + 1);
-        pinned.push(pin(f, imagePath(root === '' ? rel : `${root}/${rel}`, gs(f.name)), item.mode));
+        const dest = imagePath(root === '' ? rel : `${root}/${rel}`, gs(f.name));
+        pinned.push(pin(f, dest, item.mode));
+        // Its folders below the destination are the upload's own directories (owned like the
+        // files, as a local directory's are); the destination itself stays the base's.
+        for (let i = dest.lastIndexOf('/'); i > root.length; i = dest.lastIndexOf('/', i - 1)) dirs.add(dest.slice(0, i));
       }
       pinned.sort((a, b) => Buffer.compare(Buffer.from(a.dest), Buffer.from(b.dest)));
     }
-    items.push({ kind: 'objects', objects: pinned });
+    items.push({ kind: 'objects', objects: pinned, dirs: [...dirs], origin });
   }
 
   const bucket = opts.bucket;
@@ -179,16 +187,12 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<{ source: En
   const source: EntrySource = async function* (): AsyncGenerator<LayerEntry> {
     for (const item of items) {
       if (item.kind === 'objects') {
-        for (const o of item.objects) {
-          yield {
-            path: o.dest,
-            type: 'file',
-            mode: o.mode,
-            size: o.size,
-            origin: gs(o.name),
-            open: async () => read(o),
-          };
-        }
+        const entries: LayerEntry[] = [
+          ...item.dirs.map((dir): LayerEntry => ({ path: dir, type: 'directory', mode: DEFAULT_DIR_MODE, size: 0, origin: item.origin })),
+          ...item.objects.map((o): LayerEntry => ({ path: o.dest, type: 'file', mode: o.mode, size: o.size, origin: gs(o.name), open: async () => read(o) })),
+        ];
+        entries.sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path)));
+        yield* entries;
       } else {
         const o = item.object;
         yield* bundleEntries(async () => read(o), {

@@ -60,6 +60,8 @@ export function parseLocalSpec(arg: string): LocalSpec {
  * - `--files server` → `/server`; `--files conf/` → `/conf/…` (a directory keeps its basename;
  *   a trailing slash does not change that); `dist/:/app/` puts dist's contents under `/app`;
  *   `server:/usr/local/bin/server` renames; `server:/usr/bin/` puts it into `/usr/bin/`.
+ * - A directory spec adds what is in the directory, not the directory it lands in (an empty
+ *   one excepted): see walkSpec.
  * - The walk uses lstat: regular files, directories and symlinks (target kept verbatim) are
  *   taken; a symlink named directly as `from` is followed (as `docker build`'s COPY does).
  *   Hardlinked files are written as independent regular files (simple and always valid; costs
@@ -157,8 +159,12 @@ function walkSpec(spec: LocalSpec, cwd: string): LayerEntry[] {
   if (st.isDirectory()) {
     // A directory's contents go to `to` (or to /basename when no destination was given).
     const root = directoryDestination(spec.to, base, shown);
-    if (root !== '') out.push(dirEntry(root, st, shown));
     walkDir(abs, shown, root, out);
+    // The directory the contents land in is not itself an entry (unless nothing else would make
+    // it exist): it may be the base's own (/bin on a merged-usr base is a symlink, /tmp is
+    // sticky, /usr is root's), which an entry would replace on extraction. Runtimes create it
+    // when it is missing; the directories below it are the source's, with their modes.
+    if (root !== '' && out.length === 0) out.push(dirEntry(root, st, shown));
   } else {
     out.push(fileEntry(abs, fileDestination(spec.to, base, shown), st, shown));
   }

@@ -15,6 +15,8 @@ import { pushBusyboxBase } from '../support/images.ts';
 import { metadataEnv, startMetadataServer, type RunningMetadataServer } from '../support/metadata-server.ts';
 import { startRegistry, type RunningRegistry } from '../support/registry.ts';
 import { parseScope } from '../support/token-server.ts';
+import { pinGcsSource } from '../../src/functions/gcs-source.ts';
+import { parseSpecText } from '../../src/spec/spec.ts';
 
 const BUCKET = 'artifacts-it';
 const ADMIN = 'admin';
@@ -151,6 +153,18 @@ describe('buildOnUpload', { concurrency: false }, () => {
     const tokenUsers = new Set(registry.tokenServer!.requests.filter((r) => r.granted).map((r) => r.username));
     assert.ok(tokenUsers.has('oauth2accesstoken'));
     assert.ok(md.issued.length >= 1);
+  });
+
+  test("a folder item adds its subfolders as directories, not the destination (the base's)", async () => {
+    const spec = parseSpecText(Buffer.from(JSON.stringify({ base: 'scratch', target: target('apps/x'), files: [{ from: 'conf/', to: '/etc/hello/' }] })), 'mem');
+    const { source } = await pinGcsSource({ bucket, specName: 'hello/artificer.json', files: spec.files });
+    const entries = [];
+    for await (const e of source()) entries.push([e.path, e.type, e.mode.toString(8)]);
+    assert.deepEqual(entries, [
+      ['etc/hello/a.txt', 'file', '644'],
+      ['etc/hello/sub', 'directory', '755'],
+      ['etc/hello/sub/b.txt', 'file', '644'],
+    ]);
   });
 
   test('a duplicate event for a recorded generation does nothing', async () => {

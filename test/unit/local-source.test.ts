@@ -55,14 +55,14 @@ describe('localSource', () => {
   });
 
   it('puts a directory under its basename, with or without a trailing slash', async () => {
-    const expected = ['conf/', 'conf/app.yaml', 'conf/sub/', 'conf/sub/x'];
+    const expected = ['conf/app.yaml', 'conf/sub/', 'conf/sub/x'];
     assert.deepEqual(await paths([{ from: 'conf', to: '' }], cwd), expected);
     assert.deepEqual(await paths([{ from: 'conf/', to: '' }], cwd), expected);
   });
 
   it("puts a directory's contents under SRC:DEST, sorted in byte order", async () => {
-    assert.deepEqual(await paths([{ from: 'dist/', to: '/app/' }], cwd), ['app/', 'app/B', 'app/a/', 'app/a-b', 'app/a/z', 'app/index.js']);
-    assert.deepEqual(await paths([{ from: 'dist', to: '/app' }], cwd), ['app/', 'app/B', 'app/a/', 'app/a-b', 'app/a/z', 'app/index.js']);
+    assert.deepEqual(await paths([{ from: 'dist/', to: '/app/' }], cwd), ['app/B', 'app/a/', 'app/a-b', 'app/a/z', 'app/index.js']);
+    assert.deepEqual(await paths([{ from: 'dist', to: '/app' }], cwd), ['app/B', 'app/a/', 'app/a-b', 'app/a/z', 'app/index.js']);
   });
 
   it('renames a file, or puts it into a directory when DEST ends in /', async () => {
@@ -80,7 +80,7 @@ describe('localSource', () => {
     // UTF-16 puts the emoji (D83D …) before U+FFFD; UTF-8 puts U+FFFD (EF …) before it (F0 …).
     for (const name of ['z', 'Z', 'é', '\u{1F600}', '\uFFFD']) await writeFile(path.join(t.path, name), name);
     const entries = await collect(localSource([{ from: '.', to: '/d' }], { cwd: t.path }));
-    assert.deepEqual(entries.map((e) => e.path), ['d', 'd/Z', 'd/z', 'd/é', 'd/\uFFFD', 'd/\u{1F600}']);
+    assert.deepEqual(entries.map((e) => e.path), ['d/Z', 'd/z', 'd/é', 'd/\uFFFD', 'd/\u{1F600}']);
   });
 
     it('sorts across specs; a later spec wins a duplicate path', async () => {
@@ -109,7 +109,7 @@ describe('localSource', () => {
   it('rejects a file used as a directory by another spec', async () => {
     await assert.rejects(
       collect(localSource([{ from: 'server', to: '/app' }, { from: 'dist', to: '/app/x' }], { cwd })),
-      isSourceError('dist: cannot be added at /app/x: /app is a file (from server), not a directory'),
+      isSourceError('dist/B: cannot be added at /app/x/B: /app is a file (from server), not a directory'),
     );
   });
 
@@ -136,7 +136,6 @@ describe('localSource', () => {
       entries.map((e) => [e.path, e.type, e.linkname ?? null, e.size]),
       [
         ['top', 'file', null, 4],
-        ['tree', 'directory', null, 0],
         ['tree/dangling', 'symlink', '/nowhere/at/all', 0],
         ['tree/real', 'file', null, 4],
         ['tree/rel', 'symlink', 'real', 0],
@@ -152,7 +151,6 @@ describe('localSource', () => {
     assert.deepEqual(
       entries.map((e) => [e.path, e.type, e.size]),
       [
-        ['d', 'directory', 0],
         ['d/a', 'file', 4],
         ['d/b', 'file', 4],
       ],
@@ -169,6 +167,15 @@ describe('localSource', () => {
       it.next(),
       isSourceError('dir/pipe: is a FIFO; image layers may only contain regular files, directories and symlinks'),
     );
+  });
+
+  it('adds what is in a directory, not the directory it lands in (the base may have its own); an empty one is added', async () => {
+    await using t = await tempDir('local-root');
+    await mkdir(path.join(t.path, 'tools/sub'), { recursive: true });
+    await writeFile(path.join(t.path, 'tools/sub/x'), 'x');
+    await mkdir(path.join(t.path, 'empty'));
+    const entries = await collect(localSource([{ from: 'tools/', to: '/bin/' }, { from: 'empty', to: '/data' }], { cwd: t.path }));
+    assert.deepEqual(entries.map((e) => [e.path, e.type]), [['bin/sub', 'directory'], ['bin/sub/x', 'file'], ['data', 'directory']]);
   });
 
   it('names a file below a directory spec the way path.join would', async () => {
@@ -265,8 +272,8 @@ describe('localSource', () => {
     const src = localSource([{ from: '.', to: '/d' }], { cwd: t.path });
     await src.check!();
     await writeFile(path.join(t.path, 'b'), 'b');
-    assert.deepEqual((await collect(src)).map((e) => e.path), ['d', 'd/a'], 'the pass after check() uses its walk');
-    assert.deepEqual((await collect(src)).map((e) => e.path), ['d', 'd/a', 'd/b'], 'later passes walk again');
+    assert.deepEqual((await collect(src)).map((e) => e.path), ['d/a'], 'the pass after check() uses its walk');
+    assert.deepEqual((await collect(src)).map((e) => e.path), ['d/a', 'd/b'], 'later passes walk again');
     const bad = localSource([{ from: 'missing', to: '' }], { cwd: t.path });
     await assert.rejects(bad.check!(), (e: unknown) => e instanceof SourceError && /missing: no such file or directory/.test(e.message));
   });
@@ -275,9 +282,9 @@ describe('localSource', () => {
     await using t = await tempDir('local-reopen');
     await writeFile(path.join(t.path, 'a'), 'a');
     const src = localSource([{ from: '.', to: '/d' }], { cwd: t.path });
-    assert.deepEqual((await collect(src)).map((e) => e.path), ['d', 'd/a']);
+    assert.deepEqual((await collect(src)).map((e) => e.path), ['d/a']);
     await writeFile(path.join(t.path, 'b'), 'b');
-    assert.deepEqual((await collect(src)).map((e) => e.path), ['d', 'd/a', 'd/b']);
+    assert.deepEqual((await collect(src)).map((e) => e.path), ['d/a', 'd/b']);
   });
 });
 
