@@ -166,7 +166,7 @@ function walkSpec(spec: LocalSpec, cwd: string): LayerEntry[] {
     // when it is missing; the directories below it are the source's, with their modes.
     if (root !== '' && out.length === 0) out.push(dirEntry(root, st, shown));
   } else {
-    out.push(fileEntry(abs, fileDestination(spec.to, base, shown), st, shown));
+    out.push(fileEntry(abs, fileDestination(spec.to, base, shown), st, shown, true));
   }
   return out;
 }
@@ -190,13 +190,17 @@ function walkDir(absDir: string, shownDir: string, destDir: string, out: LayerEn
     try {
       st = lstatSync(abs);
     } catch (err) {
+      // readdir decoded a name that is not UTF-8 with U+FFFD, so the name no longer names it.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && name.includes('\uFFFD')) {
+        throw new SourceError(shown, 'the file name is not valid UTF-8, which image layer paths must be; rename it', { cause: err });
+      }
       throw new SourceError(shown, describe(err), { cause: err });
     }
     if (st.isDirectory()) {
       out.push(dirEntry(dest, st, shown));
       walkDir(abs, shown, dest, out);
     } else {
-      out.push(fileEntry(abs, dest, st, shown));
+      out.push(fileEntry(abs, dest, st, shown, false));
     }
   }
 }
@@ -212,7 +216,8 @@ function dirEntry(dest: string, st: Stats, origin: string): LayerEntry {
   return { path: dest, type: 'directory', mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size: 0, origin };
 }
 
-function fileEntry(abs: string, dest: string, st: Stats, origin: string): LayerEntry {
+/** `followed`: `st` is of what a symlink named on the command line points at. */
+function fileEntry(abs: string, dest: string, st: Stats, origin: string, followed: boolean): LayerEntry {
   const kind = kindOf(st);
   if (kind === 'symlink') {
     let target: string;
@@ -234,12 +239,13 @@ function fileEntry(abs: string, dest: string, st: Stats, origin: string): LayerE
     }
   }
   const size = st.size;
+  const walked = { dev: st.dev, ino: st.ino, flags: OPEN_FLAGS | (followed ? 0 : constants.O_NOFOLLOW) };
   const open = async (pool?: BufferPool): Promise<Uint8Array | AsyncIterable<Uint8Array>> => {
     try {
-      if (size <= SMALL_FILE_BYTES) return readSmall(abs, size, pool);
-      return readChunks(abs, origin, pool);
+      if (size <= SMALL_FILE_BYTES) return readSmall(abs, size, walked, origin, pool);
+      return readChunks(abs, origin, walked, pool);
     } catch (err) {
-      throw new SourceError(origin, describe(err), { cause: err });
+      throw err instanceof SourceError ? err : new SourceError(origin, describe(err), { cause: err });
     }
   };
   return { path: dest, type: 'file', mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size, open, origin };
@@ -275,14 +281,45 @@ function checkConflicts(all: ReadonlyMap<string, LayerEntry>): void {
 }
 
 /**
+ * How files are opened for reading: never blocking (a file swapped for a FIFO after the walk
+ * would otherwise hang the build, deaf even to Ctrl-C), and without following a symlink (one
+ * swapped in after the walk would be read through); a symlink named on the command line is
+ * walked as its target and opened through it.
+ */
+const OPEN_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK;
+
+interface Walked {
+  readonly dev: number;
+  readonly ino: number;
+  readonly flags: number;
+}
+
+/** Opens a walked file, and refuses it if it is no longer the file the walk saw; with its size now. */
+function openWalked(abs: string, walked: Walked, origin: string): { fd: number; size: number } {
+  const replaced = (): SourceError => new SourceError(origin, 'was replaced while the image was being built (it is no longer the file that was walked)');
+  let fd: number;
+  try {
+    fd = openSync(abs, walked.flags);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ELOOP') throw replaced(); // a symlink now, under O_NOFOLLOW
+    throw err;
+  }
+  const now = fstatSync(fd);
+  if (!now.isFile() || now.dev !== walked.dev || now.ino !== walked.ino) {
+    closeSync(fd);
+    throw replaced();
+  }
+  return { fd, size: now.size };
+}
+
+/**
  * A small file's bytes, read into pooled memory when there is a pool. A file whose size is no
  * longer the walked one is read whole as it is now, so the writer reports the change.
  */
-function readSmall(abs: string, size: number, pool: BufferPool | undefined): Uint8Array {
-  if (!pool) return readFileSync(abs);
-  const fd = openSync(abs, 'r');
+function readSmall(abs: string, size: number, walked: Walked, origin: string, pool: BufferPool | undefined): Uint8Array {
+  const { fd, size: sizeNow } = openWalked(abs, walked, origin);
   try {
-    if (fstatSync(fd).size !== size) return readFileSync(fd);
+    if (!pool || sizeNow !== size) return readFileSync(fd);
     const view = pool.lease(size);
     let got = 0;
     while (got < size) {
@@ -302,12 +339,12 @@ function readSmall(abs: string, size: number, pool: BufferPool | undefined): Uin
  * work) into pooled memory when there is a pool. Reads until end of file, so a file that grew
  * is delivered whole and the writer reports the change.
  */
-async function* readChunks(abs: string, origin: string, pool: BufferPool | undefined): AsyncGenerator<Uint8Array> {
+async function* readChunks(abs: string, origin: string, walked: Walked, pool: BufferPool | undefined): AsyncGenerator<Uint8Array> {
   let fd: number;
   try {
-    fd = openSync(abs, 'r');
+    ({ fd } = openWalked(abs, walked, origin));
   } catch (err) {
-    throw new SourceError(origin, describe(err), { cause: err });
+    throw err instanceof SourceError ? err : new SourceError(origin, describe(err), { cause: err });
   }
   try {
     for (let pos = 0; ; ) {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chmod, link, mkdir, symlink, writeFile } from 'node:fs/promises';
+import { writeFileSync } from 'node:fs';
+import { chmod, link, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -255,6 +256,43 @@ describe('localSource', () => {
       assert.equal(entry!.size, 3);
       assert.equal(Buffer.from(body).toString(), now, name);
     }
+  });
+
+  it('a file replaced after the walk (by a FIFO, a symlink, another file) is refused, never read or waited on', async () => {
+    await using t = await tempDir('local-swap');
+    await writeFile(path.join(t.path, 'other'), 'OTHER');
+    await mkdir(path.join(t.path, 'd'));
+    await writeFile(path.join(t.path, 'd/other'), 'OTHER');
+    const swaps: Array<[string, (p: string) => Promise<void> | void]> = [
+      ['a FIFO', (p) => void execFileSync('mkfifo', [p])],
+      ['a symlink to a file of the same size', (p) => symlink(path.join(t.path, 'other'), p)],
+    ];
+    // Named on the command line, and found by walking a directory (opened without following).
+    const specs = [{ from: 'f', to: '', file: 'f' }, { from: 'd/', to: '', file: 'd/f' }];
+    for (const [what, swap] of swaps) {
+      for (const size of [5, SMALL_FILE_BYTES + 1]) {
+        for (const spec of specs) {
+        const file = path.join(t.path, spec.file);
+        await writeFile(file, Buffer.alloc(size, 'h'));
+        const entry = (await collect(localSource([spec], { cwd: t.path }))).find((e) => e.path.endsWith('f'));
+        await rm(file);
+        await swap(file);
+        const read = async (): Promise<void> => {
+          const body = await entry!.open!(new BufferPool());
+          if (!(body instanceof Uint8Array)) for await (const _ of body) void _;
+        };
+        await assert.rejects(read(), (e: unknown) => e instanceof SourceError && /f: was replaced while the image was being built/.test(e.message), `${what}, ${size} bytes, ${spec.from}`);
+        await rm(file);
+        }
+      }
+    }
+  });
+
+  it('a file name that is not UTF-8 is named as such, not reported missing', async () => {
+    await using t = await tempDir('local-latin1');
+    await mkdir(path.join(t.path, 'src'));
+    writeFileSync(Buffer.concat([Buffer.from(path.join(t.path, 'src/caf')), Buffer.from([0xe9]), Buffer.from('.txt')]), 'x');
+    await assert.rejects(collect(localSource([{ from: 'src', to: '' }], { cwd: t.path })), isSourceError(/^src\/caf\uFFFD\.txt: the file name is not valid UTF-8/));
   });
 
   it('reports facts: mode bits including setuid, owner', async () => {
