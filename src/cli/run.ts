@@ -1,12 +1,12 @@
-import { createReadStream, statSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { createReadStream, realpathSync, statSync } from 'node:fs';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import path from 'node:path';
 import { build } from '../build/build.ts';
 import { outputInside } from '../build/outputs/paths.ts';
 import type { BuildRequest } from '../build/request.ts';
 import { ArtificerError, InvalidSpecError, SourceError, UsageError, asOutputError } from '../errors.ts';
-import type { EntrySource } from '../layer/entry.ts';
+import type { EntrySource, LayerEntry } from '../layer/entry.ts';
 import type { Logger, ProgressEvent } from '../log.ts';
 import type { Reference } from '../reference/reference.ts';
 import { RegistryClient } from '../registry/client.ts';
@@ -72,24 +72,79 @@ async function readSpec(file: string): Promise<BuildSpec> {
  * bundle's own order, re-packed on the fly like the function does, never extracted.
  */
 function specFiles(spec: BuildSpec, dir: string): EntrySource {
+  const inside = insideSpecFolder(dir);
   const items = spec.files.map((f): EntrySource => {
-    if (f.kind === 'path') return localSource([{ from: f.from, to: f.to, ...(f.mode !== undefined ? { mode: f.mode } : {}) }], { cwd: dir });
+    if (f.kind === 'path') {
+      const source = localSource([{ from: f.from, to: f.to, ...(f.mode !== undefined ? { mode: f.mode } : {}) }], { cwd: dir });
+      return Object.assign((() => source()) as EntrySource, {
+        check: async () => {
+          inside(f.from);
+          await source.check?.();
+        },
+      });
+    }
     const file = path.resolve(dir, f.bundle);
-    return () =>
+    const entries = (): AsyncIterable<LayerEntry> =>
       bundleEntries(
         async () => {
           const stream = createReadStream(file);
           await once(stream, 'open').catch((err: unknown) => {
-            throw new SourceError(f.bundle, (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file or directory' : (err as Error).message, { cause: err });
+            throw bundleError(f.bundle, err);
           });
           return stream;
         },
-        { to: f.to, gzip: f.gzip, origin: f.bundle },
+        { to: f.to, gzip: f.gzip, origin: f.bundle, mapReadError: (err) => bundleError(f.bundle, err) },
       );
+    return Object.assign(entries, {
+      check: async () => {
+        inside(f.bundle);
+        const st = await stat(file).catch((err: unknown) => {
+          throw bundleError(f.bundle, err);
+        });
+        if (!st.isFile()) throw new SourceError(f.bundle, 'is not a file (a bundle is a .tar or .tar.gz file)');
+      },
+    });
   });
-  return async function* entries() {
-    for (const item of items) yield* item();
+  // Everything is checked before the first request to a registry, as for --files.
+  return Object.assign(
+    async function* entries() {
+      for (const item of items) yield* item();
+    },
+    {
+      async check(): Promise<void> {
+        for (const item of items) await item.check?.();
+      },
+    },
+  );
+}
+
+/**
+ * A spec's paths stay in the spec's folder (docs/cloud-function.md), here as in the bucket:
+ * followed through symlinks too, as docker build keeps COPY inside its context. Returns the check.
+ */
+function insideSpecFolder(dir: string): (rel: string) => void {
+  let root: string | undefined;
+  return (rel) => {
+    root ??= realpathSync(dir);
+    let real: string;
+    try {
+      real = realpathSync(path.resolve(dir, rel));
+    } catch {
+      return; // missing: the source's own check names it
+    }
+    if (real !== root && !real.startsWith(root.endsWith(path.sep) ? root : root + path.sep)) {
+      throw new SourceError(rel, `leads outside the spec's folder (to ${real}): a spec's paths must stay inside ${root}`);
+    }
   };
+}
+
+/** A bundle that cannot be read, as a source error naming it (a directory, no permission, gone). */
+function bundleError(bundle: string, err: unknown): SourceError {
+  if (err instanceof SourceError) return err;
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const reason =
+    code === 'ENOENT' ? 'no such file or directory' : code === 'EISDIR' ? 'is a directory, not a .tar or .tar.gz file' : code === 'EACCES' ? 'permission denied' : err instanceof Error ? err.message : String(err);
+  return new SourceError(bundle, reason, { cause: err });
 }
 
 /**

@@ -1,6 +1,6 @@
 // The CLI against registries with auth, across registries, through faults, and with --spec.
 import assert from 'node:assert/strict';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { artificer } from '../support/cli.ts';
@@ -208,6 +208,28 @@ describe('--spec, tags, digest file', () => {
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /missing\.tar\.gz: no such file or directory/);
     await assert.rejects(craneManifest(`${plain.host}/spec/nobundle:1`));
+  });
+
+  test('a spec is checked whole before any request: a missing file, a path out of its folder, a bundle that is a directory', async () => {
+    const dir = path.join(work.path, 'checked');
+    await mkdir(path.join(dir, 'adir.tar'), { recursive: true });
+    await writeFile(path.join(dir, 'a'), 'a');
+    await writeFile(path.join(work.path, 'secret'), 'TOPSECRET');
+    await symlink('../secret', path.join(dir, 'tok'));
+    const cases: Array<[unknown[], RegExp]> = [
+      [['a', 'nope'], /nope: no such file or directory/],
+      [['a', 'tok'], /tok: leads outside the spec's folder .*: a spec's paths must stay inside/],
+      [['a', { bundle: 'adir.tar' }], /adir\.tar: (is a directory|is not a file)/],
+    ];
+    for (const [files, message] of cases) {
+      await writeFile(path.join(dir, 'artificer.json'), JSON.stringify({ base: base.reference.replace(plain.host, proxy.host), target: `${proxy.host}/spec/checked:1`, files }));
+      proxy.reset();
+      const r = await artificer(['--spec', 'checked/artificer.json'], { cwd: work.path });
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, message);
+      assert.doesNotMatch(r.stderr, /internal error/);
+      assert.deepEqual(proxy.requests.filter((q) => q.method !== 'GET' && q.method !== 'HEAD'), [], 'nothing was pushed');
+    }
   });
 
   test('a spec with a typo is refused with the field named', async () => {
