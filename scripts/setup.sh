@@ -9,7 +9,9 @@
 #
 # Environment:
 #   GOBIN                  where Go tools go (default ~/go/bin; test/support/tools.ts looks there)
-#   SETUP_SKIP_EMULATORS=1 skip gcloud / the Pub/Sub emulator (not needed by `npm test`)
+#   SETUP_SKIP_EMULATORS=1 skip gcloud / the Pub/Sub emulator (`npm run demo` and the unit and
+#                          registry tests do without; `npm test`'s Cloud Function end-to-end and
+#                          deploy-source tests need them)
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 
