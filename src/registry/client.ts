@@ -389,7 +389,11 @@ export class RegistryClient implements Registry {
       repo, scopes: [pushScope(repo)], action, method: 'PUT', target: put.toString(), headers: { 'content-length': '0' }, signal,
     });
     if (committed.res.statusCode !== 201 && committed.res.statusCode !== 204) {
-      throw await this.#error(committed.res, 'PUT', committed.url, repo, action, committed.source);
+      const err = await this.#error(committed.res, 'PUT', committed.url, repo, action, committed.source);
+      // A retried commit whose first attempt went through but whose answer was lost: the session
+      // is gone (404), the blob is there. The registry has it under that digest, which it checked.
+      if (committed.res.statusCode === 404 && (await this.hasBlob(repo, sent.blob.digest, signal))) return sent.blob;
+      throw err;
     }
     await committed.res.body.dump();
     const stored = header(committed.res, 'docker-content-digest');

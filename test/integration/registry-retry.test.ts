@@ -97,6 +97,16 @@ describe('retries through a fault-injecting proxy', () => {
     assert.deepEqual(await client.getBlobBytes(repo, up.digest), data);
   });
 
+  test('a commit the registry applied but whose answer was lost: the retry finds the blob there', async () => {
+    const data = randomBytes(50_000);
+    proxy.failNext(1, { loseAnswer: true, method: 'PUT', match: /\/blobs\/uploads\// });
+    const up = await client.uploadBlob(repo, { open: () => Readable.from([data]), replayable: false });
+    assert.equal(up.digest, sha256(data));
+    const puts = proxy.requests.filter((r) => r.method === 'PUT').map((r) => `${r.fault ?? ''}${r.status}`);
+    assert.deepEqual(puts, ['lost-answer201', '404'], 'the first PUT went through; the retried one found no session');
+    assert.deepEqual(await client.getBlobBytes(repo, up.digest), data);
+  });
+
   test('429 with Retry-After is honoured', async () => {
     proxy.failNext(1, { status: 429, headers: { 'retry-after': '1' }, method: 'HEAD' });
     const started = Date.now();

@@ -20,6 +20,8 @@ export interface FaultOptions {
   delayMs?: number;
   /** Forward, send the upstream's status and headers, then stall this long before the body. */
   bodyDelayMs?: number;
+  /** Forward, let the upstream answer, then reset the client's socket: a request applied whose answer was lost. */
+  loseAnswer?: boolean;
   /** Forward, but send these response headers instead of the upstream's (e.g. a lying `docker-content-digest`). */
   responseHeaders?: Record<string, string>;
   /** Only requests whose path (with query) matches. */
@@ -35,7 +37,7 @@ export interface ProxiedRequest {
   /** Status sent to the client; undefined when the connection was reset or broke. */
   status?: number;
   /** Which fault was injected, if any. */
-  fault?: 'status' | 'reset' | 'delay' | 'slow-body' | 'headers';
+  fault?: 'status' | 'reset' | 'delay' | 'slow-body' | 'headers' | 'lost-answer';
 }
 
 export interface FaultProxy {
@@ -114,6 +116,7 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     entry: ProxiedRequest,
     bodyDelayMs: number | undefined,
     responseHeaders: Record<string, string> | undefined,
+    loseAnswer = false,
   ): Promise<void> {
     const upstream = http.request({
       protocol: target.protocol,
@@ -145,6 +148,12 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
       } else {
         res.destroy();
       }
+      return;
+    }
+    if (loseAnswer) {
+      entry.status = up.statusCode;
+      up.resume();
+      req.socket.destroy();
       return;
     }
     const headers = forwardHeaders(up.headers);
@@ -214,7 +223,8 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     }
     if (rule?.bodyDelayMs) entry.fault = 'slow-body';
     else if (rule?.responseHeaders) entry.fault = 'headers';
-    await forward(req, res, entry, rule?.bodyDelayMs, rule?.responseHeaders);
+    else if (rule?.loseAnswer) entry.fault = 'lost-answer';
+    await forward(req, res, entry, rule?.bodyDelayMs, rule?.responseHeaders, rule?.loseAnswer);
   }
 
   const server = http.createServer((req, res) => {
@@ -241,8 +251,8 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     requests,
     failNext(n, opts) {
       if (!Number.isInteger(n) || n < 1) throw new Error(`failNext: n must be a positive integer, got ${n}`);
-      if (!opts.status && !opts.reset && !opts.delayMs && !opts.bodyDelayMs && !opts.responseHeaders) {
-        throw new Error('failNext: say what to do (status, reset, delayMs, bodyDelayMs or responseHeaders)');
+      if (!opts.status && !opts.reset && !opts.delayMs && !opts.bodyDelayMs && !opts.responseHeaders && !opts.loseAnswer) {
+        throw new Error('failNext: say what to do (status, reset, delayMs, bodyDelayMs, responseHeaders or loseAnswer)');
       }
       rules.push({ ...opts, left: n });
     },
