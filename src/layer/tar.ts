@@ -77,15 +77,57 @@ export function packEntries(
   return pack as Pack & AsyncIterable<Buffer>; // tar-stream's types say `unknown`; its chunks are Buffers
 }
 
-/** Checks that a layer path is POSIX, relative, normalised and free of `..`. */
+/**
+ * The longest path or link target a layer may hold, in UTF-8 bytes: Linux's PATH_MAX, so every
+ * runtime can create what it extracts. Tar itself has no limit (tar-stream reads PAX names up to
+ * 4 MiB), and the writer's per-entry checks cost time in proportion to a path's length × depth.
+ */
+export const MAX_PATH_BYTES = 4096;
+/** The most components (`a/b/c` has 3) a layer path may have: deeper trees are not real files. */
+export const MAX_PATH_DEPTH = 256;
+/** How much of a refused path a message shows. */
+const SHOWN_PATH_CHARS = 120;
+
+/**
+ * Checks that a layer path is POSIX, relative, normalised, free of `..`, at most
+ * {@link MAX_PATH_BYTES} long and at most {@link MAX_PATH_DEPTH} components deep. Hardlink targets
+ * (`what`) are layer paths too. The message shows at most the path's first characters.
+ */
 export function validatePath(p: string, origin: string, what = 'path'): void {
+  const bytes = Buffer.byteLength(p);
+  if (bytes > MAX_PATH_BYTES) {
+    throw new SourceError(origin, `${what} "${shownPath(p)}" in layer is ${bytes} bytes long; at most ${MAX_PATH_BYTES} are allowed`);
+  }
+  const parts = p.split('/');
+  if (parts.length > MAX_PATH_DEPTH) {
+    throw new SourceError(origin, `${what} "${shownPath(p)}" in layer has ${parts.length} components; at most ${MAX_PATH_DEPTH} are allowed`);
+  }
   const bad =
     p === '' ||
     p.startsWith('/') ||
     p.endsWith('/') ||
     p.includes('\0') ||
-    p.split('/').some((part) => part === '' || part === '.' || part === '..');
-  if (bad) throw new SourceError(origin, `invalid ${what} "${p}" in layer: must be relative, normalised and without ".."`);
+    parts.some((part) => part === '' || part === '.' || part === '..');
+  if (bad) throw new SourceError(origin, `invalid ${what} "${shownPath(p)}" in layer: must be relative, normalised and without ".."`);
+}
+
+/**
+ * Checks a symlink target: kept verbatim (it may be absolute or contain `..`: it is resolved in
+ * the container), but never with a NUL (a tar header would cut it there) and at most
+ * {@link MAX_PATH_BYTES} long.
+ */
+export function validateLinkTarget(target: string, origin: string): void {
+  const bytes = Buffer.byteLength(target);
+  if (bytes > MAX_PATH_BYTES) {
+    throw new SourceError(origin, `symlink target "${shownPath(target)}" is ${bytes} bytes long; at most ${MAX_PATH_BYTES} are allowed`);
+  }
+  if (target.includes('\0')) throw new SourceError(origin, `symlink target "${shownPath(target)}" contains a NUL character`);
+}
+
+/** A path for a message: NULs and other control characters escaped, cut after a few characters. */
+function shownPath(p: string): string {
+  const head = p.length > SHOWN_PATH_CHARS ? `${p.slice(0, SHOWN_PATH_CHARS)}…` : p;
+  return head.replace(/[\0-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
 class Writer {

@@ -147,6 +147,39 @@ describe('packEntries', () => {
     );
   });
 
+  describe('path limits (PATH_MAX bytes, 256 components)', () => {
+    const at = (p: string): LayerEntry => ({ path: p, type: 'directory', mode: 0o755, size: 0, origin: 'mem:deep' });
+    it('accepts a path of exactly 4096 bytes and 256 components', async () => {
+      const deepest = Array.from({ length: 256 }, () => 'd').join('/');
+      const longest = 'x'.repeat(4096);
+      const names = (await headers(await tarOf([at(deepest), file(longest, '')]))).map((h) => h.name);
+      assert.deepEqual(names, [deepest + '/', longest]);
+    });
+    it('refuses a path over 4096 bytes (counted in UTF-8), quickly and without echoing it', async () => {
+      const huge = 'a/'.repeat(2_000_000) + 'f'; // the 4 MiB PAX name tar-stream accepts
+      const started = Date.now();
+      await assert.rejects(tarOf([file(huge, 'x', 0o644, { origin: 'mem:huge' })]), (err: unknown) => {
+        assert.ok(err instanceof SourceError);
+        assert.match(err.message, /^mem:huge: path "(a\/){60}…" in layer is 4000001 bytes long; at most 4096 are allowed$/);
+        return true;
+      });
+      assert.ok(Date.now() - started < 2000, `took ${Date.now() - started} ms`);
+      await assert.rejects(tarOf([file('é'.repeat(2049), 'x')]), /is 4098 bytes long; at most 4096/);
+    });
+    it('refuses a path with more than 256 components', async () => {
+      await assert.rejects(tarOf([at(Array.from({ length: 257 }, () => 'd').join('/'))]), /has 257 components; at most 256 are allowed/);
+    });
+    it('refuses a hardlink target over 4096 bytes', async () => {
+      await assert.rejects(
+        tarOf([file('a', 'x'), { path: 'b', type: 'hardlink', mode: 0o644, size: 0, linkname: 'a'.repeat(5000), origin: 'mem:b' }]),
+        /mem:b: hardlink target "a{120}…" in layer is 5000 bytes long/,
+      );
+    });
+    it('shows a NUL in a refused path escaped', async () => {
+      await assert.rejects(tarOf([file('a\0b', 'x')]), /invalid path "a\\x00b" in layer/);
+    });
+  });
+
   it('rejects bytes whose length differs from size', async () => {
     await assert.rejects(tarOf([file('a', 'abc', 0o644, { size: 4 })]), (err: unknown) => {
       assert.ok(err instanceof SourceError);
