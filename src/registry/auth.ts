@@ -12,12 +12,15 @@ import { NetworkError, AbortedError, RegistryError, UnauthorizedError, isTempora
 import type { Logger } from '../log.ts';
 import { challengeScopes, parseWwwAuthenticate, type Challenge } from './challenge.ts';
 import { isInsecure, mayFollow, type Endpoint } from './endpoint.ts';
+import { readBounded } from './body.ts';
 import type { CredentialProvider, ResolvedCredential } from './types.ts';
 
 /** Seconds assumed when a token response has no `expires_in` (the spec's default). */
 export const DEFAULT_TOKEN_LIFETIME_S = 60;
 /** A cached token is dropped this long before it expires, so it does not expire mid-request. */
 const EXPIRY_MARGIN_MS = 10_000;
+/** Most bytes of a token server's answer read (a JWT and a few fields are a few KiB). */
+const MAX_TOKEN_RESPONSE = 1024 * 1024;
 
 export const ANONYMOUS_SOURCE = 'anonymous';
 
@@ -342,8 +345,9 @@ export class Authenticator {
       throw new NetworkError(`cannot reach token server for ${ep.registry} (${method} ${redactUrl(url.toString())}): ${describe(err)}`, { cause: err });
     }
     this.#opts.logger.debug('http', { method, url: redactUrl(url.toString()), status: res.statusCode, ms: Date.now() - started, scopes });
-    const text = await res.body.text();
     const details = { method, url: url.toString(), status: res.statusCode };
+    // A token answer is a few KiB of JSON; a server sending more is not a token server.
+    const text = (await readBounded(res.body, MAX_TOKEN_RESPONSE, () => new RegistryError(`token server for ${ep.registry} answered with more than ${MAX_TOKEN_RESPONSE} bytes`, details))).toString('utf8');
     if (res.statusCode === 401 || res.statusCode === 403) {
       throw new UnauthorizedError(ep.registry, source, action, details);
     }

@@ -28,6 +28,7 @@ import { HashTap, isDigest, sha256 } from '../oci/digest.ts';
 import { repositoryName } from '../reference/reference.ts';
 import { MediaTypes, type Digest, type ImageIndex, type ImageManifest } from '../oci/types.ts';
 import { Authenticator, describe } from './auth.ts';
+import { readBounded, readPrefix } from './body.ts';
 import { anonymous } from './credentials.ts';
 import { endpointFor, mayFollow, type Endpoint } from './endpoint.ts';
 import { retryPolicy, setRetryAfter, parseRetryAfter, withRetry, type RetryPolicy } from './retry.ts';
@@ -48,23 +49,6 @@ const MAX_MANIFEST_BYTES = 4 * 1024 * 1024; // distribution's own limit
 /** Most bytes {@link RegistryClient.getBlobBytes} holds in memory (it reads image configs, which are KiBs). */
 const MAX_BLOB_BYTES_IN_MEMORY = 16 * 1024 * 1024;
 
-/**
- * A response body read whole, but never more than `max` bytes into memory: a registry that
- * answers with a huge (or endless) body gets `tooLarge()` thrown, and the rest is not read.
- */
-async function readBounded(body: Dispatcher.ResponseData['body'], max: number, tooLarge: () => Error): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of body as AsyncIterable<Buffer>) {
-    total += chunk.byteLength;
-    if (total > max) {
-      body.destroy();
-      throw tooLarge();
-    }
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks, total);
-}
 const MAX_ERROR_BODY = 64 * 1024;
 const MAX_REDIRECTS = 5;
 
@@ -363,6 +347,9 @@ export class RegistryClient implements Registry {
     try {
       patched = await this.#send({ repo, scopes, action, method: 'PATCH', target: location1, headers, body: content, signal });
     } catch (err) {
+      // A body never (or not fully) sent is stopped, not left half-read: a layer pass would
+      // otherwise stay open, holding its buffers, for as long as the process lives.
+      if (content instanceof Readable) content.destroy();
       if (err instanceof DigestMismatchError && !signal?.aborted) await this.#cancelUpload(repo, location1, signal);
       throw err;
     }
@@ -526,8 +513,7 @@ export class RegistryClient implements Registry {
     url = redactUrl(url, registryOrigin);
     let text = '';
     try {
-      const buf = Buffer.from(await res.body.arrayBuffer());
-      text = buf.subarray(0, MAX_ERROR_BODY).toString('utf8');
+      text = (await readPrefix(res.body, MAX_ERROR_BODY)).toString('utf8');
     } catch {
       // the body is best effort
     }

@@ -2,6 +2,7 @@
 // Locations on other hosts: the client must not send its credentials there, and must refuse
 // metadata and link-local addresses outright.
 import assert from 'node:assert/strict';
+import { PassThrough } from 'node:stream';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
@@ -67,6 +68,18 @@ test('an upload Location at the metadata server is refused before any request', 
     (err: unknown) => err instanceof RegistryError && /refusing to follow registry .* to http:\/\/169\.254\.169\.254/.test(err.message),
   );
   assert.ok(seen.every((s) => s.server === 'registry'));
+});
+
+test('a refused upload Location stops the body stream, which is never left half-read', async () => {
+  location = 'http://169.254.169.254/upload/1';
+  const body = new PassThrough();
+  body.write(Buffer.alloc(1024));
+  await assert.rejects(
+    client().uploadBlob({ registry: host(registry), repository: 'x/y' }, { open: () => body, replayable: false }),
+    /refusing to follow registry/,
+  );
+  await new Promise((r) => setImmediate(r)); // the pipeline tears its streams down on the next tick
+  assert.equal(body.destroyed, true);
 });
 
 test('a public registry cannot send an upload to loopback spelled as an IPv4-mapped IPv6 address', async () => {
