@@ -125,7 +125,7 @@ export function validateLinkTarget(target: string, origin: string): void {
 }
 
 /** A path for a message: NULs and other control characters escaped, cut after a few characters. */
-function shownPath(p: string): string {
+export function shownPath(p: string): string {
   const head = p.length > SHOWN_PATH_CHARS ? `${p.slice(0, SHOWN_PATH_CHARS)}…` : p;
   return head.replace(/[\0-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }

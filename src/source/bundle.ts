@@ -8,8 +8,10 @@
  * end before asking for the next, which is exactly that. An entry whose content was not read is
  * skipped (drained) when the next one is requested.
  *
- * Bundles come from users, so every header is checked: `..` or absolute names, hardlinks to
- * anything not earlier in the same bundle, devices, FIFOs and unknown types are rejected with a
+ * Bundles come from users, so every header is checked: `..` or absolute names, names or link
+ * targets longer than PATH_MAX ({@link MAX_PATH_BYTES}) or deeper than {@link MAX_PATH_DEPTH}
+ * components, NUL characters, hardlinks to anything not earlier in the same bundle, devices,
+ * FIFOs and unknown types are rejected with a
  * {@link SourceError} naming the bundle and the entry. Truncated data (fewer bytes than a
  * header's size) fails too, both here and in the layer writer's byte count.
  */
@@ -23,6 +25,7 @@ import type { Header as TarHeader } from 'tar-stream';
 type TarEntry = Readable & { readonly header: TarHeader };
 import { SourceError } from '../errors.ts';
 import type { LayerEntry } from '../layer/entry.ts';
+import { MAX_PATH_BYTES, MAX_PATH_DEPTH, shownPath } from '../layer/tar.ts';
 
 export interface BundleOptions {
   /** Directory in the image receiving the entries ("/" or "/app"). */
@@ -37,12 +40,19 @@ export interface BundleOptions {
   readonly mapReadError?: (err: unknown) => Error;
 }
 
-/** Normalises a tar member name to a path relative to the bundle root; '' for the root itself. */
-export function bundlePath(name: string, origin: string): string {
-  if (name.includes('\0')) throw new SourceError(origin, `entry name contains a NUL character`);
-  if (name.startsWith('/')) throw new SourceError(`${origin}#${name}`, 'absolute path in bundle (entries must be relative)');
+/**
+ * Normalises a tar member name (or a hardlink's target, `what`) to a path relative to the bundle
+ * root; '' for the root itself. Messages name the entry with at most its first characters.
+ */
+export function bundlePath(name: string, origin: string, what = 'entry name'): string {
+  const where = `${origin}#${shownPath(name)}`;
+  const bytes = Buffer.byteLength(name);
+  if (bytes > MAX_PATH_BYTES) throw new SourceError(where, `${what} is ${bytes} bytes long; at most ${MAX_PATH_BYTES} are allowed`);
   const parts = name.split('/');
-  if (parts.includes('..')) throw new SourceError(`${origin}#${name}`, 'path with ".." in bundle (entries must stay inside it)');
+  if (parts.length > MAX_PATH_DEPTH) throw new SourceError(where, `${what} has ${parts.length} components; at most ${MAX_PATH_DEPTH} are allowed`);
+  if (name.includes('\0')) throw new SourceError(where, `${what} contains a NUL character`);
+  if (name.startsWith('/')) throw new SourceError(where, 'absolute path in bundle (entries must be relative)');
+  if (parts.includes('..')) throw new SourceError(where, 'path with ".." in bundle (entries must stay inside it)');
   const norm = path.posix.normalize(name).replace(/\/+$/, '');
   return norm === '.' ? '' : norm.replace(/^(\.\/)+/, '');
 }
@@ -86,7 +96,7 @@ export async function* bundleEntries(open: () => Promise<Readable>, opts: Bundle
       const stream = step.value;
       const header = stream.header;
       const rel = bundlePath(header.name, opts.origin);
-      const where = `${opts.origin}#${header.name}`;
+      const where = `${opts.origin}#${shownPath(header.name)}`;
       const mode = (header.mode ?? 0o644) & 0o7777;
       let entry: LayerEntry | undefined;
       let consumed = false;
@@ -119,7 +129,7 @@ export async function* bundleEntries(open: () => Promise<Readable>, opts: Bundle
           entry = { path: join(opts.to, rel), type: 'symlink', mode: 0o777, size: 0, linkname: header.linkname, origin: where };
           break;
         case 'link': {
-          const target = bundlePath(header.linkname ?? '', opts.origin);
+          const target = bundlePath(header.linkname ?? '', opts.origin, 'hardlink target');
           if (!files.has(target)) {
             throw new SourceError(where, `hardlink to "${header.linkname ?? ''}", which is not a file earlier in the bundle`);
           }

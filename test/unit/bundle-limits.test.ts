@@ -1,0 +1,63 @@
+import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import { describe, test } from 'node:test';
+import { gzipSync } from 'node:zlib';
+import tarStream from 'tar-stream';
+import { SourceError } from '../../src/errors.ts';
+import type { LayerEntry } from '../../src/layer/entry.ts';
+import { bundleEntries, bundlePath } from '../../src/source/bundle.ts';
+
+async function tarOf(entries: Array<[Record<string, unknown>, string?]>): Promise<Buffer> {
+  const pack = tarStream.pack();
+  for (const [h, body] of entries) {
+    const header = { mtime: new Date(0), ...h } as tarStream.Header;
+    if (body === undefined) pack.entry(header);
+    else pack.entry(header, body);
+  }
+  pack.finalize();
+  const chunks: Buffer[] = [];
+  for await (const c of pack as AsyncIterable<Buffer>) chunks.push(c);
+  return Buffer.concat(chunks);
+}
+
+/** Every entry of a bundle held in memory, each file's content read. */
+async function entriesOf(bytes: Buffer, gzip = false): Promise<LayerEntry[]> {
+  const out: LayerEntry[] = [];
+  for await (const e of bundleEntries(async () => Readable.from([bytes]), { to: '/app', gzip, origin: 'gs://b/t.tar' })) {
+    if (e.open) for await (const _ of (await e.open()) as AsyncIterable<Buffer>);
+    out.push(e);
+  }
+  return out;
+}
+
+async function refuses(bytes: Buffer, message: RegExp, gzip = false): Promise<void> {
+  await assert.rejects(entriesOf(bytes, gzip), (err: unknown) => {
+    assert.ok(err instanceof SourceError, `expected a SourceError, got ${String(err)}`);
+    assert.equal(err.code, 'ARTIFICER_SOURCE');
+    assert.match(err.message, message);
+    assert.ok(err.message.length < 400, `message is ${err.message.length} characters long`);
+    return true;
+  });
+}
+
+describe('bundle entry names: PATH_MAX bytes, 256 components', () => {
+  test('a 4 MB PAX name is refused at once, naming the entry by its first characters', async () => {
+    // As a PAX record: tar-stream's packer takes minutes to try fitting a 4 MB name into ustar.
+    const gz = gzipSync(await tarOf([[{ name: 'f', pax: { path: 'a/'.repeat(2_000_000) + 'f' } }, 'x']]));
+    assert.ok(gz.length < 100_000, 'a small upload');
+    const started = Date.now();
+    await refuses(gz, /^gs:\/\/b\/t\.tar#(a\/){60}…: entry name is 4000001 bytes long; at most 4096 are allowed$/, true);
+    assert.ok(Date.now() - started < 5000, `took ${Date.now() - started} ms`);
+  });
+  test('limits count UTF-8 bytes and components; the limits themselves are fine', async () => {
+    const deepest = Array.from({ length: 255 }, () => 'd').join('/'); // + "app/" = 256 in the layer
+    const longest = 'x'.repeat(4096 - 'app/'.length);
+    const ok = await entriesOf(await tarOf([[{ name: deepest, type: 'directory' }], [{ name: longest }, '']]));
+    assert.deepEqual(ok.map((e) => e.path), [`app/${deepest}`, `app/${longest}`]);
+    await refuses(await tarOf([[{ name: 'é'.repeat(2049) }, '']]), /entry name is 4098 bytes long; at most 4096/);
+    await refuses(await tarOf([[{ name: Array.from({ length: 257 }, () => 'd').join('/'), type: 'directory' }]]), /entry name has 257 components; at most 256/);
+  });
+  test('bundlePath: a long hardlink target is refused as such', () => {
+    assert.throws(() => bundlePath('t'.repeat(5000), 'x', 'hardlink target'), /^SourceError: x#t{120}…: hardlink target is 5000 bytes long/);
+  });
+});
