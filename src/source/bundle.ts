@@ -10,8 +10,8 @@
  *
  * Bundles come from users, so every header is checked: `..` or absolute names, names or link
  * targets longer than PATH_MAX ({@link MAX_PATH_BYTES}) or deeper than {@link MAX_PATH_DEPTH}
- * components, NUL characters, hardlinks to anything not earlier in the same bundle, devices,
- * FIFOs and unknown types are rejected with a
+ * components, NUL characters, hardlinks to anything not earlier in the same bundle, links named
+ * after the bundle's root (`.`), devices, FIFOs and unknown types are rejected with a
  * {@link SourceError} naming the bundle and the entry. Truncated data (fewer bytes than a
  * header's size) fails too, both here and in the layer writer's byte count.
  */
@@ -97,6 +97,11 @@ export async function* bundleEntries(open: () => Promise<Readable>, opts: Bundle
       const header = stream.header;
       const rel = bundlePath(header.name, opts.origin);
       const where = `${opts.origin}#${shownPath(header.name)}`;
+      if (rel === '' && header.type !== 'directory') {
+        // "." or "./": the entry would land at `to` itself (a symlink there hides the base's directory).
+        const kind = header.type === 'link' ? 'hardlink' : (header.type ?? 'file');
+        throw new SourceError(where, `a ${kind} cannot be named after the bundle's root: it would replace ${opts.to} itself (only a directory entry may be named ".")`);
+      }
       const mode = (header.mode ?? 0o644) & 0o7777;
       let entry: LayerEntry | undefined;
       let consumed = false;
@@ -106,7 +111,6 @@ export async function* bundleEntries(open: () => Promise<Readable>, opts: Bundle
           break;
         case 'file':
         case 'contiguous-file': {
-          if (rel === '') throw new SourceError(where, 'file entry with an empty name');
           const size = header.size ?? 0;
           if (!Number.isSafeInteger(size) || size < 0) throw new SourceError(where, `invalid size ${String(header.size)}`);
           files.add(rel);

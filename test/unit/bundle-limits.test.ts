@@ -61,3 +61,20 @@ describe('bundle entry names: PATH_MAX bytes, 256 components', () => {
     assert.throws(() => bundlePath('t'.repeat(5000), 'x', 'hardlink target'), /^SourceError: x#t{120}…: hardlink target is 5000 bytes long/);
   });
 });
+
+describe('bundle entries named after the root', () => {
+  for (const name of ['.', './']) {
+    test(`a symlink or hardlink named ${JSON.stringify(name)} is refused (it would replace the "to" directory)`, async () => {
+      await refuses(
+        await tarOf([[{ name: 'x' }, 'hi'], [{ name, type: 'symlink', linkname: '/tmp' }]]),
+        new RegExp(`^gs://b/t\\.tar#${name.replace('.', '\\.')}: a symlink cannot be named after the bundle's root: it would replace /app itself`),
+      );
+      await refuses(await tarOf([[{ name: 'x' }, 'hi'], [{ name, type: 'link', linkname: 'x' }]]), /a hardlink cannot be named after the bundle's root/);
+    });
+  }
+  test('a file named "." is refused; a directory named "." is skipped', async () => {
+    await refuses(await tarOf([[{ name: './' }, 'hi']]), /a file cannot be named after the bundle's root/);
+    const entries = await entriesOf(await tarOf([[{ name: './', type: 'directory' }], [{ name: './x' }, 'hi']]));
+    assert.deepEqual(entries.map((e) => [e.path, e.type]), [['app/x', 'file']]);
+  });
+});
