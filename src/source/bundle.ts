@@ -25,7 +25,7 @@ import type { Header as TarHeader } from 'tar-stream';
 type TarEntry = Readable & { readonly header: TarHeader };
 import { SourceError } from '../errors.ts';
 import type { LayerEntry } from '../layer/entry.ts';
-import { MAX_PATH_BYTES, MAX_PATH_DEPTH, shownPath } from '../layer/tar.ts';
+import { MAX_PATH_BYTES, MAX_PATH_DEPTH, shownPath, validateLinkTarget } from '../layer/tar.ts';
 
 export interface BundleOptions {
   /** Directory in the image receiving the entries ("/" or "/app"). */
@@ -130,6 +130,7 @@ export async function* bundleEntries(open: () => Promise<Readable>, opts: Bundle
         }
         case 'symlink':
           if (!header.linkname) throw new SourceError(where, 'symlink without a target');
+          validateLinkTarget(header.linkname, where);
           entry = { path: join(opts.to, rel), type: 'symlink', mode: 0o777, size: 0, linkname: header.linkname, origin: where };
           break;
         case 'link': {

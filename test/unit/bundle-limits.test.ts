@@ -78,3 +78,21 @@ describe('bundle entries named after the root', () => {
     assert.deepEqual(entries.map((e) => [e.path, e.type]), [['app/x', 'file']]);
   });
 });
+
+describe('bundle link targets are kept verbatim or refused', () => {
+  // A PAX linkpath record can carry a NUL; a ustar field would end there.
+  test('a symlink target with a NUL is refused, not cut at the NUL', async () => {
+    await refuses(
+      await tarOf([[{ name: 's', type: 'symlink', linkname: 'x', pax: { linkpath: 'abc\0def' } }]]),
+      /^gs:\/\/b\/t\.tar#s: symlink target "abc\\x00def" contains a NUL character$/,
+    );
+  });
+  test('a hardlink target with a NUL is refused', async () => {
+    await refuses(await tarOf([[{ name: 'x' }, 'hi'], [{ name: 'h', type: 'link', linkname: 'x', pax: { linkpath: 'x\0y' } }]]), /#x\\x00y: hardlink target contains a NUL character/);
+  });
+  test('a symlink target over 4096 bytes is refused; 4096 bytes are kept', async () => {
+    await refuses(await tarOf([[{ name: 's', type: 'symlink', linkname: '/'.repeat(4097) }]]), /symlink target "\/{120}…" is 4097 bytes long/);
+    const [s] = await entriesOf(await tarOf([[{ name: 's', type: 'symlink', linkname: '../'.repeat(1365) + 'x' }]]));
+    assert.equal(s?.linkname, '../'.repeat(1365) + 'x');
+  });
+});
