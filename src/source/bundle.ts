@@ -13,10 +13,13 @@
  * components, NUL characters, hardlinks to anything not earlier in the same bundle, links named
  * after the bundle's root (`.`), devices, FIFOs and unknown types are rejected with a
  * {@link SourceError} naming the bundle and the entry. Truncated data (fewer bytes than a
- * header's size) fails too, both here and in the layer writer's byte count.
+ * header's size) fails too, both here and in the layer writer's byte count, and so does a bundle
+ * with no tar header at all (0 bytes, or a gzip of nothing), which GNU tar calls "not a tar
+ * archive". A tar of only end-of-archive blocks (`tar cf x.tar -T /dev/null`) is a valid empty
+ * bundle, as GNU tar reads it.
  */
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import tarStream from 'tar-stream';
@@ -78,7 +81,16 @@ export async function* bundleEntries(open: () => Promise<Readable>, opts: Bundle
     const msg = err instanceof Error ? err.message : String(err);
     return new SourceError(opts.origin, `not a valid ${opts.gzip ? '.tar.gz' : '.tar'} bundle: ${msg}`, { cause: err });
   };
-  const stages: Array<NodeJS.ReadableStream | NodeJS.WritableStream> = opts.gzip ? [raw, createGunzip(), extract as unknown as NodeJS.WritableStream] : [raw, extract as unknown as NodeJS.WritableStream];
+  // Counts the tar bytes (after gunzip) on their way to the extractor: none at all is not a tar.
+  let tarBytes = 0;
+  const count = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      tarBytes += chunk.length;
+      callback(null, chunk);
+    },
+  });
+  const tail = [count, extract as unknown as NodeJS.WritableStream];
+  const stages: Array<NodeJS.ReadableStream | NodeJS.WritableStream> = opts.gzip ? [raw, createGunzip(), ...tail] : [raw, ...tail];
   // pipeline tears every stage down on error; the iterator below sees the extractor's error.
   (pipeline as (...args: unknown[]) => void)(...stages, () => {});
 
@@ -153,6 +165,9 @@ export async function* bundleEntries(open: () => Promise<Readable>, opts: Bundle
       if (!consumed) stream.resume();
     }
     if (readError) throw readError;
+    if (tarBytes === 0) {
+      throw new SourceError(opts.origin, `not a valid ${opts.gzip ? '.tar.gz' : '.tar'} bundle: it holds no tar data at all (${opts.gzip ? 'a gzip of nothing' : '0 bytes'}); an empty bundle is a tar of end-of-archive blocks`);
+    }
   } finally {
     // Stops reading the bundle when the consumer stops early or an entry was rejected.
     raw.destroy();

@@ -96,3 +96,18 @@ describe('bundle link targets are kept verbatim or refused', () => {
     assert.equal(s?.linkname, '../'.repeat(1365) + 'x');
   });
 });
+
+describe('a bundle without any tar header', () => {
+  test('0 bytes is not a .tar', async () => {
+    await refuses(Buffer.alloc(0), /^gs:\/\/b\/t\.tar: not a valid \.tar bundle: it holds no tar data at all \(0 bytes\)/);
+  });
+  test('a gzip of nothing is not a .tar.gz', async () => {
+    await refuses(gzipSync(Buffer.alloc(0)), /not a valid \.tar\.gz bundle: it holds no tar data at all \(a gzip of nothing\)/, true);
+  });
+  test('a tar of only end-of-archive blocks is an empty bundle (GNU tar reads it too)', async () => {
+    const empty = await tarOf([]);
+    assert.ok(empty.length >= 1024 && empty.every((b) => b === 0));
+    assert.deepEqual(await entriesOf(empty), []);
+    assert.deepEqual(await entriesOf(gzipSync(empty), true), []);
+  });
+});
