@@ -112,14 +112,26 @@ function isObject(v: Json): v is Record<string, Json> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function checkFields(ctx: Ctx, path: string, obj: Record<string, Json>, allowed: readonly string[]): void {
+/**
+ * Refuses a key not in `allowed`, suggesting the closest one. `shapes` (for a file item that
+ * has neither "from" nor "bundle") widens the suggestions to every shape's fields, so that
+ * `{"bundel": …}` is not answered with "allowed: from, to, mode" alone.
+ */
+function checkFields(ctx: Ctx, path: string, obj: Record<string, Json>, allowed: readonly string[], shapes?: { fields: readonly string[]; text: string }): void {
   for (const key of Object.keys(obj)) {
     if (!allowed.includes(key)) {
-      const hint = nearest(key, allowed);
-      ctx.fail(`${path}/${escapePointer(key)}`, `unknown field "${key}"${hint ? ` (did you mean "${hint}"?)` : ''}; allowed: ${allowed.join(', ')}`);
+      const hint = nearest(key, shapes?.fields ?? allowed);
+      const tail = shapes?.text ?? `allowed: ${allowed.join(', ')}`;
+      ctx.fail(`${path}/${escapePointer(key)}`, `unknown field "${key}"${hint ? ` (did you mean "${hint}"?)` : ''}; ${tail}`);
     }
   }
 }
+
+/** Both file item shapes, for an item that names neither "from" nor "bundle". */
+const FILE_ITEM_SHAPES = {
+  fields: [...new Set([...PATH_FILE_FIELDS, ...BUNDLE_FILE_FIELDS])],
+  text: 'a file item is {"from", "to"?, "mode"?} or {"bundle", "to"?}',
+};
 
 function escapePointer(key: string): string {
   return key.replaceAll('~', '~0').replaceAll('/', '~1');
@@ -233,7 +245,7 @@ function fileItem(ctx: Ctx, path: string, v: Json): FileSpec {
     const to = destPath(ctx, `${path}/to`, v.to);
     return { kind: 'bundle', bundle, to: to === '' ? '/' : to, gzip };
   }
-  checkFields(ctx, path, v, PATH_FILE_FIELDS);
+  checkFields(ctx, path, v, PATH_FILE_FIELDS, 'from' in v ? undefined : FILE_ITEM_SHAPES);
   if (!('from' in v)) ctx.fail(path, 'needs "from" (objects beside the spec) or "bundle" (a .tar/.tar.gz)');
   const from = relPath(ctx, `${path}/from`, v.from);
   const to = destPath(ctx, `${path}/to`, v.to);
