@@ -5,7 +5,8 @@
  *
  * Validation is strict: an unknown field is an error naming its JSON path, because a typo
  * (`"entryponit"`) must not silently build a different image. schema/artificer.schema.json
- * describes the same format for editors; test/unit/spec-schema.test.ts keeps the two in step.
+ * describes the same format for editors; test/unit/spec.test.ts ("schema/artificer.schema.json
+ * matches the validator") keeps the two in step.
  */
 import { InvalidSpecError } from '../errors.ts';
 import type { Platform } from '../oci/types.ts';
@@ -177,6 +178,7 @@ function stringMap(ctx: Ctx, path: string, v: Json): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, val] of Object.entries(v)) {
     if (k.length === 0) ctx.fail(path, 'keys must not be empty');
+    if (k.includes('\0')) ctx.fail(`${path}/${escapePointer(k)}`, 'key must not contain a NUL character');
     out[k] = str(ctx, `${path}/${escapePointer(k)}`, val);
   }
   return out;
@@ -184,6 +186,7 @@ function stringMap(ctx: Ctx, path: string, v: Json): Record<string, string> {
 
 function command(ctx: Ctx, path: string, v: Json): string[] {
   if (typeof v === 'string') {
+    str(ctx, path, v);
     try {
       const words = splitCommand(v);
       if (words.length === 0) ctx.fail(path, 'must not be empty (use [] to clear it)');

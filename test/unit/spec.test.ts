@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
+import { Ajv2020 } from 'ajv/dist/2020.js';
 import { InvalidSpecError } from '../../src/errors.ts';
 import type { LayerEntry } from '../../src/layer/entry.ts';
 import {
@@ -240,6 +241,61 @@ describe('schema/artificer.schema.json matches the validator', () => {
     for (const good of ['a', 'a/b', 'dist/', 'a..b', '.hidden']) {
       assert.ok(!rel.test(good), `schema accepts ${good}`);
       parseSpec({ ...minimal, files: [good] });
+    }
+  });
+  /**
+   * The same specs through a real JSON Schema validator (ajv, draft 2020-12, ECMA-262 patterns as
+   * the draft says) and through parseSpec: both accept or both refuse. Covers review3's 42 cases
+   * and the edges of every pattern.
+   */
+  describe('a JSON Schema validator and parseSpec agree', () => {
+    const validate = new Ajv2020({ strict: false, allErrors: true }).compile(schema);
+    const digest = `sha256:${'0'.repeat(64)}`;
+    const cases: Array<Record<string, unknown>> = [
+      { ports: ['8080/Tcp'] }, { ports: ['53/UDP'] }, { ports: ['1/sCtP'] }, { ports: ['0'] }, { ports: ['00000'] }, { ports: ['99999'] },
+      { ports: ['65535'] }, { ports: ['65536'] }, { ports: ['00080'] }, { ports: ['000080'] }, { ports: ['80/http'] }, { ports: ['80/'] },
+      { ports: [0] }, { ports: [65535] }, { ports: [65536] }, { ports: ['8080 '] },
+      { env: { 'A B': '1' } }, { env: { 'A\tB': '1' } }, { env: { '': '1' } }, { env: { 'A=B': '1' } }, { env: { 'A\u0000': '1' } }, { env: { A: 'x\u0000' } },
+      { env: ['A B=1'] }, { env: ['=x'] }, { env: ['A=x=y'] }, { env: ['A='] }, { env: ['A'] }, { env: ['A=\u0000'] }, { env: { 'ünï': 'ok' } },
+      { labels: { '': 'x' } }, { labels: { 'a\u0000': 'x' } }, { labels: { a: 'x\u0000' } }, { annotations: { '': 'x' } }, { labels: { ' ': '' } },
+      { owner: '99999999999:0' }, { owner: '4294967296:0' }, { owner: '4294967295:4294967295' }, { owner: '0000000001:0' }, { owner: '00000000001:0' },
+      { owner: '0:0' }, { owner: '4294967299:0' }, { owner: '4300000000:0' }, { owner: '1:' }, { owner: 'root:root' }, { owner: '1:2:3' },
+      { cmd: ' ' }, { cmd: "'unterminated" }, { cmd: '"unterminated' }, { cmd: 'a\\' }, { cmd: '\\\n' }, { cmd: '\\\\' }, { cmd: "''" }, { cmd: '""' },
+      { cmd: 'sh -c "echo \\"hi\\""' }, { cmd: "a 'b\\'" }, { cmd: 'a\u0000' }, { cmd: ['a\u0000'] }, { cmd: [] }, { cmd: [''] },
+      { entrypoint: '' }, { entrypoint: '\t\r\n' }, { entrypoint: 'node server.js' },
+      { tags: [`repo@${digest}`] }, { tags: ['Bad Tag'] }, { tags: ['v1', 'other.example/x:y'] }, { tags: [''] },
+      { target: `example.com/app@${digest}` }, { target: 'UPPER/case' }, { base: 'scratch', target: 'scratch' }, { base: `debian@${digest}` }, { base: 'a b' },
+      { files: [{ bundle: 'x.TAR' }] }, { files: [{ bundle: 'dir/' }] }, { files: [{ bundle: 'a.tar', to: '/' }] }, { files: [{ bundle: 'a.tar.gz/' }] },
+      { files: [{ from: 'a/' }] }, { files: ['a\u0000b'] }, { files: [{ from: 'a', to: '/a\u0000' }] }, { files: [{ bundle: 'a\u0000.tar' }] },
+      { workdir: '/x\u0000' }, { workdir: '/x' }, { workdir: 'x' }, { user: 'u\u0000' }, { $schema: 'x\u0000' },
+      { files: [{ from: 'a', mode: '8' }] }, { files: [{ from: 'a', mode: 4096 }] }, { files: [{ from: 'a', mode: '00755' }] }, { files: [{ from: 'a', mode: 493.5 }] },
+      { files: [{ from: 'a', to: '/a/./b' }] }, { files: [{ from: 'a', to: '//a' }] },
+      { platforms: ['linux/amd64/v2/x'] }, { platforms: ['linux'] }, { platforms: ['linux/arm/v7', 'Linux/AMD64'] }, { platforms: ['linux/am d64'] },
+      { platforms: 'all' }, { platforms: [] }, { platforms: 'linux/amd64' }, { user: '' },
+      { files: [{ to: '/x' }] }, { files: [{}] }, { files: ['a/..'] }, { files: ['a/./'] }, { files: ['a//'] },
+      { files: [{ bundle: 'a.tar', to: '/x/..' }] }, { files: [{ bundle: 'a.tar', to: 'relative' }] }, { files: [{ bundel: 'a.tar' }] }, { files: [{ from: 'a', bundle: 'a.tar' }] },
+    ];
+    for (const c of cases) {
+      test(JSON.stringify(c), () => {
+        const spec = { ...minimal, ...c };
+        const schemaSays = validate(spec) ? 'accepts' : `refuses (${JSON.stringify(validate.errors?.[0])})`;
+        let tool = 'accepts';
+        try {
+          parseSpec(spec);
+        } catch (err) {
+          if (!(err instanceof InvalidSpecError)) throw err;
+          tool = `refuses (${err.message})`;
+        }
+        assert.equal(schemaSays.startsWith('accepts'), tool.startsWith('accepts'), `schema ${schemaSays}, parseSpec ${tool}`);
+      });
+    }
+    // What the schema leaves to the tool, as its description says: the image reference grammar.
+    for (const c of [{ base: 'Debian:12' }, { target: 'r.example/a:-bad' }, { tags: ['r.example/A:x'] }, { base: 'debian@sha256:abc' }]) {
+      test(`left to the tool: ${JSON.stringify(c)}`, () => {
+        const spec = { ...minimal, ...c };
+        assert.ok(validate(spec), 'the schema accepts it');
+        assert.throws(() => parseSpec(spec), InvalidSpecError);
+      });
     }
   });
 });
