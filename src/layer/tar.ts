@@ -139,6 +139,8 @@ class Writer {
   readonly #dirs = new Set<string>();
   /** Paths written as something other than a directory, with where they came from. */
   readonly #nonDirs = new Map<string, string>();
+  /** Paths whose latest entry is a regular file (or a hardlink to one): what a hardlink may name. */
+  readonly #regular = new Set<string>();
   #closed = false;
 
   constructor(pack: Pack, policy: LayerPolicy, owner: { uid: number; gid: number }, pool: BufferPool | undefined) {
@@ -182,7 +184,25 @@ class Writer {
       if (from !== undefined) throw new SourceError(entry.origin, `cannot be a directory at /${entry.path}: it was added as a file (from ${from})`);
     } else {
       if (this.#dirs.has(entry.path)) throw new SourceError(entry.origin, `cannot be added at /${entry.path}: a directory is there already`);
+      if (entry.type === 'hardlink') this.#checkHardlink(entry);
       this.#nonDirs.set(entry.path, entry.origin);
+      if (entry.type === 'symlink') this.#regular.delete(entry.path);
+      else this.#regular.add(entry.path);
+    }
+  }
+
+  /**
+   * A hardlink must name a regular file written earlier in this layer, and not itself: runtimes
+   * remove the path before linking (so a self-link loses the file and fails), and a target that a
+   * later entry turned into a symlink would make the "hardlink" a second way through that link.
+   */
+  #checkHardlink(entry: LayerEntry): void {
+    if (entry.linkname === undefined) throw new SourceError(entry.origin, 'hardlink without a target');
+    const target = entry.linkname;
+    validatePath(target, entry.origin, 'hardlink target');
+    if (target === entry.path) throw new SourceError(entry.origin, `hardlink /${shownPath(entry.path)} points at itself`);
+    if (!this.#regular.has(target)) {
+      throw new SourceError(entry.origin, `hardlink /${shownPath(entry.path)} points at /${shownPath(target)}, which is not a regular file earlier in the layer`);
     }
   }
 
@@ -237,6 +257,7 @@ class Writer {
         if (entry.linkname === undefined || entry.linkname === '') {
           throw new SourceError(entry.origin, 'symlink without a target');
         }
+        validateLinkTarget(entry.linkname, entry.origin);
         return this.#add(this.#header(entry.path, 'symlink', S_IFLNK | (entry.mode & 0o777), { linkname: entry.linkname }));
       case 'hardlink':
         if (entry.linkname === undefined) throw new SourceError(entry.origin, 'hardlink without a target');

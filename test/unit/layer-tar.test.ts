@@ -140,6 +140,20 @@ describe('packEntries', () => {
     });
   }
 
+  it('rejects a hardlink to itself, to nothing earlier, or to what a later entry made a symlink', async () => {
+    const link = (p: string, to: string): LayerEntry => ({ path: p, type: 'hardlink', mode: 0o644, size: 0, linkname: to, origin: `mem:${p}` });
+    const sym = (p: string, to: string): LayerEntry => ({ path: p, type: 'symlink', mode: 0o777, size: 0, linkname: to, origin: `mem:${p}` });
+    await assert.rejects(tarOf([file('a', 'x'), link('a', 'a')]), /hardlink \/a points at itself/);
+    await assert.rejects(tarOf([link('b', 'a')]), /hardlink \/b points at \/a, which is not a regular file earlier in the layer/);
+    await assert.rejects(tarOf([file('a', 'x'), sym('a', '/etc/shadow'), link('b', 'a')]), /not a regular file earlier/);
+    const ok = await headers(await tarOf([file('a', 'x'), link('b', 'a'), link('c', 'b')]));
+    assert.deepEqual(ok.map((h) => [h.name, h.type]), [['a', 'file'], ['b', 'link'], ['c', 'link']]);
+  });
+
+  it('rejects a symlink target with a NUL', async () => {
+    await assert.rejects(tarOf([{ path: 's', type: 'symlink', mode: 0o777, size: 0, linkname: 'abc\0def', origin: 'mem:s' }]), SourceError);
+  });
+
   it('rejects a hardlink whose target escapes', async () => {
     await assert.rejects(
       tarOf([{ path: 'a', type: 'hardlink', mode: 0o644, size: 0, linkname: '../etc/shadow', origin: 'mem:a' }]),
