@@ -20,7 +20,7 @@ import { isAllowedTarget, type FunctionConfig } from './config.ts';
 import { isSpecObject, type RebuildMessage, type StorageObjectEvent } from './events.ts';
 import { isTemporaryGcsError, MissingObjectError, pinGcsSource, storageError } from './gcs-source.ts';
 import type { JsonLogger } from './logger.ts';
-import type { Publisher } from './pubsub.ts';
+import { PublishError, type Publisher } from './pubsub.ts';
 import { readState, RECORD_KEYS, recordError, writeRecord, type BuildRecord, type WriteOutcome } from './record.ts';
 
 export interface HandlerDeps {
@@ -366,8 +366,14 @@ export async function onRebuildMessage(deps: HandlerDeps, msg: RebuildMessage): 
       );
     } catch (err) {
       if (isTemporary(err)) throw err;
-      logger.error(`base image ${msg.tag} changed, but the rebuilds could not be queued on ${topic}: ${message(err)}`, { base: msg.tag, specs: affected });
-      return affected.map(() => 'failed');
+      // Batches before the failing one went out: those specs are queued, the rest are not.
+      const queued = err instanceof PublishError ? err.published : 0;
+      logger.error(`base image ${msg.tag} changed, but ${affected.length - queued} rebuild(s) could not be queued on ${topic}: ${message(err)}`, {
+        base: msg.tag,
+        specs: affected.slice(queued),
+        queued: affected.slice(0, queued),
+      });
+      return affected.map((_, i) => (i < queued ? 'queued' : 'failed'));
     }
   }
   logger.info(`base image ${msg.tag} changed: queued ${affected.length} spec rebuild(s) on ${topic}`, { base: msg.tag, specs: affected });

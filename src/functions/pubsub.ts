@@ -24,6 +24,8 @@ export interface Publisher {
  */
 export class PublishError extends Error {
   readonly status: number | undefined;
+  /** How many of the payloads were published (in earlier batches) before this failure. */
+  published = 0;
   constructor(message: string, status: number | undefined, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'PublishError';
@@ -52,7 +54,12 @@ export class RestPublisher implements Publisher {
     const ids: string[] = [];
     for (let i = 0; i < payloads.length; i += BATCH) {
       const messages = payloads.slice(i, i + BATCH).map((p) => ({ data: Buffer.from(JSON.stringify(p)).toString('base64') }));
-      ids.push(...(await this.#publishBatch(topic, messages)));
+      try {
+        ids.push(...(await this.#publishBatch(topic, messages)));
+      } catch (err) {
+        if (err instanceof PublishError) err.published = i;
+        throw err;
+      }
     }
     return ids;
   }

@@ -7,11 +7,12 @@ import type { Storage } from '@google-cloud/storage';
 import { parseFunctionConfig } from '../../src/functions/config.ts';
 import { onRebuildMessage, type HandlerDeps } from '../../src/functions/handler.ts';
 import { jsonLogger } from '../../src/functions/logger.ts';
+import { PublishError, RestPublisher } from '../../src/functions/pubsub.ts';
 
 const BASE = 'registry.example/base/busybox:1';
 
-/** A bucket with spec `a` on BASE and spec `b` whose metadata read fails with 503. */
-function fakeStorage(): Storage {
+/** A bucket with specs on BASE (`names`), of which `b` fails its metadata read with 503. */
+function fakeStorage(names = ['a/artificer.json', 'b/artificer.json']): Storage {
   const file = (name: string) => ({
     name,
     bucket: { name: 'specs' },
@@ -23,17 +24,19 @@ function fakeStorage(): Storage {
       return [Buffer.from(JSON.stringify({ base: BASE, target: 'registry.example/apps/a:1' }))];
     },
   });
-  const bucket = { name: 'specs', file, async getFiles() { return [[file('a/artificer.json'), file('b/artificer.json')]]; } };
+  const bucket = { name: 'specs', file, async getFiles() { return [names.map(file)]; } };
   return { bucket: () => bucket } as unknown as Storage;
 }
 
-function deps(published: unknown[][], lines: string[]): HandlerDeps {
+function deps(published: unknown[][], lines: string[], over: Partial<HandlerDeps> = {}): HandlerDeps {
   return {
     storage: fakeStorage(),
     credentials: { resolve: async () => undefined },
     publisher: { publish: async (_topic, payloads) => (published.push([...payloads]), payloads.map(String)) },
+    ...over,
     config: parseFunctionConfig({ ARTIFICER_REBUILD_PREFIX: 'gs://specs/', ARTIFICER_REBUILD_TOPIC: 'projects/p/topics/rebuild', ARTIFICER_MAX_EVENT_AGE: '3600' }),
     logger: jsonLogger('info', {}, (l) => lines.push(l)),
+    ...over,
   };
 }
 
@@ -51,4 +54,40 @@ test('past ARTIFICER_MAX_EVENT_AGE the message is acknowledged, the unreadable s
   assert.equal(published.length, 1);
   const error = lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.severity === 'ERROR');
   assert.match(String(error?.message), /gave up on specs that could not be read .*Service Unavailable/);
+});
+
+test('a publish refused for good part-way: the specs of earlier batches count as queued, the rest as failed', async () => {
+  const lines: string[] = [];
+  const refused = Object.assign(new PublishError('publishing: Pub/Sub answered 403', 403), { published: 1 });
+  const outcomes = await onRebuildMessage(
+    deps([], lines, { storage: fakeStorage(['a/artificer.json', 'c/artificer.json']), publisher: { publish: async () => Promise.reject(refused) } }),
+    { kind: 'base', tag: BASE, time: new Date() },
+  );
+  assert.deepEqual(outcomes, ['queued', 'failed']);
+  const error = lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.severity === 'ERROR');
+  assert.deepEqual([error?.queued, error?.specs], [['a/artificer.json'], ['c/artificer.json']]);
+});
+
+test('RestPublisher: batches of 1,000, and how many went out before a refusal', async () => {
+  const { createServer } = await import('node:http');
+  const batches: number[] = [];
+  const srv = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c));
+    req.on('end', () => {
+      const n = (JSON.parse(body) as { messages: unknown[] }).messages.length;
+      batches.push(n);
+      if (batches.length === 1) res.writeHead(200).end(JSON.stringify({ messageIds: Array.from({ length: n }, (_, i) => String(i)) }));
+      else res.writeHead(403).end('{"error":{"code":403,"message":"denied"}}');
+    });
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  try {
+    const publisher = new RestPublisher({ emulatorHost: `127.0.0.1:${(srv.address() as { port: number }).port}` });
+    const err = await publisher.publish('projects/p/topics/t', Array.from({ length: 1500 }, (_, i) => ({ i }))).catch((e: unknown) => e);
+    assert.deepEqual(batches, [1000, 500]);
+    assert.ok(err instanceof PublishError && err.status === 403 && err.published === 1000, String(err));
+  } finally {
+    srv.close();
+  }
 });
