@@ -10,7 +10,7 @@
  * | `ARTIFICER_REBUILD_PREFIX` | `gs://bucket/prefix/`: where Artifact Registry notifications look for specs to rebuild |
  * | `ARTIFICER_REBUILD_TOPIC` | `projects/P/topics/T`: where a base-image notification publishes one `{bucket, object}` rebuild message per affected spec (each spec then builds in its own invocation, with its own deadline and retries) |
  * | `ARTIFICER_MAX_EVENT_AGE` | seconds; a temporary failure of an older event is recorded as failed instead of retried (default 3600) |
- * | `ARTIFICER_BUILD_TIMEOUT` | seconds one build may take before it is abandoned and recorded as failed (default 500: under the function's 540 s timeout, so the record is still written) |
+ * | `ARTIFICER_BUILD_TIMEOUT` | seconds one build may take before its first tag; past it the build is abandoned and recorded as failed (default 500: under the function's 540 s timeout, so the record is still written); a started tag set is finished |
  * | `ARTIFICER_REGISTRY_RETRY_ATTEMPTS` | attempts per registry request inside one run (default: the client's, 5) |
  * | `ARTIFICER_LOG_LEVEL` | `debug` \| `info` (default) \| `warning` |
  * | `SOURCE_DATE_EPOCH` | timestamp of the files and the image config (default 0) |
