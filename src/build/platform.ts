@@ -67,5 +67,6 @@ export function selectEntries(manifests: readonly Descriptor[], wanted: 'default
     return match;
   });
   // Two spellings of one platform (linux/arm64 and linux/arm64/v8) pick the same entry: once.
-  return picked.filter((e, i) => picked.findIndex((o) => o.digest === e.digest) === i);
+  // By entry, not digest: two platforms may share one manifest (arm/v6 and arm/v7), and both stay.
+  return picked.filter((e, i) => picked.indexOf(e) === i);
 }

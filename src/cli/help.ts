@@ -44,6 +44,7 @@ Output:
                             (docker.io is the default registry, as in docker).
       --tag TAG|REF         Another tag to push the same image under (repeatable):
                             --tag latest   --tag other.example.com/app:1.0
+                            Without -t, full references (REF) are where to push.
   -o, --output oci:DIR      Also (or instead) write an OCI image layout: -o oci:./image
   -o, --output tarball:FILE Also (or instead) write a "docker load" tarball: -o tarball:app.tar
       --digest-file FILE    Write the pushed digest (sha256:…) to FILE.

@@ -216,7 +216,12 @@ async function toRequest(opts: CliOptions, io: Io): Promise<BuildRequest> {
 function describeLayer(files: readonly LocalSpec[], cwd: string): string {
   const dests = files.map(({ from, to }) => {
     const abs = path.resolve(cwd, from);
-    const dir = statSync(abs, { throwIfNoEntry: false })?.isDirectory() ?? false; // a missing one fails the walk
+    let dir = false;
+    try {
+      dir = statSync(abs).isDirectory();
+    } catch {
+      // missing, a symlink loop, a name too long: the walk reports it as the source error it is
+    }
     // Where the walk puts it, by the same rules (so /usr/bin/, /usr/bin/. and usr/bin/server agree).
     const dest = dir ? directoryDestination(to, path.basename(abs), from) : fileDestination(to, path.basename(abs), from);
     return dir ? `/${dest}${dest === '' ? '' : '/'}` : `/${dest}`;

@@ -162,6 +162,11 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<{ source: En
       const root = directoryDestination(item.to, base, origin);
       for (const f of under) {
         const rel = f.name.slice(name.length + 1);
+        // Object names are free text: `a/../../etc/cron.d/x` under a folder would normalise to a
+        // path outside its destination. Refused, as a bundle refuses "..".
+        if (rel.split('/').some((part) => part === '..' || part === '.')) {
+          throw new SourceError(gs(f.name), 'object name has a "." or ".." segment: objects under a folder item must stay inside it');
+        }
         const dest = imagePath(root === '' ? rel : `${root}/${rel}`, gs(f.name));
         pinned.push(pin(f, dest, item.mode));
         // Its folders below the destination are the upload's own directories (owned like the

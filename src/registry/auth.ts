@@ -346,14 +346,13 @@ export class Authenticator {
     }
     this.#opts.logger.debug('http', { method, url: redactUrl(url.toString()), status: res.statusCode, ms: Date.now() - started, scopes });
     const details = { method, url: url.toString(), status: res.statusCode };
-    // A token answer is a few KiB of JSON; a server sending more is not a token server.
-    const text = (await readBounded(res.body, MAX_TOKEN_RESPONSE, () => new RegistryError(`token server for ${ep.registry} answered with more than ${MAX_TOKEN_RESPONSE} bytes`, details))).toString('utf8');
-    if (res.statusCode === 401 || res.statusCode === 403) {
-      throw new UnauthorizedError(ep.registry, source, action, details);
-    }
     if (res.statusCode !== 200) {
+      res.body.destroy(); // its explanation is not used; the status says it
+      if (res.statusCode === 401 || res.statusCode === 403) throw new UnauthorizedError(ep.registry, source, action, details);
       throw new RegistryError(`token server for ${ep.registry} answered ${res.statusCode}`, details);
     }
+    // A token answer is a few KiB of JSON; a server sending more is not a token server.
+    const text = (await readBounded(res.body, MAX_TOKEN_RESPONSE, () => new RegistryError(`token server for ${ep.registry} answered with more than ${MAX_TOKEN_RESPONSE} bytes`, details))).toString('utf8');
     let parsed: { token?: unknown; access_token?: unknown; expires_in?: unknown };
     try {
       parsed = JSON.parse(text) as typeof parsed;

@@ -49,15 +49,20 @@ export interface BundleOptions {
  */
 export function bundlePath(name: string, origin: string, what = 'entry name'): string {
   const where = `${origin}#${shownPath(name)}`;
-  const bytes = Buffer.byteLength(name);
-  if (bytes > MAX_PATH_BYTES) throw new SourceError(where, `${what} is ${bytes} bytes long; at most ${MAX_PATH_BYTES} are allowed`);
-  const parts = name.split('/');
-  if (parts.length > MAX_PATH_DEPTH) throw new SourceError(where, `${what} has ${parts.length} components; at most ${MAX_PATH_DEPTH} are allowed`);
+  // A cheap guard on the raw name first (it is split and normalised next); the limits themselves
+  // apply to the path as it lands, without `./` prefixes or trailing slashes (`tar -C dir -cf
+  // x.tar .` writes every name as ./…/).
+  if (name.length > 2 * MAX_PATH_BYTES) throw new SourceError(where, `${what} is ${Buffer.byteLength(name)} bytes long; at most ${MAX_PATH_BYTES} are allowed`);
   if (name.includes('\0')) throw new SourceError(where, `${what} contains a NUL character`);
   if (name.startsWith('/')) throw new SourceError(where, 'absolute path in bundle (entries must be relative)');
-  if (parts.includes('..')) throw new SourceError(where, 'path with ".." in bundle (entries must stay inside it)');
+  if (name.split('/').includes('..')) throw new SourceError(where, 'path with ".." in bundle (entries must stay inside it)');
   const norm = path.posix.normalize(name).replace(/\/+$/, '');
-  return norm === '.' ? '' : norm.replace(/^(\.\/)+/, '');
+  const rel = norm === '.' ? '' : norm.replace(/^(\.\/)+/, '');
+  const bytes = Buffer.byteLength(rel);
+  if (bytes > MAX_PATH_BYTES) throw new SourceError(where, `${what} is ${bytes} bytes long; at most ${MAX_PATH_BYTES} are allowed`);
+  const depth = rel === '' ? 0 : rel.split('/').length;
+  if (depth > MAX_PATH_DEPTH) throw new SourceError(where, `${what} has ${depth} components; at most ${MAX_PATH_DEPTH} are allowed`);
+  return rel;
 }
 
 function join(to: string, rel: string): string {

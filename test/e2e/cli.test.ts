@@ -253,6 +253,14 @@ describe('bad input: a specific message, a non-zero exit, nothing pushed', () =>
     });
   }
 
+  test('a source that is a symlink loop, with a destination: a source error, not an internal one', async () => {
+    await symlink('loop', path.join(work.path, 'loop')).catch(() => {});
+    const r = await artificer(['-b', 'scratch', '-f', 'loop:/x', '-o', `oci:${path.join(work.path, 'loop-out')}`], { cwd: work.path });
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /loop: too many levels of symbolic links/);
+    assert.doesNotMatch(r.stderr, /internal error/);
+  });
+
   test('an output that cannot be written', async () => {
     const r = await artificer(['-b', dockerBase.reference, '-f', 'server-binary', '-o', 'tarball:/nonexistent-dir/image.tar'], { cwd: work.path });
     assert.equal(r.code, 1);

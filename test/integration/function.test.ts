@@ -338,6 +338,10 @@ describe('buildOnUpload', { concurrency: false }, () => {
     ['a tag outside the allow-list', () => uploadSpec('bad5/artificer.json', { target: target('apps/x'), tags: [`${proxy.host}/apps-evil/x:1`] }), /apps-evil\/x is not in ARTIFICER_ALLOWED_TARGETS/],
     ['a base that does not exist', () => upload('bad6/artificer.json', JSON.stringify({ base: `${baseRegistry.host}/base/nothing:1`, target: target('apps/bad') })), /not found/],
     ['a push the registry denies', () => uploadSpec('bad7/artificer.json', { target: target('readonly/app') }), /denied|unauthorized/i],
+    ['an object under a folder whose name climbs out of it', async () => {
+      await upload('bad9/conf/../../../etc/cron.d/evil', '* * * * * root sh');
+      return uploadSpec('bad9/artificer.json', { target: target('apps/bad'), files: [{ from: 'conf/', to: '/srv/conf/' }] });
+    }, /object name has a "\." or "\.\." segment/],
     // Refused on the size in its metadata, before a byte is downloaded (a spec is read whole).
     ['a spec over 1 MiB', () => upload('bad8/artificer.json', `{"base":"${'x'.repeat(1024 * 1024)}"}`), /is 1048587 bytes; a spec may be at most 1048576 bytes/],
   ];

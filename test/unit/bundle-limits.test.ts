@@ -57,6 +57,13 @@ describe('bundle entry names: PATH_MAX bytes, 256 components', () => {
     await refuses(await tarOf([[{ name: 'é'.repeat(2049) }, '']]), /entry name is 4098 bytes long; at most 4096/);
     await refuses(await tarOf([[{ name: Array.from({ length: 257 }, () => 'd').join('/'), type: 'directory' }]]), /entry name has 257 components; at most 256/);
   });
+  test('limits apply to the path as it lands: a "./" tar (tar -C dir -cf x.tar .) of a 256-deep tree is fine', () => {
+    const deep = `${'d/'.repeat(255)}f`;
+    assert.equal(bundlePath(`./${deep}`, 'b.tar'), deep);
+    assert.equal(bundlePath(`./${'d/'.repeat(256)}`, 'b.tar'), 'd/'.repeat(256).slice(0, -1));
+    assert.throws(() => bundlePath(`./${'d/'.repeat(256)}f`, 'b.tar'), /257 components; at most 256/);
+  });
+
   test('bundlePath: a long hardlink target is refused as such', () => {
     assert.throws(() => bundlePath('t'.repeat(5000), 'x', 'hardlink target'), /^SourceError: x#t{120}…: hardlink target is 5000 bytes long/);
   });

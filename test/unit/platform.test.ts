@@ -45,3 +45,11 @@ test('two spellings of one platform pick its entry once (else the index lists it
   const wanted = [{ os: 'linux', architecture: 'arm64' }, { os: 'linux', architecture: 'arm64', variant: 'v8' }, { os: 'linux', architecture: 'amd64' }];
   assert.deepEqual(selectEntries([amd64, arm64], wanted, 'b'), [arm64, amd64]);
 });
+
+test('two platforms that share one manifest both stay (an index, as with all)', () => {
+  const shared = `sha256:${'7'.repeat(64)}` as const;
+  const v6 = { ...entry({ os: 'linux', architecture: 'arm', variant: 'v6' }, 5), digest: shared };
+  const v7 = { ...entry({ os: 'linux', architecture: 'arm', variant: 'v7' }, 6), digest: shared };
+  const wanted = [{ os: 'linux', architecture: 'arm', variant: 'v6' }, { os: 'linux', architecture: 'arm', variant: 'v7' }];
+  assert.deepEqual(selectEntries([v6, v7], wanted, 'b'), [v6, v7]);
+});
