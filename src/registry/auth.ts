@@ -347,7 +347,7 @@ export class Authenticator {
     this.#opts.logger.debug('http', { method, url: redactUrl(url.toString()), status: res.statusCode, ms: Date.now() - started, scopes });
     const details = { method, url: url.toString(), status: res.statusCode };
     if (res.statusCode !== 200) {
-      res.body.destroy(); // its explanation is not used; the status says it
+      await res.body.dump(); // its explanation is not used (dump reads at most 128 KiB of it)
       if (res.statusCode === 401 || res.statusCode === 403) throw new UnauthorizedError(ep.registry, source, action, details);
       throw new RegistryError(`token server for ${ep.registry} answered ${res.statusCode}`, details);
     }

@@ -13,10 +13,7 @@ export async function readBounded(body: Body, max: number, tooLarge: () => Error
   let total = 0;
   for await (const chunk of body as AsyncIterable<Buffer>) {
     total += chunk.byteLength;
-    if (total > max) {
-      body.destroy();
-      throw tooLarge();
-    }
+    if (total > max) throw tooLarge(); // leaving the loop destroys the body: the rest is not read
     chunks.push(chunk);
   }
   return Buffer.concat(chunks, total);
@@ -29,10 +26,7 @@ export async function readPrefix(body: Body, max: number): Promise<Buffer> {
   for await (const chunk of body as AsyncIterable<Buffer>) {
     chunks.push(chunk);
     total += chunk.byteLength;
-    if (total >= max) {
-      body.destroy();
-      break;
-    }
+    if (total >= max) break; // leaving the loop destroys the body: the rest is not read
   }
   return Buffer.concat(chunks).subarray(0, max);
 }
