@@ -2,23 +2,10 @@ import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import tarStream from 'tar-stream';
 import { SourceError } from '../../src/errors.ts';
 import type { LayerEntry } from '../../src/layer/entry.ts';
 import { bundleEntries, bundlePath } from '../../src/source/bundle.ts';
-
-async function tarOf(entries: Array<[Record<string, unknown>, string?]>): Promise<Buffer> {
-  const pack = tarStream.pack();
-  for (const [h, body] of entries) {
-    const header = { mtime: new Date(0), ...h } as tarStream.Header;
-    if (body === undefined) pack.entry(header);
-    else pack.entry(header, body);
-  }
-  pack.finalize();
-  const chunks: Buffer[] = [];
-  for await (const c of pack as AsyncIterable<Buffer>) chunks.push(c);
-  return Buffer.concat(chunks);
-}
+import { tarOf } from '../support/bundles.ts';
 
 /** Every entry of a bundle held in memory, each file's content read. */
 async function entriesOf(bytes: Buffer, gzip = false): Promise<LayerEntry[]> {

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
-import tarStream from 'tar-stream';
 import { UsageError } from '../../src/errors.ts';
 import { bundleEntries, bundlePath } from '../../src/source/bundle.ts';
 import { isAllowedTarget, parseFunctionConfig } from '../../src/functions/config.ts';
@@ -13,6 +12,7 @@ import { MAX_TAGS_LENGTH, recordError, recordTags } from '../../src/functions/re
 import { createLayer } from '../../src/layer/layer.ts';
 import type { LayerEntry } from '../../src/layer/entry.ts';
 import { metadataEnv, startMetadataServer } from '../support/metadata-server.ts';
+import { tarOf } from '../support/bundles.ts';
 
 describe('parseFunctionConfig', () => {
   test('defaults: nothing allowed, 1 h event age', () => {
@@ -176,18 +176,6 @@ test('recordError: one line, bounded, redacted', () => {
 });
 
 describe('bundle re-packer', () => {
-  async function tarOf(entries: Array<[Record<string, unknown>, string?]>): Promise<Buffer> {
-    const pack = tarStream.pack();
-    for (const [h, body] of entries) {
-      const header = { mtime: new Date(0), ...h } as tarStream.Header;
-      if (body === undefined) pack.entry(header);
-      else pack.entry(header, body);
-    }
-    pack.finalize();
-    const chunks: Buffer[] = [];
-    for await (const c of pack as AsyncIterable<Buffer>) chunks.push(c);
-    return Buffer.concat(chunks);
-  }
 
   test('bundlePath', () => {
     assert.equal(bundlePath('./a/b/', 'x'), 'a/b');
