@@ -87,6 +87,28 @@ export class OutputError extends ArtificerError {
   }
 }
 
+/**
+ * What a failed file-system call on an input means, in words a user reads (the errno code is
+ * kept in the error's cause): one vocabulary for every source that reads files.
+ */
+export function describeFsError(err: unknown): string {
+  switch ((err as NodeJS.ErrnoException | undefined)?.code) {
+    case 'ENOENT':
+      return 'no such file or directory';
+    case 'EACCES':
+    case 'EPERM':
+      return 'permission denied';
+    case 'ENOTDIR':
+      return 'a component of the path is not a directory';
+    case 'EISDIR':
+      return 'is a directory';
+    case 'ELOOP':
+      return 'too many levels of symbolic links';
+    default:
+      return err instanceof Error ? err.message : String(err);
+  }
+}
+
 /** Turns a Node file-system error into an {@link OutputError}; anything else passes through. */
 export function asOutputError(path: string, err: unknown): unknown {
   if (err instanceof ArtificerError || !(err instanceof Error)) return err;

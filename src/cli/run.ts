@@ -5,7 +5,7 @@ import path from 'node:path';
 import { build } from '../build/build.ts';
 import { outputInside } from '../build/outputs/paths.ts';
 import type { BuildRequest } from '../build/request.ts';
-import { ArtificerError, InvalidSpecError, SourceError, UsageError, asOutputError } from '../errors.ts';
+import { ArtificerError, InvalidSpecError, SourceError, UsageError, asOutputError, describeFsError } from '../errors.ts';
 import type { EntrySource, LayerEntry } from '../layer/entry.ts';
 import type { Logger, ProgressEvent } from '../log.ts';
 import type { Reference } from '../reference/reference.ts';
@@ -140,11 +140,7 @@ function insideSpecFolder(dir: string): (rel: string) => void {
 
 /** A bundle that cannot be read, as a source error naming it (a directory, no permission, gone). */
 function bundleError(bundle: string, err: unknown): SourceError {
-  if (err instanceof SourceError) return err;
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  const reason =
-    code === 'ENOENT' ? 'no such file or directory' : code === 'EISDIR' ? 'is a directory, not a .tar or .tar.gz file' : code === 'EACCES' ? 'permission denied' : err instanceof Error ? err.message : String(err);
-  return new SourceError(bundle, reason, { cause: err });
+  return err instanceof SourceError ? err : new SourceError(bundle, describeFsError(err), { cause: err });
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import tarStream from 'tar-stream';
 import type { Header, Pack } from 'tar-stream';
-import { AbortedError, SourceError, UsageError } from '../errors.ts';
+import { AbortedError, describeFsError, SourceError, UsageError } from '../errors.ts';
 import type { LayerPolicy } from '../build/request.ts';
 import type { LayerEntry } from './entry.ts';
 import type { BufferPool } from './pool.ts';
@@ -378,14 +378,5 @@ function sizeChanged(entry: LayerEntry, got: number, atLeast = false): SourceErr
 
 function asSourceError(err: unknown, origin: string): Error {
   if (err instanceof SourceError || err instanceof AbortedError) return err;
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  const reason =
-    code === 'ENOENT'
-      ? 'no such file or directory'
-      : code === 'EACCES' || code === 'EPERM'
-        ? 'permission denied'
-        : err instanceof Error
-          ? err.message
-          : String(err);
-  return new SourceError(origin, reason, { cause: err });
+  return new SourceError(origin, describeFsError(err), { cause: err });
 }

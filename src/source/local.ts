@@ -13,7 +13,7 @@ import {
   type Stats,
 } from 'node:fs';
 import path from 'node:path';
-import { SourceError } from '../errors.ts';
+import { describeFsError, SourceError } from '../errors.ts';
 import type { EntrySource, EntryType, LayerEntry } from '../layer/entry.ts';
 import { SLAB_BYTES, type BufferPool } from '../layer/pool.ts';
 import { directoryDestination, fileDestination } from './destination.ts';
@@ -116,23 +116,6 @@ export function localSource(specs: ReadonlyArray<LocalSpec>, opts: { cwd?: strin
 }
 
 
-function describe(err: unknown): string {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  switch (code) {
-    case 'ENOENT':
-      return 'no such file or directory';
-    case 'EACCES':
-    case 'EPERM':
-      return 'permission denied';
-    case 'ENOTDIR':
-      return 'a component of the path is not a directory';
-    case 'ELOOP':
-      return 'too many levels of symbolic links';
-    default:
-      return err instanceof Error ? err.message : String(err);
-  }
-}
-
 function kindOf(st: Stats): EntryType | string {
   if (st.isFile()) return 'file';
   if (st.isDirectory()) return 'directory';
@@ -152,7 +135,7 @@ function walkSpec(spec: LocalSpec, cwd: string): LayerEntry[] {
     // Follow a symlink named directly on the command line; inside a tree, symlinks stay links.
     st = statSync(abs);
   } catch (err) {
-    throw new SourceError(shown, describe(err), { cause: err });
+    throw new SourceError(shown, describeFsError(err), { cause: err });
   }
   const base = path.basename(abs);
   const out: LayerEntry[] = [];
@@ -176,7 +159,7 @@ function walkDir(absDir: string, shownDir: string, destDir: string, out: LayerEn
   try {
     names = readdirSync(absDir);
   } catch (err) {
-    throw new SourceError(shownDir, describe(err), { cause: err });
+    throw new SourceError(shownDir, describeFsError(err), { cause: err });
   }
   // What path.join(dir, name) gives, normalized once per directory instead of twice per entry
   // (for 5,000 files ~9 MiB of short-lived strings): readdir names contain no slash.
@@ -194,7 +177,7 @@ function walkDir(absDir: string, shownDir: string, destDir: string, out: LayerEn
       if ((err as NodeJS.ErrnoException).code === 'ENOENT' && name.includes('\uFFFD')) {
         throw new SourceError(shown, 'the file name is not valid UTF-8, which image layer paths must be; rename it', { cause: err });
       }
-      throw new SourceError(shown, describe(err), { cause: err });
+      throw new SourceError(shown, describeFsError(err), { cause: err });
     }
     if (st.isDirectory()) {
       out.push(dirEntry(dest, st, shown));
@@ -224,7 +207,7 @@ function fileEntry(abs: string, dest: string, st: Stats, origin: string, followe
     try {
       target = readlinkSync(abs);
     } catch (err) {
-      throw new SourceError(origin, describe(err), { cause: err });
+      throw new SourceError(origin, describeFsError(err), { cause: err });
     }
     return { path: dest, type: 'symlink', mode: 0o777, uid: st.uid, gid: st.gid, size: 0, linkname: target, origin };
   }
@@ -235,7 +218,7 @@ function fileEntry(abs: string, dest: string, st: Stats, origin: string, followe
     try {
       accessSync(abs, constants.R_OK);
     } catch (err) {
-      throw new SourceError(origin, describe(err), { cause: err });
+      throw new SourceError(origin, describeFsError(err), { cause: err });
     }
   }
   const size = st.size;
@@ -245,7 +228,7 @@ function fileEntry(abs: string, dest: string, st: Stats, origin: string, followe
       if (size <= SMALL_FILE_BYTES) return readSmall(abs, size, walked, origin, pool);
       return readChunks(abs, origin, walked, pool);
     } catch (err) {
-      throw err instanceof SourceError ? err : new SourceError(origin, describe(err), { cause: err });
+      throw err instanceof SourceError ? err : new SourceError(origin, describeFsError(err), { cause: err });
     }
   };
   return { path: dest, type: 'file', mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size, open, origin };
@@ -344,7 +327,7 @@ async function* readChunks(abs: string, origin: string, walked: Walked, pool: Bu
   try {
     ({ fd } = openWalked(abs, walked, origin));
   } catch (err) {
-    throw err instanceof SourceError ? err : new SourceError(origin, describe(err), { cause: err });
+    throw err instanceof SourceError ? err : new SourceError(origin, describeFsError(err), { cause: err });
   }
   try {
     for (let pos = 0; ; ) {

@@ -19,6 +19,7 @@ import {
   UnsupportedError,
   UsageError,
   asOutputError,
+  describeFsError,
   redactHeaders,
   redactUrl,
   registryErrorSummary,
@@ -145,4 +146,13 @@ test('asOutputError turns file-system errors into OutputError and leaves others 
   assert.equal(asOutputError('/x', mine), mine);
   const bug = new TypeError('x is undefined');
   assert.equal(asOutputError('/x', bug), bug);
+});
+
+test('describeFsError: one wording for every source that reads files', () => {
+  const e = (code: string): Error => Object.assign(new Error(`${code}: raw, /some/path`), { code });
+  assert.deepEqual(
+    ['ENOENT', 'EACCES', 'EPERM', 'ENOTDIR', 'EISDIR', 'ELOOP', 'EIO'].map((c) => describeFsError(e(c))),
+    ['no such file or directory', 'permission denied', 'permission denied', 'a component of the path is not a directory', 'is a directory', 'too many levels of symbolic links', 'EIO: raw, /some/path'],
+  );
+  assert.equal(describeFsError('odd'), 'odd');
 });
