@@ -94,21 +94,28 @@ const SHOWN_PATH_CHARS = 120;
  * (`what`) are layer paths too. The message shows at most the path's first characters.
  */
 export function validatePath(p: string, origin: string, what = 'path'): void {
-  const bytes = Buffer.byteLength(p);
-  if (bytes > MAX_PATH_BYTES) {
-    throw new SourceError(origin, `${what} "${shownPath(p)}" in layer is ${bytes} bytes long; at most ${MAX_PATH_BYTES} are allowed`);
-  }
-  const parts = p.split('/');
-  if (parts.length > MAX_PATH_DEPTH) {
-    throw new SourceError(origin, `${what} "${shownPath(p)}" in layer has ${parts.length} components; at most ${MAX_PATH_DEPTH} are allowed`);
-  }
+  const tooLong = pathLimitProblem(p);
+  if (tooLong) throw new SourceError(origin, `${what} "${shownPath(p)}" in layer ${tooLong}`);
   const bad =
     p === '' ||
     p.startsWith('/') ||
     p.endsWith('/') ||
     p.includes('\0') ||
-    parts.some((part) => part === '' || part === '.' || part === '..');
+    p.split('/').some((part) => part === '' || part === '.' || part === '..');
   if (bad) throw new SourceError(origin, `invalid ${what} "${shownPath(p)}" in layer: must be relative, normalised and without ".."`);
+}
+
+/**
+ * How a layer path (or a bundle's relative one) breaks {@link MAX_PATH_BYTES} or
+ * {@link MAX_PATH_DEPTH}, as the end of a sentence ("is 5000 bytes long; at most 4096 are
+ * allowed"); undefined when it does not.
+ */
+export function pathLimitProblem(p: string): string | undefined {
+  const bytes = Buffer.byteLength(p);
+  if (bytes > MAX_PATH_BYTES) return `is ${bytes} bytes long; at most ${MAX_PATH_BYTES} are allowed`;
+  const depth = p === '' ? 0 : p.split('/').length;
+  if (depth > MAX_PATH_DEPTH) return `has ${depth} components; at most ${MAX_PATH_DEPTH} are allowed`;
+  return undefined;
 }
 
 /**
@@ -135,6 +142,12 @@ class Writer {
   readonly #mtime: Date;
   readonly #policy: LayerPolicy;
   readonly #owner: { uid: number; gid: number };
+  /**
+   * PAX `uid`/`gid` records for ids a ustar field cannot hold (its own field then says 0, as Go's
+   * archive/tar writes it; tar-stream would clamp it to 2097151), or undefined. Readers that
+   * honour PAX names, as every container runtime must, honour these. The same for every entry.
+   */
+  readonly #largeIds: Readonly<Record<string, string>> | undefined;
   readonly #pool: BufferPool | undefined;
   readonly #dirs = new Set<string>();
   /** Paths written as something other than a directory, with where they came from. */
@@ -148,6 +161,8 @@ class Writer {
     this.#pool = pool;
     this.#policy = policy;
     this.#owner = owner;
+    const large = { ...(owner.uid > MAX_USTAR_ID ? { uid: String(owner.uid) } : {}), ...(owner.gid > MAX_USTAR_ID ? { gid: String(owner.gid) } : {}) };
+    this.#largeIds = Object.keys(large).length ? large : undefined;
     this.#mtime = new Date(policy.mtime * 1000);
     pack.once('close', () => {
       this.#closed = true;
@@ -228,19 +243,9 @@ class Writer {
       gname: '',
       mtime: new Date(this.#mtime.getTime()),
       size: 0,
-      ...(uid > MAX_USTAR_ID || gid > MAX_USTAR_ID ? { pax: this.#largeIds } : {}),
+      ...(this.#largeIds ? { pax: { ...this.#largeIds } } : {}),
       ...extra,
     };
-  }
-
-  /**
-   * PAX `uid`/`gid` records for ids a ustar field cannot hold (its own field then says 0, as Go's
-   * archive/tar writes it; tar-stream would clamp it to 2097151). Readers that honour PAX names,
-   * as every container runtime must, honour these.
-   */
-  get #largeIds(): Record<string, string> {
-    const { uid, gid } = this.#owner;
-    return { ...(uid > MAX_USTAR_ID ? { uid: String(uid) } : {}), ...(gid > MAX_USTAR_ID ? { gid: String(gid) } : {}) };
   }
 
   #mode(entry: LayerEntry): number {

@@ -28,7 +28,7 @@ import type { Header as TarHeader } from 'tar-stream';
 type TarEntry = Readable & { readonly header: TarHeader };
 import { SourceError } from '../errors.ts';
 import type { LayerEntry } from '../layer/entry.ts';
-import { MAX_PATH_BYTES, MAX_PATH_DEPTH, shownPath, validateLinkTarget } from '../layer/tar.ts';
+import { MAX_PATH_BYTES, pathLimitProblem, shownPath, validateLinkTarget } from '../layer/tar.ts';
 
 export interface BundleOptions {
   /** Directory in the image receiving the entries ("/" or "/app"). */
@@ -58,10 +58,8 @@ export function bundlePath(name: string, origin: string, what = 'entry name'): s
   if (name.split('/').includes('..')) throw new SourceError(where, 'path with ".." in bundle (entries must stay inside it)');
   const norm = path.posix.normalize(name).replace(/\/+$/, '');
   const rel = norm === '.' ? '' : norm.replace(/^(\.\/)+/, '');
-  const bytes = Buffer.byteLength(rel);
-  if (bytes > MAX_PATH_BYTES) throw new SourceError(where, `${what} is ${bytes} bytes long; at most ${MAX_PATH_BYTES} are allowed`);
-  const depth = rel === '' ? 0 : rel.split('/').length;
-  if (depth > MAX_PATH_DEPTH) throw new SourceError(where, `${what} has ${depth} components; at most ${MAX_PATH_DEPTH} are allowed`);
+  const tooLong = pathLimitProblem(rel);
+  if (tooLong) throw new SourceError(where, `${what} ${tooLong}`);
   return rel;
 }
 
