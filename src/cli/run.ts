@@ -3,7 +3,7 @@ import { readFile, stat, writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import path from 'node:path';
 import { build } from '../build/build.ts';
-import { outputInside } from '../build/outputs/paths.ts';
+import { isInside, outputInside } from '../build/outputs/paths.ts';
 import type { BuildRequest } from '../build/request.ts';
 import { ArtificerError, InvalidSpecError, SourceError, UsageError, asOutputError, describeFsError } from '../errors.ts';
 import type { EntrySource, LayerEntry } from '../layer/entry.ts';
@@ -123,17 +123,15 @@ function specFiles(spec: BuildSpec, dir: string): EntrySource {
  * followed through symlinks too, as docker build keeps COPY inside its context. Returns the check.
  */
 function insideSpecFolder(dir: string): (rel: string) => void {
-  let root: string | undefined;
   return (rel) => {
-    root ??= realpathSync(dir);
     let real: string;
     try {
       real = realpathSync(path.resolve(dir, rel));
     } catch {
       return; // missing: the source's own check names it
     }
-    if (real !== root && !real.startsWith(root.endsWith(path.sep) ? root : root + path.sep)) {
-      throw new SourceError(rel, `leads outside the spec's folder (to ${real}): a spec's paths must stay inside ${root}`);
+    if (!isInside(dir, real)) {
+      throw new SourceError(rel, `leads outside the spec's folder (to ${real}): a spec's paths must stay inside ${realpathSync(dir)}`);
     }
   };
 }

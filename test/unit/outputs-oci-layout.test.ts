@@ -10,7 +10,7 @@ import type { ResolvedBase } from '../../src/build/base.ts';
 import { build } from '../../src/build/build.ts';
 import { assembleImage } from '../../src/build/image.ts';
 import { writeOciLayout } from '../../src/build/outputs/oci-layout.ts';
-import { outputInside } from '../../src/build/outputs/paths.ts';
+import { isInside, outputInside } from '../../src/build/outputs/paths.ts';
 import { DigestMismatchError, OutputError, SourceError } from '../../src/errors.ts';
 import type { Layer } from '../../src/layer/layer.ts';
 import { sha256 } from '../../src/oci/digest.ts';
@@ -118,6 +118,13 @@ describe('outputInside: which source an output would be written into', () => {
     assert.equal(outputInside(['/p/im'], '/p/img'), undefined, 'a prefix of the name is not a parent');
     assert.equal(outputInside(['/p/img/x'], '/p/img'), undefined, 'a source inside the output is not written to');
     assert.equal(outputInside([], '/p/img'), undefined);
+  });
+
+  test('isInside: the same rule for one directory', () => {
+    assert.equal(isInside('/p', '/p/img'), true);
+    assert.equal(isInside('/p/img', '/p/img'), true);
+    assert.equal(isInside('/p/im', '/p/img'), false);
+    assert.equal(isInside('/p/img/x', '/p/img'), false);
   });
 
   test('through symlinks, as the walk sees them', async () => {

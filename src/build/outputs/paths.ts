@@ -16,10 +16,20 @@ import path from 'node:path';
  */
 export function outputInside(sourcesAbs: readonly string[], outputAbs: string): string | undefined {
   const out = resolveExisting(outputAbs);
-  return sourcesAbs.find((source) => {
-    const dir = resolveExisting(source);
-    return out === dir || out.startsWith(dir.endsWith(path.sep) ? dir : dir + path.sep);
-  });
+  return sourcesAbs.find((source) => within(resolveExisting(source), out));
+}
+
+/**
+ * Whether `pAbs` is `dirAbs` or below it, symlinks resolved on both sides as in
+ * {@link outputInside} (a path that leads out through a symlink is not inside).
+ */
+export function isInside(dirAbs: string, pAbs: string): boolean {
+  return within(resolveExisting(dirAbs), resolveExisting(pAbs));
+}
+
+/** `p` is `dir` or below it; both already resolved. */
+function within(dir: string, p: string): boolean {
+  return p === dir || p.startsWith(dir.endsWith(path.sep) ? dir : dir + path.sep);
 }
 
 /** `p` with the symlinks of its longest existing prefix resolved; the rest as written. */
