@@ -196,10 +196,10 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
     // the tags no longer point at).
     const beforeTag = async (): Promise<void> => {
       tagging = true;
-      const now = await readState(file);
-      if (!now) throw new Superseded('deleted', `${url} was deleted during the build; no tag was moved by this build after that`);
-      if (now.generation !== run.generation) {
-        throw new Superseded('superseded', `${url} generation ${run.generation} was replaced by ${now.generation} during the build; the newer upload tags`);
+      const live = await readState(file);
+      if (!live) throw new Superseded('deleted', `${url} was deleted during the build; no tag was moved by this build after that`);
+      if (live.generation !== run.generation) {
+        throw new Superseded('superseded', `${url} generation ${run.generation} was replaced by ${live.generation} during the build; the newer upload tags`);
       }
     };
     result = await build(request, { registry, logger: libLogger, signal: deadline, beforeTag });
