@@ -91,15 +91,31 @@ function contenders(registry: RunningRegistry | undefined): Contender[] {
 
 interface Sample {
   wall: number;
+  /**
+   * User + system CPU seconds of the command, every child it waited for, and the registry while
+   * it ran: on two cores, what a contender costs in CPU bounds how fast it can be.
+   */
+  cpu: number;
   rssKiB: number;
 }
 
+/** CPU seconds a process has used so far (utime + stime from /proc; 0 when there is none). */
+function cpuOf(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from the 3rd (state) on
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+/** USER_HZ, the unit of /proc/PID/stat times: 100 on every Linux architecture Node runs on. */
+const CLOCK_TICKS = 100;
+
 function measure(argv: string[]): Sample {
+  const registryBefore = cpuOf(registry?.pid);
   const out = path.join(bench, '.results/time.out');
-  const r = spawnSync('/usr/bin/time', ['-f', '%e %M', '-o', out, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const r = spawnSync('/usr/bin/time', ['-f', '%e %U %S %M', '-o', out, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] });
   if (r.status !== 0) throw new Error(`benchmark command failed (${r.status}): ${argv.join(' ')}\n${r.stderr.toString().slice(-2000)}`);
-  const [wall, rss] = readFileSync(out, 'utf8').trim().split(/\s+/).slice(-2).map(Number);
-  return { wall: wall!, rssKiB: rss! };
+  const [wall, user, sys, rss] = readFileSync(out, 'utf8').trim().split(/\s+/).slice(-4).map(Number);
+  return { wall: wall!, cpu: user! + sys! + cpuOf(registry?.pid) - registryBefore, rssKiB: rss! };
 }
 
 const median = (xs: number[]): number => {
@@ -125,8 +141,8 @@ const inputs = values.inputs.split(',').concat(values.big ? ['big'] : []);
 const lines: string[] = [
   `Runs: ${runs} per cell, round-robin; ${new Date().toISOString()}; load average at start ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
   '',
-  '| input | contender | median wall s | min s | × floor2 | peak RSS MiB (max) |',
-  '|---|---|---:|---:|---:|---:|',
+  '| input | contender | median wall s | min s | × floor2 | CPU s (median) | peak RSS MiB (max) |',
+  '|---|---|---:|---:|---:|---:|---:|',
 ];
 try {
   for (const input of inputs) {
@@ -144,7 +160,7 @@ try {
       const s = samples.get(c.name)!;
       const wall = median(s.map((x) => x.wall));
       const rss = Math.max(...s.map((x) => x.rssKiB)) / 1024;
-      lines.push(`| ${input} | ${c.name} | ${wall.toFixed(2)} | ${Math.min(...s.map((x) => x.wall)).toFixed(2)} | ${(wall / floor2).toFixed(2)} | ${rss.toFixed(0)} |`);
+      lines.push(`| ${input} | ${c.name} | ${wall.toFixed(2)} | ${Math.min(...s.map((x) => x.wall)).toFixed(2)} | ${(wall / floor2).toFixed(2)} | ${median(s.map((x) => x.cpu)).toFixed(2)} | ${rss.toFixed(0)} |`);
     }
   }
 } finally {
