@@ -189,6 +189,11 @@ class Writer {
   #checkKind(entry: LayerEntry): void {
     for (let i = entry.path.lastIndexOf('/'); i > 0; i = entry.path.lastIndexOf('/', i - 1)) {
       const parent = entry.path.slice(0, i);
+      // A known directory was checked with all its ancestors when it was noted (#parents, or its
+      // own entry), and nothing is ever a file and a directory at once: nothing above it can be a
+      // file. Without this stop every entry re-checked its whole ancestry (~3 % of a pass over
+      // 5,000 files).
+      if (this.#dirs.has(parent)) break;
       const from = this.#nonDirs.get(parent);
       if (from !== undefined) {
         throw new SourceError(entry.origin, `cannot be added at /${entry.path}: /${parent} is not a directory (from ${from})`);

@@ -253,6 +253,14 @@ describe('a path is a directory or not, for the whole layer', () => {
   it('rejects a file under something written as a file', async () => {
     await assert.rejects(tarOf([file('app', 'x'), file('app/server', 'y')]), /mem:app\/server: cannot be added at \/app\/server: \/app is not a directory \(from mem:app\)/);
   });
+  it('finds the file however deep below known directories the new path goes', async () => {
+    // /srv and /srv/a are known directories; /srv/a/f is a file two levels above the new entry.
+    await assert.rejects(
+      tarOf([dir('srv'), file('srv/a/b/c', 'x'), file('srv/a/f', 'y'), file('srv/a/f/g/h', 'z')]),
+      /cannot be added at \/srv\/a\/f\/g\/h: \/srv\/a\/f is not a directory \(from mem:srv\/a\/f\)/,
+    );
+    await assert.rejects(tarOf([file('srv/a/b/c', 'x'), file('srv/a/b', 'y')]), /cannot be added at \/srv\/a\/b: a directory is there already/);
+  });
   it('rejects a file where a directory was written, explicitly or as a parent', async () => {
     await assert.rejects(tarOf([dir('etc'), file('etc', 'x')]), /cannot be added at \/etc: a directory is there already/);
     await assert.rejects(tarOf([file('etc/a', 'x'), file('etc', 'y')]), /cannot be added at \/etc: a directory is there already/);
