@@ -257,6 +257,49 @@ describe('buildOnUpload', { concurrency: false }, () => {
     }
   });
 
+  // fake-gcs-server ignores metadata-PATCH preconditions (checked in test/support/gcs.ts), so
+  // Cloud Storage's answer to a lost race, 412, is injected in front of it; the requests that
+  // reach the proxy show the preconditions are on the wire with the values just read.
+  test('a record write that loses a race (412) is re-read and retried; one that always loses is not recorded', async () => {
+    const gcsProxy = await startFaultProxy(gcs.url);
+    const fn2 = await startFunction({ target: 'buildOnUpload', env: { ...functionEnv(), STORAGE_EMULATOR_HOST: gcsProxy.url } });
+    try {
+      await upload('raced/app.txt', 'raced');
+      const spec = await uploadSpec('raced/artificer.json', { target: target('apps/raced'), files: ['app.txt'] });
+      gcsProxy.failNext(2, { status: 412, method: 'PATCH' });
+      assert.equal((await deliverStorageEvent(fn2.url, objectEventData(spec))).status, 204, fn2.output().slice(-1500));
+      const line = await fn2.waitForLog((l) => l.spec === `gs://${BUCKET}/raced/artificer.json`);
+      assert.equal(line.outcome, 'succeeded');
+      assert.notEqual(line.recorded, false);
+      const rec = await record('raced/artificer.json');
+      assert.equal(rec['artificer-status'], 'succeeded');
+      assert.equal(rec['artificer-digest'], await registryDigest('apps/raced', 'v1'));
+      const [meta] = await bucket.file('raced/artificer.json').getMetadata();
+      const patches = gcsProxy.requests.filter((r) => r.method === 'PATCH');
+      assert.deepEqual(patches.map((r) => r.status), [412, 412, 200]);
+      for (const p of patches) {
+        const q = new URL(p.path, 'http://x').searchParams;
+        assert.equal(q.get('ifGenerationMatch'), String(meta.generation), p.path);
+        assert.equal(q.get('ifMetagenerationMatch'), '1', p.path);
+      }
+
+      // Losing every time: bounded (six writes), then said plainly, and the event acknowledged.
+      gcsProxy.reset();
+      const again = await uploadSpec('raced/again.artificer.json', { target: target('apps/raced', 'v2'), files: ['app.txt'] });
+      gcsProxy.failNext(100, { status: 412, method: 'PATCH' });
+      assert.equal((await deliverStorageEvent(fn2.url, objectEventData(again))).status, 204);
+      const lost = await fn2.waitForLog((l) => l.spec === `gs://${BUCKET}/raced/again.artificer.json`);
+      assert.equal(lost.outcome, 'succeeded');
+      assert.equal(lost.recorded, false);
+      assert.match(String(lost.message), /the record could not be written/);
+      assert.equal(gcsProxy.requests.filter((r) => r.method === 'PATCH').length, 6);
+      assert.deepEqual(await record('raced/again.artificer.json'), {});
+    } finally {
+      await fn2.stop();
+      await gcsProxy.stop();
+    }
+  });
+
   test('a bundle object is re-packed into the layer', async () => {
     await upload(
       'bundled/dist.tar.gz',

@@ -4,9 +4,11 @@
  * @google-cloud/storage, the function under test and `gcloud storage` (via
  * api_endpoint_overrides/storage, see {@link gcloudStorageEnv}) all honour.
  *
- * What it does and does not do (v1.55.1, checked by test/integration/gcs-emulator.test.ts):
- * generations (a new one per upload, `generation=` reads, `ifGenerationMatch`) and metadata
- * patches with `ifMetagenerationMatch` behave like Cloud Storage.
+ * What it does and does not do (v1.55.1): generations behave like Cloud Storage's (a new one per
+ * upload, `generation=` reads). Metadata PATCHes do not: both `ifGenerationMatch` and
+ * `ifMetagenerationMatch` are ignored and the metageneration is never bumped (checked by hand on
+ * 2026-11-28). Tests of a lost precondition race inject Cloud Storage's 412 with the fault proxy
+ * in front of it (test/integration/function.test.ts).
  */
 import { Storage } from '@google-cloud/storage';
 import { freePort } from './ports.ts';
