@@ -45,18 +45,59 @@ interface CachedToken {
  * contract promises `resolve` is called again when a token expires or is rejected.
  */
 interface CredentialEntry {
-  readonly value: Promise<ResolvedCredential | undefined>;
+  readonly value: Shared<ResolvedCredential | undefined>;
   expiresAt: number;
 }
 
 interface HostState {
   /** undefined: not pinged yet; null: the registry wants no auth. */
   challenge?: Challenge | null;
-  ping?: Promise<void>;
+  ping?: Shared<void>;
   credential?: CredentialEntry;
   tokens: CachedToken[];
   /** Token requests in flight, by scope set, so concurrent uploads share one. */
-  inflight: Map<string, Promise<CachedToken>>;
+  inflight: Map<string, Shared<CachedToken>>;
+}
+
+/**
+ * Work that concurrent callers wait for together (a ping, a credential, a token). It runs under
+ * its own signal, aborted only once every caller waiting for it has aborted; each caller stops
+ * waiting when its own signal aborts. Run with the first caller's signal, it failed every other
+ * caller (another build sharing the client) with that caller's abort.
+ */
+class Shared<T> {
+  readonly #controller = new AbortController();
+  readonly #work: Promise<T>;
+  #waiting = 0;
+
+  constructor(work: (signal: AbortSignal) => Promise<T>) {
+    this.#work = work(this.#controller.signal);
+    this.#work.catch(() => {}); // seen by the callers that wait for it
+  }
+
+  /** Every caller gave up and the work is being stopped: a new caller starts it again. */
+  get abandoned(): boolean {
+    return this.#controller.signal.aborted;
+  }
+
+  /** Calls `settled` once the work has succeeded (true) or failed: the owner's bookkeeping, not a wait. */
+  observe(settled: (ok: boolean) => void): void {
+    this.#work.then(() => settled(true), () => settled(false));
+  }
+
+  wait(signal?: AbortSignal): Promise<T> {
+    if (signal?.aborted) return Promise.reject(new AbortedError('aborted', { cause: signal.reason }));
+    this.#waiting++;
+    if (!signal) return this.#work;
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = (): void => {
+        reject(new AbortedError('aborted', { cause: signal.reason }));
+        if (--this.#waiting === 0) this.#controller.abort(signal.reason);
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      void this.#work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    });
+  }
 }
 
 /** "repository:a/b:pull,push" → Map { "repository:a/b" → {pull, push} }, merged. */
@@ -115,14 +156,14 @@ export class Authenticator {
   }
 
   /** The host's credential entry, resolving it again when it has outlived a token made from it. */
-  #credentialEntry(registry: string, signal?: AbortSignal): CredentialEntry {
+  #credentialEntry(registry: string): CredentialEntry {
     const s = this.#state(registry);
-    if (s.credential && s.credential.expiresAt <= Date.now()) s.credential = undefined;
+    if (s.credential && (s.credential.expiresAt <= Date.now() || s.credential.value.abandoned)) s.credential = undefined;
     if (!s.credential) {
-      const entry: CredentialEntry = { value: this.#opts.credentials.resolve(registry, signal), expiresAt: Infinity };
+      const entry: CredentialEntry = { value: new Shared((signal) => this.#opts.credentials.resolve(registry, signal)), expiresAt: Infinity };
       // A failed resolve is not cached; the next request asks the provider again.
-      entry.value.catch(() => {
-        if (s.credential === entry) s.credential = undefined;
+      entry.value.observe((ok) => {
+        if (!ok && s.credential === entry) s.credential = undefined;
       });
       s.credential = entry;
     }
@@ -138,37 +179,41 @@ export class Authenticator {
   async #ping(ep: Endpoint, signal?: AbortSignal): Promise<void> {
     const s = this.#state(ep.registry);
     if (s.challenge !== undefined) return;
-    s.ping ??= (async () => {
-      const url = `${ep.origin}/v2/`;
-      const started = Date.now();
-      let res: Dispatcher.ResponseData;
-      try {
-        res = await request(url, {
-          method: 'GET',
-          headers: { 'user-agent': this.#opts.userAgent },
-          ...(signal ? { signal } : {}),
-          ...(this.#opts.dispatcher ? { dispatcher: this.#opts.dispatcher } : {}),
-        });
-      } catch (err) {
-        if (signal?.aborted) throw new AbortedError('aborted', { cause: err });
-        throw new NetworkError(`cannot reach registry ${ep.registry} (GET ${url}): ${describe(err)}`, { cause: err });
-      }
-      await res.body.dump();
-      this.#opts.logger.debug('http', { method: 'GET', url, status: res.statusCode, ms: Date.now() - started });
-      if (res.statusCode === 401) {
-        s.challenge = pickChallenge(parseWwwAuthenticate(res.headers['www-authenticate'])) ?? null;
-      } else if (isTemporaryStatus(res.statusCode)) {
-        throw new RegistryError(`registry ${ep.registry} answered GET /v2/ with ${res.statusCode}`, { method: 'GET', url, status: res.statusCode });
-      } else {
-        // 200, or a registry that does not implement the ping (404, 403 behind some proxies):
-        // no challenge yet; a 401 on a real request will bring one.
-        s.challenge = null;
-      }
-    })();
+    if (!s.ping || s.ping.abandoned) {
+      const ping = new Shared((shared) => this.#pingOnce(ep, s, shared));
+      ping.observe(() => {
+        if (s.ping === ping) s.ping = undefined;
+      });
+      s.ping = ping;
+    }
+    await s.ping.wait(signal);
+  }
+
+  async #pingOnce(ep: Endpoint, s: HostState, signal: AbortSignal): Promise<void> {
+    const url = `${ep.origin}/v2/`;
+    const started = Date.now();
+    let res: Dispatcher.ResponseData;
     try {
-      await s.ping;
-    } finally {
-      s.ping = undefined;
+      res = await request(url, {
+        method: 'GET',
+        headers: { 'user-agent': this.#opts.userAgent },
+        signal,
+        ...(this.#opts.dispatcher ? { dispatcher: this.#opts.dispatcher } : {}),
+      });
+    } catch (err) {
+      if (signal.aborted) throw new AbortedError('aborted', { cause: err });
+      throw new NetworkError(`cannot reach registry ${ep.registry} (GET ${url}): ${describe(err)}`, { cause: err });
+    }
+    await res.body.dump();
+    this.#opts.logger.debug('http', { method: 'GET', url, status: res.statusCode, ms: Date.now() - started });
+    if (res.statusCode === 401) {
+      s.challenge = pickChallenge(parseWwwAuthenticate(res.headers['www-authenticate'])) ?? null;
+    } else if (isTemporaryStatus(res.statusCode)) {
+      throw new RegistryError(`registry ${ep.registry} answered GET /v2/ with ${res.statusCode}`, { method: 'GET', url, status: res.statusCode });
+    } else {
+      // 200, or a registry that does not implement the ping (404, 403 behind some proxies):
+      // no challenge yet; a 401 on a real request will bring one.
+      s.challenge = null;
     }
   }
 
@@ -185,8 +230,8 @@ export class Authenticator {
       const cached = s.tokens.find((t) => covers(t.scopes, want));
       if (cached) return { header: `Bearer ${cached.token}`, source: cached.source };
     }
-    const entry = this.#credentialEntry(ep.registry, signal);
-    const resolved = await entry.value;
+    const entry = this.#credentialEntry(ep.registry);
+    const resolved = await entry.value.wait(signal);
     const cred = resolved?.credential;
     const source = resolved?.source ?? ANONYMOUS_SOURCE;
     if (challenge.scheme === 'basic') {
@@ -204,21 +249,20 @@ export class Authenticator {
       const normalized = normalizeScopes(scopes);
       const key = normalized.join(' ');
       let pending = s.inflight.get(key);
-      if (!pending) {
-        pending = this.#tokenWithFreshCredential(ep, challenge, normalized, entry, resolved, action, signal).then(
-          (t) => {
-            s.inflight.delete(key);
+      if (!pending || pending.abandoned) {
+        const started = new Shared((shared) =>
+          this.#tokenWithFreshCredential(ep, challenge, normalized, entry, resolved, action, shared).then((t) => {
             s.tokens.push(t);
             return t;
-          },
-          (err: unknown) => {
-            s.inflight.delete(key);
-            throw err;
-          },
+          }),
         );
-        s.inflight.set(key, pending);
+        started.observe(() => {
+          if (s.inflight.get(key) === started) s.inflight.delete(key);
+        });
+        s.inflight.set(key, started);
+        pending = started;
       }
-      const token = await pending;
+      const token = await pending.wait(signal);
       return { header: `Bearer ${token.token}`, source: token.source };
     }
     return { source };
@@ -237,7 +281,7 @@ export class Authenticator {
     entry: CredentialEntry,
     resolved: ResolvedCredential | undefined,
     action: string,
-    signal?: AbortSignal,
+    signal: AbortSignal,
   ): Promise<CachedToken> {
     let token: CachedToken;
     try {
@@ -245,8 +289,8 @@ export class Authenticator {
     } catch (err) {
       if (!(err instanceof UnauthorizedError)) throw err;
       this.#dropCredential(ep.registry, entry);
-      entry = this.#credentialEntry(ep.registry, signal);
-      const again = await entry.value;
+      entry = this.#credentialEntry(ep.registry);
+      const again = await entry.value.wait(signal);
       if (sameCredential(again, resolved)) throw err;
       this.#opts.logger.debug('token server refused the credential; trying the one resolved again', { registry: ep.registry, source: again?.source ?? ANONYMOUS_SOURCE });
       resolved = again;

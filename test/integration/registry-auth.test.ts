@@ -1,14 +1,16 @@
-import { after, before, describe, test } from 'node:test';
+import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import { randomBytes } from 'node:crypto';
-import { DeniedError, RegistryError, UnauthorizedError } from '../../src/errors.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { AbortedError, DeniedError, RegistryError, UnauthorizedError } from '../../src/errors.ts';
 import type { Logger } from '../../src/log.ts';
 import { sha256 } from '../../src/oci/digest.ts';
 import { MediaTypes } from '../../src/oci/types.ts';
 import { RegistryClient } from '../../src/registry/client.ts';
 import { staticCredentials } from '../../src/registry/credentials.ts';
 import type { Repository } from '../../src/registry/types.ts';
+import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.ts';
 import { startRegistry, type RunningRegistry } from '../support/registry.ts';
 
 const noRetry = { attempts: 1, baseDelayMs: 1 };
@@ -400,5 +402,126 @@ describe('token auth under concurrency and cancellation', () => {
       return true;
     });
     assert.ok(slow.destroyed, 'the source stream is torn down');
+  });
+});
+
+describe('auth work shared by callers with their own AbortSignals', () => {
+  // Two builds may share one RegistryClient. The ping, the credential and the token each
+  // requests needs are fetched once and awaited by every caller: one caller's abort must end
+  // that caller's wait only, not the work the others are waiting for.
+  let reg: RunningRegistry;
+  let proxy: FaultProxy;
+  before(async () => {
+    reg = await startRegistry({ auth: 'token' });
+    proxy = await startFaultProxy(reg.url);
+  });
+  beforeEach(() => proxy.reset());
+  after(async () => {
+    await proxy?.stop();
+    await reg?.stop();
+  });
+
+  async function until(cond: () => boolean): Promise<void> {
+    for (let i = 0; !cond(); i++) {
+      if (i > 500) throw new Error('timed out waiting');
+      await sleep(5);
+    }
+  }
+
+  /** A starts a request, B joins the work A started, then A aborts: B still gets its answer. */
+  async function abortFirstOfTwo(client: RegistryClient, started: () => boolean): Promise<void> {
+    const repo = { registry: proxy.host, repository: 'shared/app' };
+    const ac = new AbortController();
+    const a = client.hasBlob(repo, sha256('a'), ac.signal);
+    await until(started);
+    const b = client.hasBlob(repo, sha256('b'), new AbortController().signal);
+    await sleep(30); // B is now waiting for the work A started
+    ac.abort();
+    await assert.rejects(a, AbortedError);
+    assert.equal(await b.catch((err: unknown) => `B failed: ${String(err)}`), false);
+  }
+
+  test('one caller aborting during the shared /v2/ ping does not fail the other', async () => {
+    proxy.failNext(1, { match: /^\/v2\/$/, delayMs: 400 });
+    const client = new RegistryClient({ retry: noRetry, credentials: staticCredentials(proxy.host, { username: reg.username!, password: reg.password! }) });
+    await abortFirstOfTwo(client, () => proxy.requests.length === 1);
+  });
+
+  test('one caller aborting during the shared credential resolution does not fail the other', async () => {
+    let resolving = 0;
+    const provider = {
+      async resolve(_registry: string, signal?: AbortSignal) {
+        resolving++;
+        await sleep(400, undefined, signal ? { signal } : {});
+        return { credential: { username: reg.username!, password: reg.password! }, source: 'slow provider' };
+      },
+    };
+    const client = new RegistryClient({ retry: noRetry, credentials: provider });
+    await abortFirstOfTwo(client, () => resolving === 1);
+    assert.equal(resolving, 1, 'B waited for the same resolution');
+  });
+
+  test('once every caller has aborted, the shared work is stopped and the next caller starts it again', async () => {
+    const repo = { registry: proxy.host, repository: 'shared/app' };
+    // The ping: the caller that aborts is the only one; the next, right after, pings afresh.
+    proxy.failNext(1, { match: /^\/v2\/$/, delayMs: 200 });
+    const client = new RegistryClient({ retry: noRetry, credentials: staticCredentials(proxy.host, { username: reg.username!, password: reg.password! }) });
+    const ac = new AbortController();
+    const a = client.hasBlob(repo, sha256('a'), ac.signal);
+    await until(() => proxy.requests.length === 1);
+    ac.abort();
+    const c = client.hasBlob(repo, sha256('c'));
+    await assert.rejects(a, AbortedError);
+    assert.equal(await c.catch((err: unknown) => `C failed: ${String(err)}`), false);
+    assert.equal(proxy.requests.filter((r) => r.path === '/v2/').length, 2);
+
+    // The credential: its resolution is told to stop, and a caller arriving while it winds
+    // down does not wait for it.
+    const signals: AbortSignal[] = [];
+    const provider = {
+      async resolve(_registry: string, signal?: AbortSignal) {
+        signals.push(signal!);
+        if (signals.length === 1) {
+          await sleep(300); // a credential helper slow to notice
+          signal!.throwIfAborted();
+        }
+        return { credential: { username: reg.username!, password: reg.password! }, source: 'slow provider' };
+      },
+    };
+    const client2 = new RegistryClient({ retry: noRetry, credentials: provider });
+    const ac2 = new AbortController();
+    const a2 = client2.hasBlob(repo, sha256('a'), ac2.signal);
+    await until(() => signals.length === 1);
+    ac2.abort();
+    const c2 = client2.hasBlob(repo, sha256('c'));
+    await assert.rejects(a2, AbortedError);
+    assert.equal(signals[0]!.aborted, true, 'the provider was told to stop');
+    assert.equal(await c2.catch((err: unknown) => `C failed: ${String(err)}`), false);
+    assert.equal(signals.length, 2);
+  });
+
+  test('one caller aborting during the shared token request does not fail the other', async () => {
+    const tokenProxy = await startFaultProxy(new URL(reg.tokenServer!.realm).origin);
+    try {
+      // The registry's challenge, pointed at a proxy in front of the token server that holds the answer.
+      proxy.failNext(1, { match: /^\/v2\/$/, responseHeaders: { 'www-authenticate': `Bearer realm="${tokenProxy.url}/token",service="${reg.tokenServer!.service}"` } });
+      tokenProxy.failNext(1, { delayMs: 400 });
+      const client = new RegistryClient({ retry: noRetry, credentials: staticCredentials(proxy.host, { username: reg.username!, password: reg.password! }) });
+      await abortFirstOfTwo(client, () => tokenProxy.requests.length === 1);
+      assert.equal(tokenProxy.requests.length, 1, 'B waited for the same token request');
+      // The only caller aborts; one that comes right after asks for a token of its own.
+      tokenProxy.failNext(1, { delayMs: 400 });
+      const other = { registry: proxy.host, repository: 'shared/other' };
+      const ac = new AbortController();
+      const a = client.hasBlob(other, sha256('a'), ac.signal);
+      await until(() => tokenProxy.requests.length === 2);
+      ac.abort();
+      const c = client.hasBlob(other, sha256('c'));
+      await assert.rejects(a, AbortedError);
+      assert.equal(await c.catch((err: unknown) => `C failed: ${String(err)}`), false);
+      assert.equal(tokenProxy.requests.length, 3);
+    } finally {
+      await tokenProxy.stop();
+    }
   });
 });
