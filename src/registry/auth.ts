@@ -29,6 +29,8 @@ export interface AuthorizationResult {
   readonly header?: string;
   /** Where the credentials came from, for messages ("anonymous" when none). */
   readonly source: string;
+  /** The credential the header was made from, to forget if the registry refuses it. */
+  readonly credential?: CredentialEntry;
 }
 
 interface CachedToken {
@@ -37,6 +39,8 @@ interface CachedToken {
   readonly scopes: ReadonlyMap<string, ReadonlySet<string>>;
   /** Where the credential it was made from came from, for messages. */
   readonly source: string;
+  /** The credential it was made from. */
+  readonly credential: CredentialEntry;
 }
 
 /**
@@ -44,7 +48,7 @@ interface CachedToken {
  * short-lived secrets (a Google access token lives an hour), and the {@link CredentialProvider}
  * contract promises `resolve` is called again when a token expires or is rejected.
  */
-interface CredentialEntry {
+export interface CredentialEntry {
   readonly value: Shared<ResolvedCredential | undefined>;
   expiresAt: number;
 }
@@ -228,7 +232,7 @@ export class Authenticator {
       s.tokens = s.tokens.filter((t) => t.expiresAt > now);
       const want = scopeMap(scopes);
       const cached = s.tokens.find((t) => covers(t.scopes, want));
-      if (cached) return { header: `Bearer ${cached.token}`, source: cached.source };
+      if (cached) return { header: `Bearer ${cached.token}`, source: cached.source, credential: cached.credential };
     }
     const entry = this.#credentialEntry(ep.registry);
     const resolved = await entry.value.wait(signal);
@@ -237,14 +241,14 @@ export class Authenticator {
     if (challenge.scheme === 'basic') {
       if (cred?.username !== undefined && cred.password !== undefined) {
         this.#assertMaySendCredentials(ep.registry, ep.origin);
-        return { header: `Basic ${Buffer.from(`${cred.username}:${cred.password}`).toString('base64')}`, source };
+        return { header: `Basic ${Buffer.from(`${cred.username}:${cred.password}`).toString('base64')}`, source, credential: entry };
       }
-      return { source };
+      return { source, credential: entry };
     }
     if (challenge.scheme === 'bearer') {
       if (cred?.registryToken) {
         this.#assertMaySendCredentials(ep.registry, ep.origin);
-        return { header: `Bearer ${cred.registryToken}`, source };
+        return { header: `Bearer ${cred.registryToken}`, source, credential: entry };
       }
       const normalized = normalizeScopes(scopes);
       const key = normalized.join(' ');
@@ -263,7 +267,7 @@ export class Authenticator {
         pending = started;
       }
       const token = await pending.wait(signal);
-      return { header: `Bearer ${token.token}`, source: token.source };
+      return { header: `Bearer ${token.token}`, source: token.source, credential: token.credential };
     }
     return { source };
   }
@@ -283,7 +287,7 @@ export class Authenticator {
     action: string,
     signal: AbortSignal,
   ): Promise<CachedToken> {
-    let token: CachedToken;
+    let token: Omit<CachedToken, 'credential'>;
     try {
       token = await this.#fetchToken(ep, challenge, scopes, resolved, action, signal);
     } catch (err) {
@@ -297,22 +301,31 @@ export class Authenticator {
       token = await this.#fetchToken(ep, challenge, scopes, resolved, action, signal);
     }
     entry.expiresAt = Math.min(entry.expiresAt, token.expiresAt);
-    return token;
+    return { ...token, credential: entry };
   }
 
   /**
-   * A request was answered 401. Forget cached tokens and credentials for the host and adopt
-   * the new challenge; returns the scopes to ask for on the one retry (the challenge may name
-   * more), or undefined when a retry cannot help.
+   * A request sent with `rejected` was answered 401. Adopt the new challenge and forget what
+   * the request was sent with, its token and the credential that made it, and only that:
+   * requests refused for the same token at the same time find both gone and share the one
+   * new token the first of them asks for (forgetting every token, token request and credential
+   * of the host had each of them fetch its own token and resolve the credential again). A
+   * challenge from another realm or service voids everything. Returns the scopes to ask for on
+   * the one retry (the challenge may name more), or undefined when a retry cannot help.
    */
-  onUnauthorized(registry: string, wwwAuthenticate: string | string[] | undefined, scopes: readonly string[]): string[] | undefined {
+  onUnauthorized(registry: string, wwwAuthenticate: string | string[] | undefined, scopes: readonly string[], rejected: AuthorizationResult): string[] | undefined {
     const s = this.#state(registry);
     const challenge = pickChallenge(parseWwwAuthenticate(wwwAuthenticate));
     if (!challenge) return undefined;
+    if (sameIssuer(s.challenge, challenge)) {
+      s.tokens = s.tokens.filter((t) => `Bearer ${t.token}` !== rejected.header);
+      if (rejected.credential) this.#dropCredential(registry, rejected.credential);
+    } else {
+      s.tokens = [];
+      s.inflight.clear();
+      s.credential = undefined;
+    }
     s.challenge = challenge;
-    s.tokens = [];
-    s.inflight.clear();
-    s.credential = undefined;
     return normalizeScopes([...scopes, ...challengeScopes(challenge)]);
   }
 
@@ -333,7 +346,7 @@ export class Authenticator {
     resolved: ResolvedCredential | undefined,
     action: string,
     signal?: AbortSignal,
-  ): Promise<CachedToken> {
+  ): Promise<Omit<CachedToken, 'credential'>> {
     const realmRaw = challenge.params.realm;
     if (!realmRaw) throw new RegistryError(`registry ${ep.registry} sent a Bearer challenge without a realm`, { method: 'GET', url: `${ep.origin}/v2/` });
     let realm: URL;
@@ -423,6 +436,11 @@ function sameCredential(a: ResolvedCredential | undefined, b: ResolvedCredential
   return (
     x?.username === y?.username && x?.password === y?.password && x?.identityToken === y?.identityToken && x?.registryToken === y?.registryToken
   );
+}
+
+/** Whether credentials and tokens made for challenge `a` still serve under `b`. */
+function sameIssuer(a: Challenge | null | undefined, b: Challenge): boolean {
+  return a?.scheme === b.scheme && a.params.realm === b.params.realm && a.params.service === b.params.service;
 }
 
 /** Prefer Bearer over Basic when a registry offers both. */

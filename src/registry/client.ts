@@ -461,7 +461,7 @@ export class RegistryClient implements Registry {
       }
       const replayableBody = call.body === undefined || Buffer.isBuffer(call.body) || call.body instanceof Uint8Array;
       if (res.statusCode === 401 && authAttempt === 0 && replayableBody && new URL(url).origin === ep.origin) {
-        const retryScopes = this.#auth.onUnauthorized(ep.registry, res.headers['www-authenticate'], scopes);
+        const retryScopes = this.#auth.onUnauthorized(ep.registry, res.headers['www-authenticate'], scopes, auth);
         if (retryScopes) {
           await res.body.dump();
           scopes = retryScopes;

@@ -525,3 +525,40 @@ describe('auth work shared by callers with their own AbortSignals', () => {
     }
   });
 });
+
+describe('a token the registry rejects, under concurrency', () => {
+  let reg: RunningRegistry;
+  let proxy: FaultProxy;
+  before(async () => {
+    reg = await startRegistry({ auth: 'token' });
+    proxy = await startFaultProxy(reg.url);
+  });
+  after(async () => {
+    await proxy?.stop();
+    await reg?.stop();
+  });
+
+  test('requests refused with the same token at once share one new token and one credential resolution', async () => {
+    let resolves = 0;
+    const provider = {
+      async resolve() {
+        resolves++;
+        return { credential: { username: reg.username!, password: reg.password! }, source: 'counting provider' };
+      },
+    };
+    const client = new RegistryClient({ retry: noRetry, credentials: provider });
+    const repo = { registry: proxy.host, repository: 'herd/app' };
+    assert.equal(await client.hasBlob(repo, sha256('warm')), false);
+    assert.deepEqual([reg.tokenServer!.requests.length, resolves], [1, 1]);
+    // The registry stops accepting the cached token (revoked, or expired by its clock) while
+    // four requests are using it, as concurrent uploads do.
+    const challenge = `Bearer realm="${reg.tokenServer!.realm}",service="${reg.tokenServer!.service}",scope="repository:herd/app:pull",error="invalid_token"`;
+    proxy.reset();
+    proxy.failNext(4, { status: 401, method: 'HEAD', headers: { 'www-authenticate': challenge } });
+    const found = await Promise.all(['a', 'b', 'c', 'd'].map((x) => client.hasBlob(repo, sha256(x))));
+    assert.deepEqual(found, [false, false, false, false]);
+    // Each request was refused once and sent once more, with the new token.
+    assert.deepEqual(proxy.requests.map((r) => r.status), [401, 401, 401, 401, 404, 404, 404, 404]);
+    assert.deepEqual([reg.tokenServer!.requests.length - 1, resolves - 1], [1, 1], 'new token requests, credential resolutions');
+  });
+});
