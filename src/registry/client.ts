@@ -27,8 +27,9 @@ import { silentLogger, type Logger } from '../log.ts';
 import { HashTap, isDigest, sha256 } from '../oci/digest.ts';
 import { repositoryName } from '../reference/reference.ts';
 import { MediaTypes, type Digest, type ImageIndex, type ImageManifest } from '../oci/types.ts';
-import { Authenticator, describe } from './auth.ts';
+import { ANONYMOUS_SOURCE, Authenticator, describe } from './auth.ts';
 import { readBounded, readPrefix } from './body.ts';
+import { parseWwwAuthenticate } from './challenge.ts';
 import { anonymous } from './credentials.ts';
 import { endpointFor, mayFollow, type Endpoint } from './endpoint.ts';
 import { retryPolicy, setRetryAfter, parseRetryAfter, withRetry, type RetryPolicy } from './retry.ts';
@@ -90,6 +91,17 @@ const pushScope = (r: Repository): string => `repository:${r.repository}:pull,pu
 function header(res: Dispatcher.ResponseData, key: string): string | undefined {
   const v = res.headers[key];
   return Array.isArray(v) ? v[0] : v;
+}
+
+/**
+ * A 401 whose challenge says `error="insufficient_scope"` (RFC 6750 §3.1): the token is valid
+ * but lacks an action the request needs. Token servers grant fewer actions than asked and say so
+ * only inside the JWT (Docker Hub and distribution give an account without push a pull-only
+ * token), so for a credential the token server accepted this is a refusal, not a credential to
+ * fix. Anonymous, it stays unauthorized: logging in may help.
+ */
+function insufficientScope(res: Dispatcher.ResponseData): boolean {
+  return parseWwwAuthenticate(res.headers['www-authenticate']).some((c) => c.scheme === 'bearer' && c.params.error === 'insufficient_scope');
 }
 
 function manifestRefString(repo: Repository, reference: string): string {
@@ -539,7 +551,8 @@ export class RegistryClient implements Registry {
     }
     if (notFound && errors?.some((e) => e.code === 'MANIFEST_UNKNOWN' || e.code === 'NAME_UNKNOWN')) return notFound();
     let err: Error;
-    if (res.statusCode === 401) err = new UnauthorizedError(repo.registry, source, action, details);
+    if (res.statusCode === 401 && source !== ANONYMOUS_SOURCE && insufficientScope(res)) err = new DeniedError(repo.registry, source, action, details);
+    else if (res.statusCode === 401) err = new UnauthorizedError(repo.registry, source, action, details);
     else if (res.statusCode === 403) err = new DeniedError(repo.registry, source, action, details);
     else {
       const summary = registryErrorSummary(errors) || registryErrorSummary([{ code: text.slice(0, 200) }]) || res.statusText || '';

@@ -562,3 +562,66 @@ describe('a token the registry rejects, under concurrency', () => {
     assert.deepEqual([reg.tokenServer!.requests.length - 1, resolves - 1], [1, 1], 'new token requests, credential resolutions');
   });
 });
+
+describe('a token server granting fewer actions than asked', () => {
+  // Docker Hub and distribution's token servers answer a request for pull,push with a token for
+  // pull alone when that is all the account may do, and say so nowhere but in the JWT (which
+  // clients should not parse). The registry then answers 401 with error="insufficient_scope".
+  const password = randomBytes(12).toString('base64url');
+  let reg: RunningRegistry;
+  let proxy: FaultProxy;
+  before(async () => {
+    reg = await startRegistry({
+      auth: 'token',
+      users: { reader: password },
+      authorize: (r) => {
+        if (r.username !== undefined && (r.username !== 'reader' || r.password !== password)) return false;
+        // Anyone may pull readonly/*; nobody may push there.
+        return r.scopes.filter((s) => s.startsWith('repository:readonly/')).map((s) => s.replace(/:[^:]*$/, ':pull'));
+      },
+    });
+    proxy = await startFaultProxy(reg.url);
+  });
+  beforeEach(() => proxy.reset());
+  after(async () => {
+    await proxy?.stop();
+    await reg?.stop();
+  });
+
+  test('a push is DeniedError naming the registry and the credential source, after one new token; pulls still work', async () => {
+    const client = new RegistryClient({ retry: { attempts: 3, baseDelayMs: 1 }, credentials: staticCredentials(proxy.host, { username: 'reader', password }, 'docker config /home/ci/.docker/config.json') });
+    const repo = { registry: proxy.host, repository: 'readonly/app' };
+    assert.equal(await client.hasBlob(repo, sha256('x')), false);
+    for (const attempt of [1, 2]) {
+      const tokens = reg.tokenServer!.requests.length;
+      proxy.reset();
+      await assert.rejects(client.uploadBlob(repo, { bytes: Buffer.from(`layer ${attempt}`) }), (err: unknown) => {
+        assert.ok(err instanceof DeniedError, String(err));
+        assert.equal(err.code, 'ARTIFICER_DENIED');
+        assert.equal(err.registry, proxy.host);
+        assert.equal(err.credentialSource, 'docker config /home/ci/.docker/config.json');
+        assert.match(err.message, /^pushing blob to 127\.0\.0\.1:\d+\/readonly\/app: denied: not allowed to push readonly\/app on 127\.0\.0\.1:\d+ \(credentials used: docker config \/home\/ci\/\.docker\/config\.json\)/);
+        assert.ok(!JSON.stringify({ ...err, message: err.message }).includes(password));
+        return true;
+      });
+      // One new token for the retry after the first refusal, and nothing more: no retry loop.
+      const asked = reg.tokenServer!.requests.slice(tokens);
+      assert.deepEqual(asked.map((r) => r.scopes), attempt === 1 ? [['repository:readonly/app:pull,push'], ['repository:readonly/app:pull,push']] : [['repository:readonly/app:pull,push']]);
+      assert.deepEqual(proxy.requests.map((r) => `${r.method} ${r.status}`), ['POST 401', 'POST 401']);
+    }
+    const tokens = reg.tokenServer!.requests.length;
+    assert.equal(await client.hasBlob(repo, sha256('x')), false, 'pull still works');
+    assert.equal(reg.tokenServer!.requests.length, tokens, 'with the token already held');
+  });
+
+  test('anonymous, the same refusal is UnauthorizedError: logging in may help', async () => {
+    const client = new RegistryClient({ retry: noRetry });
+    const repo = { registry: proxy.host, repository: 'readonly/app' };
+    assert.equal(await client.hasBlob(repo, sha256('x')), false);
+    await assert.rejects(client.uploadBlob(repo, { bytes: Buffer.from('layer') }), (err: unknown) => {
+      assert.ok(err instanceof UnauthorizedError, String(err));
+      assert.match(err.message, /unauthorized to push readonly\/app on 127\.0\.0\.1:\d+ \(credentials tried: anonymous\)/);
+      return true;
+    });
+  });
+});
