@@ -4,9 +4,11 @@
 // docker-registry (behind the fault proxy) whose token endpoint accepts only
 // `oauth2accesstoken` + a token that stand-in issued.
 import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { createGzip } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
-import type { Bucket } from '@google-cloud/storage';
+import { Storage, type Bucket } from '@google-cloud/storage';
 import tarStream from 'tar-stream';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.ts';
 import { deliverStorageEvent, objectEventData, startFunction, type RunningFunction } from '../support/functions.ts';
@@ -14,8 +16,12 @@ import { startGcs, type RunningGcs } from '../support/gcs.ts';
 import { pushBusyboxBase } from '../support/images.ts';
 import { metadataEnv, startMetadataServer, type RunningMetadataServer } from '../support/metadata-server.ts';
 import { startRegistry, type RunningRegistry } from '../support/registry.ts';
+import { tempDir } from '../support/tmp.ts';
 import { parseScope } from '../support/token-server.ts';
-import { pinGcsSource } from '../../src/functions/gcs-source.ts';
+import { pinGcsSource, READ_AHEAD_MAX_BYTES, READ_AHEAD_OBJECTS } from '../../src/functions/gcs-source.ts';
+import { createLayer } from '../../src/layer/layer.ts';
+import { MediaTypes } from '../../src/oci/types.ts';
+import { localSource } from '../../src/source/local.ts';
 import { parseSpecText } from '../../src/spec/spec.ts';
 
 const BUCKET = 'artifacts-it';
@@ -456,5 +462,64 @@ describe('buildOnUpload', { concurrency: false }, () => {
       assert.ok(!records.includes(token), 'token in a record');
     }
     assert.ok(!fn.output().includes(ADMIN_PW));
+  });
+});
+
+describe('the Cloud Storage source', { concurrency: false }, () => {
+  /** `count` objects under `folder/` (one of them bigger than the read-ahead takes), and the same files on disk. */
+  async function folderOf(folder: string, count: number, dir: string): Promise<void> {
+    for (let i = 0; i < count; i++) {
+      const name = `f${String(i).padStart(3, '0')}.txt`;
+      const body = i === 7 ? Buffer.alloc(READ_AHEAD_MAX_BYTES + 1000, 'b') : Buffer.from(`object ${i}\n`.repeat(i + 1));
+      await bucket.file(`${folder}/${name}`).save(body, { resumable: false });
+      await writeFile(path.join(dir, name), body, { mode: 0o644 });
+    }
+  }
+
+  const viaProxy = (proxyUrl: string): Bucket =>
+    new Storage({ apiEndpoint: proxyUrl, projectId: 'test-project', useAuthWithCustomEndpoint: false }).bucket(BUCKET);
+
+  // Each download waits a while before it is answered (a stand-in for Cloud Storage's latency),
+  // so downloads that were started together are seen in flight together.
+  test('small objects are downloaded several at a time, at most READ_AHEAD_OBJECTS, into the same layer', async () => {
+    await using dir = await tempDir('readahead');
+    await folderOf('ahead/www', 40, dir.path);
+    const gcsProxy = await startFaultProxy(gcs.url);
+    try {
+      gcsProxy.failNext(1000, { delayMs: 40, method: 'GET', match: /alt=media/ });
+      const spec = parseSpecText(Buffer.from(JSON.stringify({ base: 'scratch', target: target('apps/x'), files: [{ from: 'www/', to: '/srv/' }] })), 'mem');
+      const { source } = await pinGcsSource({ bucket: viaProxy(gcsProxy.url), specName: 'ahead/artificer.json', files: spec.files });
+      const options = { mediaType: MediaTypes.ociLayerGzip };
+      const fromBucket = await createLayer(source, { mtime: 0 }, options).measure();
+      const fromDisk = await createLayer(localSource([{ from: dir.path, to: '/srv/' }]), { mtime: 0 }, options).measure();
+      assert.equal(fromBucket.diffId, fromDisk.diffId, 'the same entries, bytes and order as the files on disk');
+      const media = gcsProxy.requests.filter((r) => /alt=media/.test(r.path));
+      assert.equal(media.length, 40, 'each object read once');
+      const most = Math.max(...media.map((r) => r.inFlight));
+      assert.ok(most > 1 && most <= READ_AHEAD_OBJECTS, `at most ${READ_AHEAD_OBJECTS} downloads at once, more than one: ${most}`);
+    } finally {
+      await gcsProxy.stop();
+    }
+  });
+
+  test('an object that fails while read ahead fails the pass with its name; the downloads after it are dropped', async () => {
+    await using dir = await tempDir('readahead');
+    await folderOf('ahead2/www', 60, dir.path);
+    const gcsProxy = await startFaultProxy(gcs.url);
+    try {
+      // f003 is gone when it is read: Cloud Storage answers 404 for its pinned generation.
+      gcsProxy.failNext(1, { status: 404, method: 'GET', match: /f003\.txt\?.*alt=media/ });
+      const spec = parseSpecText(Buffer.from(JSON.stringify({ base: 'scratch', target: target('apps/x'), files: ['www/'] })), 'mem');
+      const { source } = await pinGcsSource({ bucket: viaProxy(gcsProxy.url), specName: 'ahead2/artificer.json', files: spec.files });
+      await assert.rejects(createLayer(source, { mtime: 0 }, { mediaType: MediaTypes.ociLayerGzip }).measure(), (err: Error) => {
+        assert.match(err.message, /gs:\/\/artifacts-it\/ahead2\/www\/f003\.txt#\d+: reading: the object changed or was deleted during the build/);
+        assert.equal((err as Error & { temporary?: boolean }).temporary, true, 'the retried event lists the objects again');
+        return true;
+      });
+      const media = gcsProxy.requests.filter((r) => /alt=media/.test(r.path));
+      assert.ok(media.length < 60, `the pass stopped reading: ${media.length} of 60 objects requested`);
+    } finally {
+      await gcsProxy.stop();
+    }
   });
 });

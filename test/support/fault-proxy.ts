@@ -38,6 +38,8 @@ export interface ProxiedRequest {
   status?: number;
   /** Which fault was injected, if any. */
   fault?: 'status' | 'reset' | 'delay' | 'slow-body' | 'headers' | 'lost-answer';
+  /** Requests being handled when this one arrived, itself included (1: it was alone). */
+  inFlight: number;
 }
 
 export interface FaultProxy {
@@ -94,6 +96,7 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
   const requests: ProxiedRequest[] = [];
   const sockets = new Set<Socket>();
   let proxyOrigin = '';
+  let active = 0;
 
   function takeRule(req: IncomingMessage): Rule | undefined {
     const rule = rules.find(
@@ -184,7 +187,9 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const entry: ProxiedRequest = { method: req.method ?? 'GET', path: req.url ?? '/' };
+    active++;
+    res.once('close', () => active--);
+    const entry: ProxiedRequest = { method: req.method ?? 'GET', path: req.url ?? '/', inFlight: active };
     requests.push(entry);
     const rule = takeRule(req);
     if (rule?.delayMs) {
