@@ -221,7 +221,10 @@ export class UnauthorizedError extends RegistryError {
   }
 }
 
-/** 403: authenticated, but not allowed. */
+/**
+ * Authenticated, but not allowed: a 403, or a 401 `insufficient_scope` after the token server
+ * accepted the credential and granted fewer actions than asked (pull but not push).
+ */
 export class DeniedError extends RegistryError {
   readonly registry: string;
   readonly credentialSource: string;
