@@ -88,6 +88,28 @@ interface Sent {
 
 const pullScope = (r: Repository): string => `repository:${r.repository}:pull`;
 const pushScope = (r: Repository): string => `repository:${r.repository}:pull,push`;
+/**
+ * An upload's request body, with what it turned out to be once sent (digest and size), and its
+ * headers. Bytes come with their verified digest; a plain stream is hashed on the way; a measured
+ * stream (a new layer) reports its own.
+ */
+function requestBody(body: BlobBody): { content: Buffer | Readable; sent: () => Promise<UploadedBlob>; headers: Record<string, string> } {
+  const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
+  if ('bytes' in body) {
+    const buf = Buffer.from(body.bytes.buffer, body.bytes.byteOffset, body.bytes.byteLength);
+    const known = { digest: body.digest ?? sha256(buf), size: buf.length };
+    headers['content-length'] = String(buf.length);
+    return { content: buf, sent: async () => known, headers };
+  }
+  if (body.size !== undefined) headers['content-length'] = String(body.size);
+  const opened = body.open();
+  if (opened instanceof Readable) {
+    const tap = new HashTap();
+    return { content: pipeline(opened, tap, () => {}), sent: async () => ({ digest: tap.digest, size: tap.size }), headers };
+  }
+  return { content: opened.stream, sent: () => opened.measured, headers };
+}
+
 function header(res: Dispatcher.ResponseData, key: string): string | undefined {
   const v = res.headers[key];
   return Array.isArray(v) ? v[0] : v;
@@ -285,13 +307,16 @@ export class RegistryClient implements Registry {
 
   /**
    * Uploads in one request, as Artifact Registry requires (it does not support chunked
-   * uploads): POST to open a session, PATCH with the whole body, PUT `?digest=` with no body —
-   * the sequence ggcr uses for streamed layers. A body with a digest known up front is still
-   * hashed on the way, so a wrong digest fails before the upload is committed.
+   * uploads). A body whose digest is known up front (a config, a base blob copied from another
+   * registry) goes as the distribution spec's monolithic upload: POST to open a session, one
+   * PUT `?digest=` carrying the body. A stream whose digest is known only once it has been sent
+   * (a new layer) goes as ggcr sends streamed layers: POST, PATCH with the whole body, PUT
+   * `?digest=` with none. Either way the body is hashed on the way, so wrong content is named
+   * as such, and the registry checks the digest before it commits.
    *
-   * A replayable body is retried as a whole (a failed PATCH needs a fresh session). A
+   * A replayable body is retried as a whole (a failed PATCH or PUT needs a fresh session). A
    * single-pass stream is opened only once the session is: the POST (and any token fetch) and
-   * the bodiless PUT are retried like any step, only the PATCH that consumes the stream runs once.
+   * the bodiless PUT are retried like any step, only the request that consumes the stream runs once.
    */
   async uploadBlob(repo: Repository, body: BlobBody, signal?: AbortSignal): Promise<UploadedBlob> {
     const what = `pushing ${body.digest ? `blob ${body.digest}` : 'blob'} to ${repositoryName(repo)}`;
@@ -307,6 +332,7 @@ export class RegistryClient implements Registry {
     if ('bytes' in content || content.replayable) {
       return this.#step(what, true, signal, async () => {
         const session = await this.#openUpload(repo, signal);
+        if (content.digest) return this.#putWhole(repo, content, content.digest, session, signal);
         return this.#commitUpload(repo, await this.#sendContent(repo, content, session, signal), signal);
       });
     }
@@ -334,27 +360,7 @@ export class RegistryClient implements Registry {
   async #sendContent(repo: Repository, body: BlobBody, location1: string, signal?: AbortSignal): Promise<{ location: string; blob: UploadedBlob }> {
     const scopes = [pushScope(repo)];
     const action = `push ${repo.repository}`;
-    let content: Buffer | Readable;
-    let sent: () => Promise<UploadedBlob>;
-    const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
-    if ('bytes' in body) {
-      const buf = Buffer.from(body.bytes.buffer, body.bytes.byteOffset, body.bytes.byteLength);
-      const known = { digest: body.digest ?? sha256(buf), size: buf.length };
-      content = buf;
-      sent = async () => known;
-      headers['content-length'] = String(buf.length);
-    } else {
-      const opened = body.open();
-      if (opened instanceof Readable) {
-        const tap = new HashTap();
-        content = pipeline(opened, tap, () => {});
-        sent = async () => ({ digest: tap.digest, size: tap.size });
-      } else {
-        content = opened.stream;
-        sent = () => opened.measured;
-      }
-      if (body.size !== undefined) headers['content-length'] = String(body.size);
-    }
+    const { content, sent, headers } = requestBody(body);
     let patched: Sent;
     try {
       patched = await this.#send({ repo, scopes, action, method: 'PATCH', target: location1, headers, body: content, signal });
@@ -377,6 +383,48 @@ export class RegistryClient implements Registry {
       throw new DigestMismatchError(`blob to push to ${repositoryName(repo)}`, body.digest, actual.digest, 'content');
     }
     return { location: location2, blob: actual };
+  }
+
+  /**
+   * PUT `?digest=` with the whole body: sends and commits in one request. Content that turns
+   * out not to be what `digest` names fails as such (and cancels the session), whatever the
+   * registry answered.
+   */
+  async #putWhole(repo: Repository, body: BlobBody, digest: Digest, location: string, signal?: AbortSignal): Promise<UploadedBlob> {
+    const action = `push ${repo.repository}`;
+    const { content, sent, headers } = requestBody(body);
+    const put = new URL(location);
+    put.searchParams.set('digest', digest);
+    let answer: Sent;
+    try {
+      answer = await this.#send({ repo, scopes: [pushScope(repo)], action, method: 'PUT', target: put.toString(), headers, body: content, signal });
+    } catch (err) {
+      if (content instanceof Readable) content.destroy(); // see #sendContent
+      if (err instanceof DigestMismatchError && !signal?.aborted) await this.#cancelUpload(repo, location, signal);
+      throw err;
+    }
+    const { res, url, source } = answer;
+    if (res.statusCode !== 201 && res.statusCode !== 204) {
+      const err = await this.#error(res, 'PUT', url, repo, action, source);
+      // Known when the registry read the whole body before refusing it: wrong content is
+      // reported as that, not as the registry's DIGEST_INVALID.
+      const actual = await sent().catch(() => undefined);
+      if (actual && actual.digest !== digest) {
+        await this.#cancelUpload(repo, location, signal);
+        throw new DigestMismatchError(`blob to push to ${repositoryName(repo)}`, digest, actual.digest, 'content');
+      }
+      // A retried PUT whose first attempt went through but whose answer was lost: as in #commitUpload.
+      if (res.statusCode === 404 && (await this.hasBlob(repo, digest, signal))) {
+        return actual ?? { digest, size: 'bytes' in body ? body.bytes.byteLength : (body.size ?? 0) };
+      }
+      throw err;
+    }
+    await res.body.dump();
+    const actual = await sent();
+    if (actual.digest !== digest) throw new DigestMismatchError(`blob to push to ${repositoryName(repo)}`, digest, actual.digest, 'content');
+    const stored = header(res, 'docker-content-digest');
+    if (stored && stored !== digest) throw new DigestMismatchError(`blob pushed to ${repositoryName(repo)}`, digest, stored);
+    return actual;
   }
 
   /** PUT `?digest=`: commits the session; verifies the digest the registry stored. */

@@ -53,6 +53,32 @@ test('a stream that hashes to another digest: the session is cancelled, nothing 
   assert.deepEqual(calls(), ['POST 202', 'PATCH 202', 'DELETE 204']);
 });
 
+test('content whose digest is known goes in one PUT after the POST (a monolithic upload)', async () => {
+  const data = randomBytes(5000);
+  assert.deepEqual(await client.uploadBlob(repo, { bytes: data }), { digest: sha256(data), size: 5000 });
+  const copy = randomBytes(7000);
+  const up = await client.uploadBlob(repo, { open: () => Readable.from([copy]), digest: sha256(copy), size: 7000, replayable: true });
+  assert.deepEqual(up, { digest: sha256(copy), size: 7000 });
+  assert.deepEqual(calls(), ['POST 202', 'PUT 201', 'POST 202', 'PUT 201']);
+  assert.deepEqual(await client.getBlobBytes(repo, up.digest), copy);
+});
+
+test('a monolithic upload whose stream hashes to another digest: the content is blamed, the session cancelled', async () => {
+  const data = randomBytes(5000);
+  const claimed = sha256('something else');
+  await assert.rejects(client.uploadBlob(repo, { open: () => Readable.from([data]), digest: claimed, replayable: true }), (err: unknown) => {
+    assert.ok(err instanceof DigestMismatchError, String(err));
+    assert.equal(err.found, 'content');
+    assert.match(err.message, new RegExp(`expected ${claimed}, content has ${sha256(data)}$`));
+    return true;
+  });
+  // The registry refused the digest (400 DIGEST_INVALID); nothing was retried or committed.
+  assert.deepEqual(calls().slice(0, 2), ['POST 202', 'PUT 400']);
+  assert.equal(calls()[2]?.split(' ')[0], 'DELETE');
+  assert.equal(calls().length, 3);
+  assert.equal(await client.hasBlob(repo, claimed), false);
+});
+
 test('a source stream failing its own digest check mid-PATCH cancels the session too', async () => {
   const copied = new DigestMismatchError('blob sha256:1 from base/app', 'sha256:1', 'sha256:2');
   let n = 0;
