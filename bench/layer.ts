@@ -3,7 +3,6 @@
 // Prints one JSON line: digest, diffId, size, wall ms.
 import { parseArgs } from 'node:util';
 import { createLayer } from '../src/layer/layer.ts';
-import { MediaTypes } from '../src/oci/types.ts';
 import { localSource, parseLocalSpec } from '../src/source/local.ts';
 
 const { values, positionals } = parseArgs({
@@ -25,6 +24,6 @@ const gzip = {
   ...(values['member-bytes'] ? { memberBytes: num(values['member-bytes'])! } : {}),
 };
 const started = performance.now();
-const layer = createLayer(localSource(positionals.map(parseLocalSpec)), { mtime: 0 }, { mediaType: MediaTypes.ociLayerGzip, gzip });
+const layer = createLayer(localSource(positionals.map(parseLocalSpec)), { mtime: 0 }, { gzip });
 const result = await layer.measure();
 console.log(JSON.stringify({ ...result, ms: Math.round(performance.now() - started) }));

@@ -55,9 +55,34 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
   }
 
   await preflight(req.files);
-  const base = await resolveBase(req, ctx.registry, signal);
-  if (req.outputs.tarball && base.multiPlatform) {
-    throw new UsageError('a docker tarball holds a single platform; choose one with --platform, or use oci:DIR for several');
+  // The new layer's bytes are the files' alone, whatever the base. So its pass (and, when
+  // pushing, its upload to the first target) starts now, while the base is resolved: that is a
+  // few round trips (ping, token, manifest, config) which used to come first. A base that cannot
+  // be used stops it; nothing is tagged, and the registry expires the upload session it opened.
+  const stopLayer = new AbortController();
+  const layerSignal = signal ? AbortSignal.any([signal, stopLayer.signal]) : stopLayer.signal;
+  const layer = createLayer(req.files, req.layer, { signal: layerSignal });
+  const pusher = new BlobPusher(ctx.registry, {
+    concurrency: ctx.concurrency ?? DEFAULT_CONCURRENCY,
+    logger,
+    ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
+    ...(signal ? { signal } : {}),
+  });
+  const started = Date.now();
+  const newLayer = targets.length ? uploadNewLayer(pusher, layer, targets[0]!.repo, layerSignal, ctx.onProgress) : layer.measure();
+  let layerFailed = false;
+  newLayer.catch(() => (layerFailed = true)); // awaited once the base is resolved
+
+  let base: ResolvedBase;
+  try {
+    base = await resolveBase(req, ctx.registry, signal);
+    if (req.outputs.tarball && base.multiPlatform) {
+      throw new UsageError('a docker tarball holds a single platform; choose one with --platform, or use oci:DIR for several');
+    }
+  } catch (err) {
+    stopLayer.abort(err);
+    await newLayer.catch(() => {});
+    throw err;
   }
   if (base.family === 'docker' && Object.keys(req.annotations).length) {
     logger.warn('annotations are ignored: the base image uses Docker manifests, which have no annotations (use an OCI base)');
@@ -68,16 +93,8 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
     platforms: base.images.map((i) => i.platform),
   });
 
-  const layer = createLayer(req.files, req.layer, { mediaType: FamilyTypes[base.family].layer, ...(signal ? { signal } : {}) });
-  const pusher = new BlobPusher(ctx.registry, {
-    concurrency: ctx.concurrency ?? DEFAULT_CONCURRENCY,
-    logger,
-    ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
-    ...(signal ? { signal } : {}),
-  });
-
-  const started = Date.now();
-  const digests = targets.length ? await pushNewLayer(pusher, base, layer, targets[0]!.repo, ctx.onProgress) : await layer.measure();
+  // The base's blobs are not copied for a layer that has already failed.
+  const digests = targets.length && !layerFailed ? await withBaseBlobs(pusher, base, targets[0]!.repo, newLayer) : await newLayer;
   logger.info('layer built', { digest: digests.digest, diffId: digests.diffId, size: digests.size, ms: Date.now() - started });
 
   const layerDescriptor: Descriptor = { mediaType: FamilyTypes[base.family].layer, digest: digests.digest, size: digests.size };
@@ -149,18 +166,17 @@ async function preflight(files: BuildRequest['files']): Promise<void> {
 }
 
 /**
- * Streams the new layer into the first target repository while the base blobs are put there in
- * parallel. The upload is committed under the digest the layer computed of exactly the bytes it
- * streamed, and the registry checks it against what it received.
+ * Streams the new layer into the first target repository. The upload is committed under the
+ * digest the layer computed of exactly the bytes it streamed, and the registry checks it against
+ * what it received.
  */
-async function pushNewLayer(
+function uploadNewLayer(
   pusher: BlobPusher,
-  base: ResolvedBase,
   layer: Layer,
   repo: Repository,
+  signal: AbortSignal,
   onProgress: ((e: ProgressEvent) => void) | undefined,
 ): Promise<LayerDigests> {
-  const baseBlobs = Promise.allSettled(baseBlobTransfers(pusher, base, repo));
   let last: Promise<LayerDigests> | undefined;
   const uploaded = pusher.uploadStream(
     repo,
@@ -172,10 +188,17 @@ async function pushNewLayer(
       return { stream: onProgress ? countBytes(opened.stream, onProgress) : opened.stream, measured: opened.done };
     },
     'new layer',
+    signal,
   );
-  await Promise.all([uploaded, baseBlobs]);
+  return uploaded.then(() => last!);
+}
+
+/** The new layer's upload, with the base's blobs put into the same repository alongside it. */
+async function withBaseBlobs(pusher: BlobPusher, base: ResolvedBase, repo: Repository, newLayer: Promise<LayerDigests>): Promise<LayerDigests> {
+  const baseBlobs = Promise.allSettled(baseBlobTransfers(pusher, base, repo));
+  const [digests] = await Promise.all([newLayer, baseBlobs]);
   for (const r of await baseBlobs) if (r.status === 'rejected') throw r.reason;
-  return last!;
+  return digests;
 }
 
 /** Reports the bytes of the new layer as they leave, for a progress line (`total` is unknown). */

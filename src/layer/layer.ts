@@ -29,10 +29,12 @@ export interface OpenedLayer {
 /**
  * A layer built from an {@link EntrySource}, in the style of go-containerregistry's layers:
  * it can be opened any number of times (an upload retried, the digest computed before a tarball
- * is written), and every pass produces the same bytes from the same inputs.
+ * is written), and every pass produces the same bytes from the same inputs. It has no media
+ * type of its own: the same bytes are a Docker or an OCI layer depending on the image that
+ * names them (the build writes the OCI twin of a Docker image with this very layer), so the
+ * descriptor gets its type where the image is assembled.
  */
 export interface Layer {
-  readonly mediaType: string;
   /**
    * One pass, one read of every file: entries → tar → sha256 (diffID) → parallel gzip →
    * sha256 + byte count (digest, size) → `stream`. An error anywhere (a file that vanished, a
@@ -47,7 +49,6 @@ export interface Layer {
 }
 
 export interface CreateLayerOptions {
-  readonly mediaType: string;
   readonly signal?: AbortSignal;
   readonly gzip?: GzipOptions;
 }
@@ -57,7 +58,7 @@ export interface CreateLayerOptions {
  * files changed between passes) fails with a {@link SourceError}: the manifest would otherwise
  * name a blob that was never uploaded.
  */
-export function createLayer(files: EntrySource, policy: LayerPolicy, opts: CreateLayerOptions): Layer {
+export function createLayer(files: EntrySource, policy: LayerPolicy, opts: CreateLayerOptions = {}): Layer {
   let known: LayerDigests | undefined;
 
   const open = (): OpenedLayer => {
@@ -115,5 +116,5 @@ export function createLayer(files: EntrySource, policy: LayerPolicy, opts: Creat
     return done;
   };
 
-  return { mediaType: opts.mediaType, open, measure, known: () => known };
+  return { open, measure, known: () => known };
 }

@@ -164,6 +164,38 @@ describe('through a faulty registry', () => {
   });
 });
 
+describe('the new layer and the base at once', () => {
+  // The base's manifest is held back at the proxy: its config can be asked for only once the
+  // manifest has come, so where the new layer's PATCH falls in the request log shows whether the
+  // upload waited for the base.
+  test('the new layer is uploaded while the base is still being resolved', async () => {
+    proxy.reset();
+    proxy.failNext(1, { delayMs: 3000, method: 'GET', match: /\/base\/busybox\/manifests\/1$/ });
+    const r = await artificer(['-b', `${proxy.host}/base/busybox:1`, '-f', 'hello', '-c', '/hello', '-e', 'WHO=early', '-t', `${proxy.host}/overlap/app:1`], { cwd: work.path });
+    assert.equal(r.code, 0, r.stderr);
+    const log = proxy.requests.map((q) => `${q.method} ${q.path}`);
+    const patch = log.findIndex((l) => /^PATCH \/v2\/overlap\/app\/blobs\/uploads\//.test(l));
+    const config = log.findIndex((l) => /^GET \/v2\/base\/busybox\/blobs\/sha256:/.test(l));
+    assert.ok(patch >= 0 && config >= 0, log.join('\n'));
+    assert.ok(patch < config, `the layer's PATCH came before the base's config was asked for:\n${log.join('\n')}`);
+    const run = await pullAndRun(`${plain.host}/overlap/app:1`);
+    assert.equal(run.stdout, 'hello early\n');
+  });
+
+  test('a base that does not exist stops the new layer: the base is named, no tag is written', async () => {
+    proxy.reset();
+    proxy.failNext(1, { delayMs: 1500, method: 'GET', match: /\/base\/busybox\/manifests\/nope$/ });
+    const r = await artificer(['-b', `${proxy.host}/base/busybox:nope`, '-f', 'hello', '-t', `${proxy.host}/overlap/none:1`], { cwd: work.path });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /base\/busybox:nope not found/);
+    assert.doesNotMatch(r.stderr, /internal error|abort/i);
+    assert.ok(proxy.requests.some((q) => q.method === 'POST' && q.path.startsWith('/v2/overlap/none/blobs/uploads/')), 'the upload had started');
+    assert.ok(!proxy.requests.some((q) => q.method === 'PUT' && q.path.includes('/manifests/')), 'no manifest was put');
+    proxy.reset();
+    await assert.rejects(craneManifest(`${plain.host}/overlap/none:1`));
+  });
+});
+
 describe('--spec, tags, digest file', () => {
   test('a spec file builds like the flags, -t overrides its target, --tag and --digest-file work', async () => {
     const dir = path.join(work.path, 'spec');

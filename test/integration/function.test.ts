@@ -20,7 +20,6 @@ import { tempDir } from '../support/tmp.ts';
 import { parseScope } from '../support/token-server.ts';
 import { pinGcsSource, READ_AHEAD_MAX_BYTES, READ_AHEAD_OBJECTS } from '../../src/functions/gcs-source.ts';
 import { createLayer } from '../../src/layer/layer.ts';
-import { MediaTypes } from '../../src/oci/types.ts';
 import { localSource } from '../../src/source/local.ts';
 import { parseSpecText } from '../../src/spec/spec.ts';
 
@@ -489,9 +488,8 @@ describe('the Cloud Storage source', { concurrency: false }, () => {
       gcsProxy.failNext(1000, { delayMs: 40, method: 'GET', match: /alt=media/ });
       const spec = parseSpecText(Buffer.from(JSON.stringify({ base: 'scratch', target: target('apps/x'), files: [{ from: 'www/', to: '/srv/' }] })), 'mem');
       const { source } = await pinGcsSource({ bucket: viaProxy(gcsProxy.url), specName: 'ahead/artificer.json', files: spec.files });
-      const options = { mediaType: MediaTypes.ociLayerGzip };
-      const fromBucket = await createLayer(source, { mtime: 0 }, options).measure();
-      const fromDisk = await createLayer(localSource([{ from: dir.path, to: '/srv/' }]), { mtime: 0 }, options).measure();
+      const fromBucket = await createLayer(source, { mtime: 0 }).measure();
+      const fromDisk = await createLayer(localSource([{ from: dir.path, to: '/srv/' }]), { mtime: 0 }).measure();
       assert.equal(fromBucket.diffId, fromDisk.diffId, 'the same entries, bytes and order as the files on disk');
       const media = gcsProxy.requests.filter((r) => /alt=media/.test(r.path));
       assert.equal(media.length, 40, 'each object read once');
@@ -511,7 +509,7 @@ describe('the Cloud Storage source', { concurrency: false }, () => {
       gcsProxy.failNext(1, { status: 404, method: 'GET', match: /f003\.txt\?.*alt=media/ });
       const spec = parseSpecText(Buffer.from(JSON.stringify({ base: 'scratch', target: target('apps/x'), files: ['www/'] })), 'mem');
       const { source } = await pinGcsSource({ bucket: viaProxy(gcsProxy.url), specName: 'ahead2/artificer.json', files: spec.files });
-      await assert.rejects(createLayer(source, { mtime: 0 }, { mediaType: MediaTypes.ociLayerGzip }).measure(), (err: Error) => {
+      await assert.rejects(createLayer(source, { mtime: 0 }).measure(), (err: Error) => {
         assert.match(err.message, /gs:\/\/artifacts-it\/ahead2\/www\/f003\.txt#\d+: reading: the object changed or was deleted during the build/);
         assert.equal((err as Error & { temporary?: boolean }).temporary, true, 'the retried event lists the objects again');
         return true;

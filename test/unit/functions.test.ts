@@ -222,7 +222,7 @@ describe('bundle re-packer', () => {
         },
         { to: '/', gzip: false, origin: 'mem' },
       ) as AsyncIterable<LayerEntry>;
-    const layer = createLayer(files, { mtime: 0 }, { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' });
+    const layer = createLayer(files, { mtime: 0 });
     const a = await layer.measure();
     const { stream, done } = layer.open();
     stream.resume();

@@ -11,11 +11,9 @@ import type { LayerEntry } from '../../src/layer/entry.ts';
 import { createLayer } from '../../src/layer/layer.ts';
 import { packEntries } from '../../src/layer/tar.ts';
 import { sha256 } from '../../src/oci/digest.ts';
-import { MediaTypes } from '../../src/oci/types.ts';
 import { localSource } from '../../src/source/local.ts';
 import { tempDir } from '../support/tmp.ts';
 
-const mediaType = MediaTypes.ociLayerGzip;
 
 /** Bytes that differ from chunk to chunk, so a reused read buffer would show in the digests. */
 function pattern(size: number, seed: number): Buffer {
@@ -45,7 +43,7 @@ describe('createLayer', () => {
     await using t = await tempDir('layer');
     await tree(t.path, { mtime: 1_000_000, uid: 0 });
     const files = localSource([{ from: 'app', to: '/srv/' }], { cwd: t.path });
-    const layer = createLayer(files, { mtime: 0 }, { mediaType });
+    const layer = createLayer(files, { mtime: 0 });
     const { stream, done } = layer.open();
     const gz = await buffer(stream);
     const d = await done;
@@ -56,7 +54,6 @@ describe('createLayer', () => {
     assert.ok(gunzipSync(gz).equals(tar));
     assert.ok(execFileSync('gzip', ['-dc'], { input: gz, maxBuffer: 64 << 20 }).equals(tar));
     assert.deepEqual(layer.known(), d);
-    assert.equal(layer.mediaType, mediaType);
   });
 
   it('same content with different mtimes and owners on disk → the same layer digest', async () => {
@@ -65,18 +62,18 @@ describe('createLayer', () => {
     await tree(a.path, { mtime: 1_000_000, uid: 0 });
     await tree(b.path, { mtime: 1_600_000_000, uid: 4242 });
     const policy = { mtime: 1_700_000_000 };
-    const da = await createLayer(localSource([{ from: 'app', to: '' }], { cwd: a.path }), policy, { mediaType }).measure();
-    const db = await createLayer(localSource([{ from: 'app', to: '' }], { cwd: b.path }), policy, { mediaType }).measure();
+    const da = await createLayer(localSource([{ from: 'app', to: '' }], { cwd: a.path }), policy).measure();
+    const db = await createLayer(localSource([{ from: 'app', to: '' }], { cwd: b.path }), policy).measure();
     assert.deepEqual(da, db);
     // …and the policy does matter: another mtime is another layer.
-    const dc = await createLayer(localSource([{ from: 'app', to: '' }], { cwd: b.path }), { mtime: 1 }, { mediaType }).measure();
+    const dc = await createLayer(localSource([{ from: 'app', to: '' }], { cwd: b.path }), { mtime: 1 }).measure();
     assert.notEqual(dc.diffId, da.diffId);
   });
 
   it('re-opens to byte-identical output; measure() uses the first complete pass', async () => {
     await using t = await tempDir('layer-reopen');
     await writeFile(path.join(t.path, 'r'), randomBytes(2 * 1024 * 1024));
-    const layer = createLayer(localSource([{ from: 'r', to: '' }], { cwd: t.path }), { mtime: 0 }, { mediaType });
+    const layer = createLayer(localSource([{ from: 'r', to: '' }], { cwd: t.path }), { mtime: 0 });
     const m = await layer.measure();
     const first = layer.open();
     const second = layer.open();
@@ -89,7 +86,7 @@ describe('createLayer', () => {
   it('fails a later pass when the files changed since an earlier one', async () => {
     await using t = await tempDir('layer-changed');
     await writeFile(path.join(t.path, 'f'), 'one');
-    const layer = createLayer(localSource([{ from: 'f', to: '' }], { cwd: t.path }), { mtime: 0 }, { mediaType });
+    const layer = createLayer(localSource([{ from: 'f', to: '' }], { cwd: t.path }), { mtime: 0 });
     await layer.measure();
     await writeFile(path.join(t.path, 'f'), 'two');
     const { stream, done } = layer.open();
@@ -109,7 +106,7 @@ describe('createLayer', () => {
         yield e;
       }
     };
-    const { stream, done } = createLayer(flaky, { mtime: 0 }, { mediaType }).open();
+    const { stream, done } = createLayer(flaky, { mtime: 0 }).open();
     const streamErr = buffer(stream).then(
       () => undefined,
       (e: unknown) => e,
@@ -122,7 +119,7 @@ describe('createLayer', () => {
     await using t = await tempDir('layer-abort');
     await writeFile(path.join(t.path, 'big'), randomBytes(8 * 1024 * 1024));
     const ac = new AbortController();
-    const { stream, done } = createLayer(localSource([{ from: 'big', to: '' }], { cwd: t.path }), { mtime: 0 }, { mediaType, signal: ac.signal }).open();
+    const { stream, done } = createLayer(localSource([{ from: 'big', to: '' }], { cwd: t.path }), { mtime: 0 }, { signal: ac.signal }).open();
     stream.once('data', () => ac.abort());
     stream.resume();
     await assert.rejects(done, { code: 'ARTIFICER_ABORTED' });
@@ -132,7 +129,7 @@ describe('createLayer', () => {
     await using t = await tempDir('layer-bad');
     await writeFile(path.join(t.path, 'ok'), 'fine');
     execFileSync('mkfifo', [path.join(t.path, 'pipe')]);
-    const { stream, done } = createLayer(localSource([{ from: '.', to: '/x' }], { cwd: t.path }), { mtime: 0 }, { mediaType }).open();
+    const { stream, done } = createLayer(localSource([{ from: '.', to: '/x' }], { cwd: t.path }), { mtime: 0 }).open();
     let bytes = 0;
     stream.on('data', (b: Buffer) => (bytes += b.length));
     stream.on('error', () => {});

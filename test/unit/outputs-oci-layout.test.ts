@@ -91,7 +91,6 @@ test('a new layer whose bytes are not its digest blames the content', async () =
   const descriptor = { mediaType: MediaTypes.ociLayerGzip, digest: `sha256:${'2'.repeat(64)}` as const, size: bytes.length };
   const digests = { digest: descriptor.digest, diffId: `sha256:${'3'.repeat(64)}` as const, size: bytes.length };
   const layer: Layer = {
-    mediaType: descriptor.mediaType,
     open: () => ({ stream: Readable.from([bytes]), done: Promise.resolve(digests) }),
     measure: async () => digests,
     known: () => digests,
