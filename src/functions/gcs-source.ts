@@ -221,11 +221,26 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<{ source: En
     try {
       for (const item of items) {
         if (item.kind === 'objects') {
-          const entries: Array<{ entry: LayerEntry; object?: PinnedObject }> = [
-            ...item.dirs.map((dir) => ({ entry: { path: dir, type: 'directory', mode: DEFAULT_DIR_MODE, size: 0, origin: item.origin } satisfies LayerEntry })),
-            ...item.objects.map((o) => ({
-              object: o,
-              entry: {
+          // Sorted by destination when pinned: the order the writer opens them in.
+          const files = item.objects;
+          let started = 0; // files before this index have been read ahead or skipped
+          // Called as the writer opens file `next - 1`: keeps up to READ_AHEAD_OBJECTS of the
+          // small files after it downloading. Started by opens, not by yields, so a pass that
+          // stops early (the build's preflight looks at the first entry only) downloads nothing.
+          const readAhead = (next: number): void => {
+            for (started = Math.max(started, next); started < Math.min(files.length, next + READ_AHEAD_OBJECTS) && ahead.size < READ_AHEAD_OBJECTS; started++) {
+              const o = files[started]!;
+              if (o.size > READ_AHEAD_MAX_BYTES) continue;
+              const stream = read(o);
+              // Reported when its entry reads it; one never read (the pass failed first) is dropped.
+              stream.on('error', () => {});
+              ahead.set(o, stream);
+            }
+          };
+          const entries: LayerEntry[] = [
+            ...item.dirs.map((dir): LayerEntry => ({ path: dir, type: 'directory', mode: DEFAULT_DIR_MODE, size: 0, origin: item.origin })),
+            ...files.map(
+              (o, i): LayerEntry => ({
                 path: o.dest,
                 type: 'file',
                 mode: o.mode,
@@ -234,28 +249,15 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<{ source: En
                 open: async () => {
                   const early = ahead.get(o);
                   ahead.delete(o);
-                  return early ?? read(o);
+                  const stream = early ?? read(o);
+                  readAhead(i + 1);
+                  return stream;
                 },
-              } satisfies LayerEntry,
-            })),
+              }),
+            ),
           ];
-          entries.sort((a, b) => Buffer.compare(Buffer.from(a.entry.path), Buffer.from(b.entry.path)));
-          const files = entries.flatMap((e) => (e.object ? [e.object] : []));
-          let taken = 0; // files yielded so far
-          let started = 0; // files considered for reading ahead
-          for (const { entry, object } of entries) {
-            // Keep up to READ_AHEAD_OBJECTS of the next small files downloading, this one included.
-            if (object) taken++;
-            for (; started < Math.min(files.length, taken - 1 + READ_AHEAD_OBJECTS) && ahead.size < READ_AHEAD_OBJECTS; started++) {
-              const next = files[started]!;
-              if (next.size > READ_AHEAD_MAX_BYTES) continue;
-              const stream = read(next);
-              // Reported when its entry reads it; one never read (the pass failed first) is dropped.
-              stream.on('error', () => {});
-              ahead.set(next, stream);
-            }
-            yield entry;
-          }
+          entries.sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path)));
+          yield* entries;
         } else {
           const o = item.object;
           yield* bundleEntries(async () => read(o), {

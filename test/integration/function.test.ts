@@ -488,6 +488,11 @@ describe('the Cloud Storage source', { concurrency: false }, () => {
       gcsProxy.failNext(1000, { delayMs: 40, method: 'GET', match: /alt=media/ });
       const spec = parseSpecText(Buffer.from(JSON.stringify({ base: 'scratch', target: target('apps/x'), files: [{ from: 'www/', to: '/srv/' }] })), 'mem');
       const { source } = await pinGcsSource({ bucket: viaProxy(gcsProxy.url), specName: 'ahead/artificer.json', files: spec.files });
+      // A pass that stops at the first entry (the build's preflight) opens nothing, so downloads nothing.
+      const it = source()[Symbol.asyncIterator]();
+      await it.next();
+      await it.return?.();
+      assert.deepEqual(gcsProxy.requests.filter((r) => /alt=media/.test(r.path)), [], 'nothing read ahead for a pass that opened nothing');
       const fromBucket = await createLayer(source, { mtime: 0 }).measure();
       const fromDisk = await createLayer(localSource([{ from: dir.path, to: '/srv/' }]), { mtime: 0 }).measure();
       assert.equal(fromBucket.diffId, fromDisk.diffId, 'the same entries, bytes and order as the files on disk');
