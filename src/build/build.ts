@@ -59,6 +59,7 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
   // pushing, its upload to the first target) starts now, while the base is resolved: that is a
   // few round trips (ping, token, manifest, config) which used to come first. A base that cannot
   // be used stops it; nothing is tagged, and the registry expires the upload session it opened.
+  // A layer that fails stops the base's blob copies in turn (the pusher runs under the same signal).
   const stopLayer = new AbortController();
   const layerSignal = signal ? AbortSignal.any([signal, stopLayer.signal]) : stopLayer.signal;
   const layer = createLayer(req.files, req.layer, { signal: layerSignal });
@@ -66,7 +67,7 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
     concurrency: ctx.concurrency ?? DEFAULT_CONCURRENCY,
     logger,
     ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
-    ...(signal ? { signal } : {}),
+    signal: layerSignal,
   });
   const started = Date.now();
   const newLayer = targets.length ? uploadNewLayer(pusher, layer, targets[0]!.repo, layerSignal, ctx.onProgress) : layer.measure();
@@ -94,7 +95,7 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
   });
 
   // The base's blobs are not copied for a layer that has already failed.
-  const digests = targets.length && !layerFailed ? await withBaseBlobs(pusher, base, targets[0]!.repo, newLayer) : await newLayer;
+  const digests = targets.length && !layerFailed ? await withBaseBlobs(pusher, base, targets[0]!.repo, newLayer, stopLayer) : await newLayer;
   logger.info('layer built', { digest: digests.digest, diffId: digests.diffId, size: digests.size, ms: Date.now() - started });
 
   const layerDescriptor: Descriptor = { mediaType: FamilyTypes[base.family].layer, digest: digests.digest, size: digests.size };
@@ -193,10 +194,27 @@ function uploadNewLayer(
   return uploaded.then(() => last!);
 }
 
-/** The new layer's upload, with the base's blobs put into the same repository alongside it. */
-async function withBaseBlobs(pusher: BlobPusher, base: ResolvedBase, repo: Repository, newLayer: Promise<LayerDigests>): Promise<LayerDigests> {
+/**
+ * The new layer's upload, with the base's blobs put into the same repository alongside it. A
+ * layer that fails stops the copies (`stop` aborts the pusher's signal), and is reported once
+ * they have stopped: none keeps going after the build has failed.
+ */
+async function withBaseBlobs(
+  pusher: BlobPusher,
+  base: ResolvedBase,
+  repo: Repository,
+  newLayer: Promise<LayerDigests>,
+  stop: AbortController,
+): Promise<LayerDigests> {
   const baseBlobs = Promise.allSettled(baseBlobTransfers(pusher, base, repo));
-  const [digests] = await Promise.all([newLayer, baseBlobs]);
+  let digests: LayerDigests;
+  try {
+    digests = await newLayer;
+  } catch (err) {
+    stop.abort(err);
+    await baseBlobs;
+    throw err;
+  }
   for (const r of await baseBlobs) if (r.status === 'rejected') throw r.reason;
   return digests;
 }

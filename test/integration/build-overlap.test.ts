@@ -1,0 +1,69 @@
+// build() against real registries behind fault proxies, where the new layer's upload and the
+// base's blob copies overlap: when one of them fails, build() settles only once the other has
+// stopped, so nothing is left running (the CLI's process exits, the function's next event is not
+// raced by the last one's uploads).
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, test } from 'node:test';
+import { build } from '../../src/build/build.ts';
+import type { BuildRequest } from '../../src/build/request.ts';
+import type { Digest, ImageManifest } from '../../src/oci/types.ts';
+import { parseReference } from '../../src/reference/reference.ts';
+import { RegistryClient } from '../../src/registry/client.ts';
+import { localSource } from '../../src/source/local.ts';
+import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.ts';
+import { pushBusyboxBase } from '../support/images.ts';
+import { startRegistry, type RunningRegistry } from '../support/registry.ts';
+import { tempDir, type TempDir } from '../support/tmp.ts';
+
+let source: RunningRegistry;
+let target: RunningRegistry;
+let sourceProxy: FaultProxy;
+let targetProxy: FaultProxy;
+let work: TempDir;
+/** The base's one layer, which a push to `target` copies from `source`. */
+let baseLayer: Digest;
+
+before(async () => {
+  [source, target, work] = await Promise.all([startRegistry(), startRegistry(), tempDir('build-overlap')]);
+  [sourceProxy, targetProxy] = await Promise.all([startFaultProxy(source.url), startFaultProxy(target.url)]);
+  await pushBusyboxBase(source.host, { repository: 'base/busybox', tag: '1', format: 'oci' });
+  const { manifest } = await new RegistryClient().getManifest({ registry: source.host, repository: 'base/busybox' }, '1');
+  baseLayer = (manifest as ImageManifest).layers[0]!.digest;
+  await writeFile(path.join(work.path, 'hello'), 'hello\n');
+});
+
+after(async () => {
+  await Promise.all([sourceProxy?.stop(), targetProxy?.stop()]);
+  await Promise.all([source?.stop(), target?.stop()]);
+  await work?.remove();
+});
+
+function request(targetRef: string): BuildRequest {
+  return {
+    base: parseReference(`${sourceProxy.host}/base/busybox:1`),
+    platforms: 'default',
+    files: localSource([{ from: 'hello', to: '' }], { cwd: work.path }),
+    layer: { mtime: 0 },
+    config: {},
+    annotations: {},
+    outputs: { registry: [parseReference(targetRef)] },
+  };
+}
+
+test('a new layer that fails stops the base blob copies running beside it', async () => {
+  sourceProxy.reset();
+  targetProxy.reset();
+  // The base layer's download is held back; the new layer's upload fails once the copy is under way.
+  sourceProxy.failNext(1, { delayMs: 2500, method: 'GET', match: new RegExp(`/blobs/${baseLayer}$`) });
+  targetProxy.failNext(1, { delayMs: 600, status: 400, method: 'PATCH' });
+  const client = new RegistryClient({ retry: { attempts: 1 } });
+  await assert.rejects(build(request(`${targetProxy.host}/overlap/failed:1`), { registry: client }), /pushing new layer .*PATCH .* returned 400/);
+  const settled = targetProxy.requests.length;
+  await sleep(3000); // past the held download: a copy still running would now be put
+  assert.deepEqual(targetProxy.requests.slice(settled), [], 'no request after build() settled');
+  assert.ok(!targetProxy.requests.some((q) => q.method === 'PUT' && q.status === 201), targetProxy.requests.map((q) => `${q.method} ${q.path} ${q.status}`).join('\n'));
+  assert.equal(await client.hasBlob({ registry: target.host, repository: 'overlap/failed' }, baseLayer), false);
+});
