@@ -58,7 +58,9 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
   // The new layer's bytes are the files' alone, whatever the base. So its pass (and, when
   // pushing, its upload to the first target) starts now, while the base is resolved: that is a
   // few round trips (ping, token, manifest, config) which used to come first. A base that cannot
-  // be used stops it; nothing is tagged, and the registry expires the upload session it opened.
+  // be used stops it; nothing is tagged, and the registry expires the upload session it opened:
+  // the upload is committed only once the base has proved usable (else a small layer, sent before
+  // the base's error came, was left in the target, which a registry may create for it).
   // A layer that fails stops the base's blob copies in turn (the pusher runs under the same signal).
   const stopLayer = new AbortController();
   const layerSignal = signal ? AbortSignal.any([signal, stopLayer.signal]) : stopLayer.signal;
@@ -70,7 +72,9 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
     signal: layerSignal,
   });
   const started = Date.now();
-  const newLayer = targets.length ? uploadNewLayer(pusher, layer, targets[0]!.repo, layerSignal, ctx.onProgress) : layer.measure();
+  const baseUsable = Promise.withResolvers<void>();
+  baseUsable.promise.catch(() => {}); // awaited by the upload's commit, if it gets that far
+  const newLayer = targets.length ? uploadNewLayer(pusher, layer, targets[0]!.repo, layerSignal, baseUsable.promise, ctx.onProgress) : layer.measure();
   let layerFailed = false;
   newLayer.catch(() => (layerFailed = true)); // awaited once the base is resolved
 
@@ -82,9 +86,11 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
     }
   } catch (err) {
     stopLayer.abort(err);
+    baseUsable.reject(err);
     await newLayer.catch(() => {});
     throw err;
   }
+  baseUsable.resolve();
   if (base.family === 'docker' && Object.keys(req.annotations).length) {
     logger.warn('annotations are ignored: the base image uses Docker manifests, which have no annotations (use an OCI base)');
   }
@@ -169,13 +175,14 @@ async function preflight(files: BuildRequest['files']): Promise<void> {
 /**
  * Streams the new layer into the first target repository. The upload is committed under the
  * digest the layer computed of exactly the bytes it streamed, and the registry checks it against
- * what it received.
+ * what it received; not before `commit` has resolved (the client commits once `measured` has).
  */
 function uploadNewLayer(
   pusher: BlobPusher,
   layer: Layer,
   repo: Repository,
   signal: AbortSignal,
+  commit: Promise<void>,
   onProgress: ((e: ProgressEvent) => void) | undefined,
 ): Promise<LayerDigests> {
   let last: Promise<LayerDigests> | undefined;
@@ -184,9 +191,11 @@ function uploadNewLayer(
     () => {
       const opened = layer.open();
       last = opened.done;
+      const measured = Promise.all([opened.done, commit]).then(([digests]) => digests);
       // A failed attempt's digests are never read; keep its rejection from going unhandled.
       last.catch(() => {});
-      return { stream: onProgress ? countBytes(opened.stream, onProgress) : opened.stream, measured: opened.done };
+      measured.catch(() => {});
+      return { stream: onProgress ? countBytes(opened.stream, onProgress) : opened.stream, measured };
     },
     'new layer',
     signal,

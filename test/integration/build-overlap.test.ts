@@ -30,6 +30,7 @@ before(async () => {
   [source, target, work] = await Promise.all([startRegistry(), startRegistry(), tempDir('build-overlap')]);
   [sourceProxy, targetProxy] = await Promise.all([startFaultProxy(source.url), startFaultProxy(target.url)]);
   await pushBusyboxBase(source.host, { repository: 'base/busybox', tag: '1', format: 'oci' });
+  await pushBusyboxBase(source.host, { repository: 'base/multi', tag: '1', format: 'oci', platforms: ['linux/amd64', 'linux/arm64'] });
   const { manifest } = await new RegistryClient().getManifest({ registry: source.host, repository: 'base/busybox' }, '1');
   baseLayer = (manifest as ImageManifest).layers[0]!.digest;
   await writeFile(path.join(work.path, 'hello'), 'hello\n');
@@ -41,10 +42,10 @@ after(async () => {
   await work?.remove();
 });
 
-function request(targetRef: string): BuildRequest {
+function request(targetRef: string, base = 'base/busybox:1', platforms: BuildRequest['platforms'] = 'default'): BuildRequest {
   return {
-    base: parseReference(`${sourceProxy.host}/base/busybox:1`),
-    platforms: 'default',
+    base: parseReference(`${sourceProxy.host}/${base}`),
+    platforms,
     files: localSource([{ from: 'hello', to: '' }], { cwd: work.path }),
     layer: { mtime: 0 },
     config: {},
@@ -67,3 +68,26 @@ test('a new layer that fails stops the base blob copies running beside it', asyn
   assert.ok(!targetProxy.requests.some((q) => q.method === 'PUT' && q.status === 201), targetProxy.requests.map((q) => `${q.method} ${q.path} ${q.status}`).join('\n'));
   assert.equal(await client.hasBlob({ registry: target.host, repository: 'overlap/failed' }, baseLayer), false);
 });
+
+// The new layer streams while the base is resolved, but its upload is committed only once the
+// base is known to be usable: a build that fails on its base leaves an upload session the
+// registry expires, not a blob (nor, on distribution, a repository) in the target.
+for (const [name, base, platforms, tarball, error] of [
+  ['a base that does not exist', 'base/busybox:nope', 'default', false, /base\/busybox:nope not found/],
+  ['several platforms for a docker tarball (a usage error)', 'base/multi:1', 'all', true, /a docker tarball holds a single platform/],
+] as const) {
+  test(`${name}: the new layer's upload is not committed`, async () => {
+    sourceProxy.reset();
+    targetProxy.reset();
+    sourceProxy.failNext(1, { delayMs: 1000, method: 'GET', match: new RegExp(`/${base.replace(':', '/manifests/')}$`) });
+    const repository = `unused/${tarball ? 'tarball' : 'missing'}`;
+    const req = request(`${targetProxy.host}/${repository}:1`, base, platforms);
+    const outputs = { ...req.outputs, ...(tarball ? { tarball: path.join(work.path, 'image.tar') } : {}) };
+    await assert.rejects(build({ ...req, outputs }, { registry: new RegistryClient({ retry: { attempts: 1 } }) }), error);
+    const log = targetProxy.requests.map((q) => `${q.method} ${q.path} ${q.status}`);
+    assert.ok(log.some((l) => l.startsWith(`PATCH /v2/${repository}/blobs/uploads/`)), `the layer was uploaded meanwhile:\n${log.join('\n')}`);
+    assert.ok(!log.some((l) => l.startsWith('PUT ')), `nothing committed:\n${log.join('\n')}`);
+    const catalog = (await (await fetch(`${target.url}/v2/_catalog`)).json()) as { repositories: string[] };
+    assert.ok(!catalog.repositories.includes(repository), catalog.repositories.join(' '));
+  });
+}
