@@ -202,13 +202,19 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<{ source: En
     // was not temporary. `on`, not `once`: a download may report more than one error.
     download.on('error', (err) => out.destroy(storageError(err, url, 'reading')));
     // Read to the end, or abandoned (the pass failed, or a download read ahead was not needed):
-    // stop the download. Not before Cloud Storage has answered: @google-cloud/storage 8.4 then
-    // pipes the answer into the destroyed stream, which throws where nothing catches it (an
-    // unhandled rejection, which ends the function's process).
+    // a small download is drained, not destroyed. @google-cloud/storage 8.4 answers a download
+    // destroyed mid-body by destroying its shared keep-alive agent, which cuts every other
+    // download of the process (the next pass's too), and those it retries were cut again when
+    // abandoned in turn. A large one, too big to drain, is destroyed, but not before Cloud
+    // Storage has answered: the library then pipes the answer into the destroyed stream, which
+    // throws where nothing catches it (an unhandled rejection, which ends the function's process).
     let answered = false;
     download.once('response', () => (answered = true));
     out.once('close', () => {
-      if (answered) download.destroy();
+      if (o.size <= READ_AHEAD_MAX_BYTES) {
+        download.unpipe(out);
+        download.resume();
+      } else if (answered) download.destroy();
       else download.once('response', () => setImmediate(() => download.destroy()));
     });
     download.pipe(out);

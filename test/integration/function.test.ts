@@ -4,6 +4,7 @@
 // docker-registry (behind the fault proxy) whose token endpoint accepts only
 // `oauth2accesstoken` + a token that stand-in issued.
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createGzip } from 'node:zlib';
@@ -521,6 +522,33 @@ describe('the Cloud Storage source', { concurrency: false }, () => {
       });
       const media = gcsProxy.requests.filter((r) => /alt=media/.test(r.path));
       assert.ok(media.length < 60, `the pass stopped reading: ${media.length} of 60 objects requested`);
+    } finally {
+      await gcsProxy.stop();
+    }
+  });
+  // A pass abandoned half-way (an upload attempt failed; the retry re-opens the layer) must not
+  // disturb the next: @google-cloud/storage answers a download destroyed mid-body by destroying
+  // its shared keep-alive agent, which cuts every other download in the process, and those it
+  // then retries were cut again when answered. The next pass then failed ("reading: aborted" on
+  // an object that was fine) or took seconds instead of a fraction of one.
+  test('a pass abandoned with downloads read ahead leaves the next pass alone', async () => {
+    for (let i = 0; i < 40; i++) await bucket.file(`ahead3/www/f${String(i).padStart(3, '0')}.bin`).save(randomBytes(200 * 1024), { resumable: false });
+    const gcsProxy = await startFaultProxy(gcs.url);
+    try {
+      gcsProxy.failNext(10_000, { delayMs: 30, method: 'GET', match: /alt=media/ });
+      const spec = parseSpecText(Buffer.from(JSON.stringify({ base: 'scratch', target: target('apps/x'), files: ['www/'] })), 'mem');
+      const { source } = await pinGcsSource({ bucket: viaProxy(gcsProxy.url), specName: 'ahead3/artificer.json', files: spec.files });
+      const abandoned = createLayer(source, { mtime: 0 }).open();
+      await new Promise((resolve) => abandoned.stream.once('data', resolve));
+      abandoned.stream.destroy(new Error('the upload failed'));
+      await assert.rejects(abandoned.done);
+      const next = await createLayer(source, { mtime: 0 }).measure();
+      assert.ok(next.size > 40 * 200 * 1024);
+      const media = gcsProxy.requests.filter((r) => /alt=media/.test(r.path));
+      const perObject = new Map<string, number>();
+      for (const r of media) perObject.set(r.path.split('?')[0]!, (perObject.get(r.path.split('?')[0]!) ?? 0) + 1);
+      assert.deepEqual(media.filter((r) => r.status === undefined).map((r) => r.path), [], 'no download cut off');
+      assert.ok(Math.max(...perObject.values()) <= 2, `each object read at most once per pass: ${JSON.stringify(Object.fromEntries(perObject))}`);
     } finally {
       await gcsProxy.stop();
     }
