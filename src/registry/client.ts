@@ -240,8 +240,11 @@ export class RegistryClient implements Registry {
       const res = await this.#blobResponse(repo, digest, signal);
       const size = Number(header(res, 'content-length') ?? -1);
       const verify = new VerifyingStream(digest, `blob ${digest} from ${repositoryName(repo)}`);
-      const stream = pipeline(res.body, verify, () => {});
-      return { stream, size };
+      // Not pipeline(): it would end `verify` with the body's raw socket error, which a consumer
+      // (an upload copying this blob elsewhere) then reported as its own request failing.
+      res.body.on('error', (err) => verify.destroy(new NetworkError(`reading blob ${digest} from ${repositoryName(repo)}: ${describe(err)}`, { cause: err })));
+      verify.once('close', () => res.body.destroy()); // read to the end, or given up by the consumer
+      return { stream: res.body.pipe(verify), size };
     });
   }
 

@@ -91,3 +91,22 @@ for (const [name, base, platforms, tarball, error] of [
     assert.ok(!catalog.repositories.includes(repository), catalog.repositories.join(' '));
   });
 }
+
+// A base blob copied from another registry is the body of the target's upload: when the source
+// drops the connection halfway, the error must say so, not blame the target's PUT alone.
+test('a base registry that drops a blob copy halfway is named in the error', async () => {
+  sourceProxy.reset();
+  targetProxy.reset();
+  sourceProxy.failNext(1, { cutAnswerAfterBytes: 1000, method: 'GET', match: new RegExp(`/blobs/${baseLayer}$`) });
+  const client = new RegistryClient({ retry: { attempts: 1 } });
+  await assert.rejects(build(request(`${targetProxy.host}/overlap/cut:1`), { registry: client }), (err: Error) => {
+    assert.match(err.message, new RegExp(`reading blob ${baseLayer} from ${sourceProxy.host}/base/busybox: `), err.message);
+    return true;
+  });
+  assert.equal(sourceProxy.pendingFaults(), 0);
+  // With retries, the copy is tried again and the push succeeds.
+  sourceProxy.failNext(1, { cutAnswerAfterBytes: 1000, method: 'GET', match: new RegExp(`/blobs/${baseLayer}$`) });
+  await build(request(`${targetProxy.host}/overlap/cut:1`), { registry: new RegistryClient() });
+  assert.equal(sourceProxy.pendingFaults(), 0);
+  assert.equal(await client.hasBlob({ registry: target.host, repository: 'overlap/cut' }, baseLayer), true);
+});

@@ -22,6 +22,8 @@ export interface FaultOptions {
   bodyDelayMs?: number;
   /** Forward, let the upstream answer, then reset the client's socket: a request applied whose answer was lost. */
   loseAnswer?: boolean;
+  /** Forward, send the upstream's status, headers and this many body bytes, then reset: a connection lost mid-answer. */
+  cutAnswerAfterBytes?: number;
   /** Forward, but send these response headers instead of the upstream's (e.g. a lying `docker-content-digest`). */
   responseHeaders?: Record<string, string>;
   /** Only requests whose path (with query) matches. */
@@ -37,7 +39,7 @@ export interface ProxiedRequest {
   /** Status sent to the client; undefined when the connection was reset or broke. */
   status?: number;
   /** Which fault was injected, if any. */
-  fault?: 'status' | 'reset' | 'delay' | 'slow-body' | 'headers' | 'lost-answer';
+  fault?: 'status' | 'reset' | 'delay' | 'slow-body' | 'headers' | 'lost-answer' | 'cut-answer';
   /** Requests being handled when this one arrived, itself included (1: it was alone). */
   inFlight: number;
 }
@@ -120,6 +122,7 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     bodyDelayMs: number | undefined,
     responseHeaders: Record<string, string> | undefined,
     loseAnswer = false,
+    cutAfterBytes?: number,
   ): Promise<void> {
     const upstream = http.request({
       protocol: target.protocol,
@@ -167,6 +170,17 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     if (bodyDelayMs) {
       res.flushHeaders();
       await sleep(bodyDelayMs);
+    }
+    if (cutAfterBytes !== undefined) {
+      let sent = 0;
+      for await (const chunk of up as AsyncIterable<Buffer>) {
+        const part = chunk.subarray(0, Math.max(0, cutAfterBytes - sent));
+        if (part.length) await new Promise<void>((resolve) => res.write(part, () => resolve()));
+        sent += part.length;
+        if (sent >= cutAfterBytes) break;
+      }
+      req.socket.destroy();
+      return;
     }
     try {
       await pipeline(up, res);
@@ -229,7 +243,8 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     if (rule?.bodyDelayMs) entry.fault = 'slow-body';
     else if (rule?.responseHeaders) entry.fault = 'headers';
     else if (rule?.loseAnswer) entry.fault = 'lost-answer';
-    await forward(req, res, entry, rule?.bodyDelayMs, rule?.responseHeaders, rule?.loseAnswer);
+    else if (rule?.cutAnswerAfterBytes !== undefined) entry.fault = 'cut-answer';
+    await forward(req, res, entry, rule?.bodyDelayMs, rule?.responseHeaders, rule?.loseAnswer, rule?.cutAnswerAfterBytes);
   }
 
   const server = http.createServer((req, res) => {
@@ -256,8 +271,8 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     requests,
     failNext(n, opts) {
       if (!Number.isInteger(n) || n < 1) throw new Error(`failNext: n must be a positive integer, got ${n}`);
-      if (!opts.status && !opts.reset && !opts.delayMs && !opts.bodyDelayMs && !opts.responseHeaders && !opts.loseAnswer) {
-        throw new Error('failNext: say what to do (status, reset, delayMs, bodyDelayMs, responseHeaders or loseAnswer)');
+      if (!opts.status && !opts.reset && !opts.delayMs && !opts.bodyDelayMs && !opts.responseHeaders && !opts.loseAnswer && opts.cutAnswerAfterBytes === undefined) {
+        throw new Error('failNext: say what to do (status, reset, delayMs, bodyDelayMs, responseHeaders, loseAnswer or cutAnswerAfterBytes)');
       }
       rules.push({ ...opts, left: n });
     },
