@@ -1,11 +1,12 @@
 // Benchmark driver: builds the same inputs with every contender, round-robin (so machine load
 // hits them all alike), and prints median wall time and peak RSS as a Markdown table.
-// Usage: node bench/run.ts [--runs N] [--inputs text,small,random] [--peers] [--big] [--no-cli]
+// Usage: node bench/run.ts [--runs N] [--inputs text,small,random] [--peers] [--big] [--no-cli] [--latency MS]
 // See bench/README.md.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { startFaultProxy, type FaultProxy } from '../test/support/fault-proxy.ts';
 import { pushBusyboxBase } from '../test/support/images.ts';
 import { startRegistry, type RunningRegistry } from '../test/support/registry.ts';
 
@@ -20,9 +21,12 @@ const { values } = parseArgs({
     peers: { type: 'boolean', default: false },
     big: { type: 'boolean', default: false },
     'no-cli': { type: 'boolean', default: false },
+    /** Every registry request of every push waits this long first (a proxy in front of the registry): a registry across a network. */
+    latency: { type: 'string' },
   },
 });
 const runs = Number(values.runs);
+const latency = values.latency === undefined ? 0 : Number(values.latency);
 
 /** Input name → the one path (file or directory) added to the image, relative to `data`. */
 const INPUTS: Record<string, string> = { text: 'text/app.log', small: 'small', random: 'random/blob.bin', big: 'big/app.log' };
@@ -49,7 +53,13 @@ interface Contender {
   only?: readonly string[];
 }
 
-function contenders(registry: RunningRegistry | undefined): Contender[] {
+/** Where the pushes go: the registry, or the proxy that delays every request to it (`--latency`). */
+interface Endpoint {
+  readonly host: string;
+  readonly url: string;
+}
+
+function contenders(registry: Endpoint | undefined): Contender[] {
   const sh = (cmd: string) => ['sh', '-c', cmd];
   const tarOf = (input: string) => `tar -cf - -C ${data} ${INPUTS[input]}`;
   const list: Contender[] = [
@@ -109,11 +119,15 @@ function cpuOf(pid: number | undefined): number {
 /** USER_HZ, the unit of /proc/PID/stat times: 100 on every Linux architecture Node runs on. */
 const CLOCK_TICKS = 100;
 
-function measure(argv: string[]): Sample {
+/** Runs one command under /usr/bin/time; asynchronously, so the latency proxy (in this process) keeps answering. */
+async function measure(argv: string[]): Promise<Sample> {
   const registryBefore = cpuOf(registry?.pid);
   const out = path.join(bench, '.results/time.out');
-  const r = spawnSync('/usr/bin/time', ['-f', '%e %U %S %M', '-o', out, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] });
-  if (r.status !== 0) throw new Error(`benchmark command failed (${r.status}): ${argv.join(' ')}\n${r.stderr.toString().slice(-2000)}`);
+  const child = spawn('/usr/bin/time', ['-f', '%e %U %S %M', '-o', out, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
+  const status = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  if (status !== 0) throw new Error(`benchmark command failed (${status}): ${argv.join(' ')}\n${stderr}`);
   const [wall, user, sys, rss] = readFileSync(out, 'utf8').trim().split(/\s+/).slice(-4).map(Number);
   return { wall: wall!, cpu: user! + sys! + cpuOf(registry?.pid) - registryBefore, rssKiB: rss! };
 }
@@ -128,6 +142,7 @@ ensureInputs();
 mkdirSync(path.join(bench, '.results'), { recursive: true });
 execFileSync(node, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', path.join(bench, 'tsconfig.json')], { stdio: 'inherit' });
 let registry: RunningRegistry | undefined;
+let proxy: FaultProxy | undefined;
 if (values.peers || (!values['no-cli'] && existsSync(path.join(root, 'dist/src/cli/main.js')))) {
   if (values.peers && !existsSync(path.join(bench, '.peers/node_modules/.bin/containerify'))) {
     console.error('bench: installing containerify into bench/.peers …');
@@ -135,22 +150,27 @@ if (values.peers || (!values['no-cli'] && existsSync(path.join(root, 'dist/src/c
   }
   registry = await startRegistry();
   await pushBusyboxBase(registry.host, { repository: 'busybox', format: 'docker' });
+  if (latency > 0) {
+    proxy = await startFaultProxy(registry.url);
+    proxy.failNext(Number.MAX_SAFE_INTEGER, { delayMs: latency });
+  }
 }
+const endpoint: Endpoint | undefined = proxy ?? registry;
 
 const inputs = values.inputs.split(',').concat(values.big ? ['big'] : []);
 const lines: string[] = [
-  `Runs: ${runs} per cell, round-robin; ${new Date().toISOString()}; load average at start ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
+  `Runs: ${runs} per cell, round-robin; ${latency ? `every registry request delayed ${latency} ms; ` : ''}${new Date().toISOString()}; load average at start ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
   '',
   '| input | contender | median wall s | min s | × floor2 | CPU s (median) | peak RSS MiB (max) |',
   '|---|---|---:|---:|---:|---:|---:|',
 ];
 try {
   for (const input of inputs) {
-    const cs = contenders(registry).filter((c) => !c.only || c.only.includes(input));
+    const cs = contenders(endpoint).filter((c) => !c.only || c.only.includes(input));
     const samples = new Map<string, Sample[]>(cs.map((c) => [c.name, []]));
     for (let r = 0; r < runs; r++) {
       for (const c of cs) {
-        samples.get(c.name)!.push(measure(c.argv(input, `${input}-${r}`)));
+        samples.get(c.name)!.push(await measure(c.argv(input, `${input}-${r}`)));
         process.stderr.write('.');
       }
     }
@@ -164,6 +184,7 @@ try {
     }
   }
 } finally {
+  await proxy?.stop();
   await registry?.stop();
 }
 const report = lines.join('\n') + '\n';
