@@ -126,6 +126,11 @@ function insufficientScope(res: Dispatcher.ResponseData): boolean {
   return parseWwwAuthenticate(res.headers['www-authenticate']).some((c) => c.scheme === 'bearer' && c.params.error === 'insufficient_scope');
 }
 
+/** Content that is not what its digest says: blamed on the content, not on the registry. */
+function contentMismatch(repo: Repository, expected: Digest, actual: Digest): DigestMismatchError {
+  return new DigestMismatchError(`blob to push to ${repositoryName(repo)}`, expected, actual, 'content');
+}
+
 function manifestRefString(repo: Repository, reference: string): string {
   return `${repositoryName(repo)}${isDigest(reference) ? '@' : ':'}${reference}`;
 }
@@ -328,20 +333,24 @@ export class RegistryClient implements Registry {
       // Known before any request: a wrong digest opens no upload session.
       const actual = sha256(body.bytes);
       if (body.digest && body.digest !== actual) {
-        throw withContext(new DigestMismatchError(`blob to push to ${repositoryName(repo)}`, body.digest, actual, 'content'), what);
+        throw withContext(contentMismatch(repo, body.digest, actual), what);
       }
       content = { bytes: body.bytes, digest: actual };
     }
     if ('bytes' in content || content.replayable) {
       return this.#step(what, true, signal, async () => {
         const session = await this.#openUpload(repo, signal);
-        if (content.digest) return this.#putWhole(repo, content, content.digest, session, signal);
-        return this.#commitUpload(repo, await this.#sendContent(repo, content, session, signal), signal);
+        if (content.digest) {
+          const size = 'bytes' in content ? content.bytes.byteLength : (content.size ?? 0);
+          return this.#commitUpload(repo, session, { digest: content.digest, size }, content, signal);
+        }
+        const sent = await this.#sendContent(repo, content, session, signal);
+        return this.#commitUpload(repo, sent.location, sent.blob, undefined, signal);
       });
     }
     const session = await this.#step(what, true, signal, () => this.#openUpload(repo, signal));
     const sent = await this.#step(what, false, signal, () => this.#sendContent(repo, body, session, signal));
-    return this.#step(what, true, signal, () => this.#commitUpload(repo, sent, signal));
+    return this.#step(what, true, signal, () => this.#commitUpload(repo, sent.location, sent.blob, undefined, signal));
   }
 
   /** POST: opens an upload session; resolves with its Location. */
@@ -361,19 +370,9 @@ export class RegistryClient implements Registry {
    * than the one claimed, or a source stream failing its own check) cancels the session.
    */
   async #sendContent(repo: Repository, body: BlobBody, location1: string, signal?: AbortSignal): Promise<{ location: string; blob: UploadedBlob }> {
-    const scopes = [pushScope(repo)];
     const action = `push ${repo.repository}`;
     const { content, sent, headers } = requestBody(body);
-    let patched: Sent;
-    try {
-      patched = await this.#send({ repo, scopes, action, method: 'PATCH', target: location1, headers, body: content, signal });
-    } catch (err) {
-      // A body never (or not fully) sent is stopped, not left half-read: a layer pass would
-      // otherwise stay open, holding its buffers, for as long as the process lives.
-      if (content instanceof Readable) content.destroy();
-      if (err instanceof DigestMismatchError && !signal?.aborted) await this.#cancelUpload(repo, location1, signal);
-      throw err;
-    }
+    const patched = await this.#sendBody(repo, 'PATCH', location1, headers, content, location1, signal);
     if (patched.res.statusCode !== 202 && patched.res.statusCode !== 204) {
       throw await this.#error(patched.res, 'PATCH', patched.url, repo, action, patched.source);
     }
@@ -383,72 +382,64 @@ export class RegistryClient implements Registry {
     const actual = await sent();
     if (body.digest && body.digest !== actual.digest) {
       await this.#cancelUpload(repo, location2, signal);
-      throw new DigestMismatchError(`blob to push to ${repositoryName(repo)}`, body.digest, actual.digest, 'content');
+      throw contentMismatch(repo, body.digest, actual.digest);
     }
     return { location: location2, blob: actual };
   }
 
   /**
-   * PUT `?digest=` with the whole body: sends and commits in one request. Content that turns
-   * out not to be what `digest` names fails as such (and cancels the session), whatever the
-   * registry answered.
+   * Sends an upload request carrying a body (the PATCH, or a monolithic PUT). A body never (or
+   * not fully) sent is stopped, not left half-read: a layer pass would otherwise stay open,
+   * holding its buffers, for as long as the process lives. A body that failed its own digest
+   * check cancels the session.
    */
-  async #putWhole(repo: Repository, body: BlobBody, digest: Digest, location: string, signal?: AbortSignal): Promise<UploadedBlob> {
-    const action = `push ${repo.repository}`;
-    const { content, sent, headers } = requestBody(body);
-    const put = new URL(location);
-    put.searchParams.set('digest', digest);
-    let answer: Sent;
+  async #sendBody(
+    repo: Repository, method: string, target: string, headers: Record<string, string>, content: Buffer | Readable, session: string, signal?: AbortSignal,
+  ): Promise<Sent> {
     try {
-      answer = await this.#send({ repo, scopes: [pushScope(repo)], action, method: 'PUT', target: put.toString(), headers, body: content, signal });
+      return await this.#send({ repo, scopes: [pushScope(repo)], action: `push ${repo.repository}`, method, target, headers, body: content, signal });
     } catch (err) {
-      if (content instanceof Readable) content.destroy(); // see #sendContent
-      if (err instanceof DigestMismatchError && !signal?.aborted) await this.#cancelUpload(repo, location, signal);
+      if (content instanceof Readable) content.destroy();
+      if (err instanceof DigestMismatchError && !signal?.aborted) await this.#cancelUpload(repo, session, signal);
       throw err;
     }
-    const { res, url, source } = answer;
+  }
+
+  /**
+   * PUT `?digest=`: commits the session, either after a PATCH sent the bytes (`body` undefined)
+   * or carrying the whole body (the monolithic upload). Verifies the digest the registry stored,
+   * and that a body was what `blob.digest` names: wrong content fails as such (and cancels the
+   * session), whatever the registry answered. Resolves with what is stored.
+   */
+  async #commitUpload(repo: Repository, location: string, blob: { digest: Digest; size: number }, body?: BlobBody, signal?: AbortSignal): Promise<UploadedBlob> {
+    const action = `push ${repo.repository}`;
+    const put = new URL(location);
+    put.searchParams.set('digest', blob.digest);
+    const prepared = body ? requestBody(body) : undefined;
+    const committed = prepared
+      ? await this.#sendBody(repo, 'PUT', put.toString(), prepared.headers, prepared.content, location, signal)
+      : await this.#send({ repo, scopes: [pushScope(repo)], action, method: 'PUT', target: put.toString(), headers: { 'content-length': '0' }, signal });
+    const { res, url, source } = committed;
     if (res.statusCode !== 201 && res.statusCode !== 204) {
       const err = await this.#error(res, 'PUT', url, repo, action, source);
       // Known when the registry read the whole body before refusing it: wrong content is
       // reported as that, not as the registry's DIGEST_INVALID.
-      const actual = await sent().catch(() => undefined);
-      if (actual && actual.digest !== digest) {
+      const actual = await prepared?.sent().catch(() => undefined);
+      if (actual && actual.digest !== blob.digest) {
         await this.#cancelUpload(repo, location, signal);
-        throw new DigestMismatchError(`blob to push to ${repositoryName(repo)}`, digest, actual.digest, 'content');
+        throw contentMismatch(repo, blob.digest, actual.digest);
       }
-      // A retried PUT whose first attempt went through but whose answer was lost: as in #commitUpload.
-      if (res.statusCode === 404 && (await this.hasBlob(repo, digest, signal))) {
-        return actual ?? { digest, size: 'bytes' in body ? body.bytes.byteLength : (body.size ?? 0) };
-      }
+      // A retried commit whose first attempt went through but whose answer was lost: the session
+      // is gone (404), the blob is there. The registry has it under that digest, which it checked.
+      if (res.statusCode === 404 && (await this.hasBlob(repo, blob.digest, signal))) return actual ?? blob;
       throw err;
     }
     await res.body.dump();
-    const actual = await sent();
-    if (actual.digest !== digest) throw new DigestMismatchError(`blob to push to ${repositoryName(repo)}`, digest, actual.digest, 'content');
+    const actual = prepared ? await prepared.sent() : blob;
+    if (actual.digest !== blob.digest) throw contentMismatch(repo, blob.digest, actual.digest);
     const stored = header(res, 'docker-content-digest');
-    if (stored && stored !== digest) throw new DigestMismatchError(`blob pushed to ${repositoryName(repo)}`, digest, stored);
+    if (stored && stored !== blob.digest) throw new DigestMismatchError(`blob pushed to ${repositoryName(repo)}`, blob.digest, stored);
     return actual;
-  }
-
-  /** PUT `?digest=`: commits the session; verifies the digest the registry stored. */
-  async #commitUpload(repo: Repository, sent: { location: string; blob: UploadedBlob }, signal?: AbortSignal): Promise<UploadedBlob> {
-    const action = `push ${repo.repository}`;
-    const put = new URL(sent.location);
-    put.searchParams.set('digest', sent.blob.digest);
-    const committed = await this.#send({
-      repo, scopes: [pushScope(repo)], action, method: 'PUT', target: put.toString(), headers: { 'content-length': '0' }, signal,
-    });
-    if (committed.res.statusCode !== 201 && committed.res.statusCode !== 204) {
-      const err = await this.#error(committed.res, 'PUT', committed.url, repo, action, committed.source);
-      // A retried commit whose first attempt went through but whose answer was lost: the session
-      // is gone (404), the blob is there. The registry has it under that digest, which it checked.
-      if (committed.res.statusCode === 404 && (await this.hasBlob(repo, sent.blob.digest, signal))) return sent.blob;
-      throw err;
-    }
-    await committed.res.body.dump();
-    const stored = header(committed.res, 'docker-content-digest');
-    if (stored && stored !== sent.blob.digest) throw new DigestMismatchError(`blob pushed to ${repositoryName(repo)}`, sent.blob.digest, stored);
-    return sent.blob;
   }
 
   async putManifest(repo: Repository, reference: string, bytes: Uint8Array, mediaType: string, signal?: AbortSignal): Promise<Digest> {
