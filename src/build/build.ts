@@ -74,7 +74,7 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
   const started = Date.now();
   const baseUsable = Promise.withResolvers<void>();
   baseUsable.promise.catch(() => {}); // awaited by the upload's commit, if it gets that far
-  const newLayer = targets.length ? uploadNewLayer(pusher, layer, targets[0]!.repo, layerSignal, baseUsable.promise, ctx.onProgress) : layer.measure();
+  const newLayer = targets.length ? uploadNewLayer(pusher, layer, targets[0]!.repo, baseUsable.promise, ctx.onProgress) : layer.measure();
   let layerFailed = false;
   newLayer.catch(() => (layerFailed = true)); // awaited once the base is resolved
 
@@ -181,7 +181,6 @@ function uploadNewLayer(
   pusher: BlobPusher,
   layer: Layer,
   repo: Repository,
-  signal: AbortSignal,
   commit: Promise<void>,
   onProgress: ((e: ProgressEvent) => void) | undefined,
 ): Promise<LayerDigests> {
@@ -198,7 +197,6 @@ function uploadNewLayer(
       return { stream: onProgress ? countBytes(opened.stream, onProgress) : opened.stream, measured };
     },
     'new layer',
-    signal,
   );
   return uploaded.then(() => last!);
 }

@@ -83,14 +83,11 @@ export class BlobPusher {
     return p;
   }
 
-  /**
-   * Uploads a blob whose digest is known only once its stream has been consumed (a new layer).
-   * `signal` (default: the pusher's) may stop this upload alone.
-   */
-  uploadStream(target: Repository, open: () => Readable | MeasuredStream, what: string, signal = this.#signal): Promise<UploadedBlob> {
+  /** Uploads a blob whose digest is known only once its stream has been consumed (a new layer). */
+  uploadStream(target: Repository, open: () => Readable | MeasuredStream, what: string): Promise<UploadedBlob> {
     return this.#limiter.run(async () => {
       try {
-        const blob = await this.#registry.uploadBlob(target, { open, replayable: true }, signal);
+        const blob = await this.#registry.uploadBlob(target, { open, replayable: true }, this.#signal);
         this.#inflight.set(`${repositoryName(target)}@${blob.digest}`, Promise.resolve());
         this.#onProgress?.({ kind: 'upload', digest: blob.digest, bytes: blob.size, total: blob.size, done: true });
         this.#logger.debug('uploaded', { what, repository: repositoryName(target), digest: blob.digest, size: blob.size });
