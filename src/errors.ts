@@ -304,6 +304,15 @@ export class AbortedError extends ArtificerError {
 }
 
 /**
+ * A failure while reading an input, as the {@link SourceError} naming `origin` (a file-system
+ * error in the words of {@link describeFsError}); a source error or an abort is kept as it is.
+ */
+export function asSourceError(err: unknown, origin: string): SourceError | AbortedError {
+  if (err instanceof SourceError || err instanceof AbortedError) return err;
+  return new SourceError(origin, describeFsError(err), { cause: err });
+}
+
+/**
  * Some tags were written, then one failed: the registry now has `tagged` on the new image and
  * the remaining tags where they were. Temporary when the failure was (a retry pushes them all).
  */

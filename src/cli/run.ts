@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import path from 'node:path';
 import { isInside, outputInside } from '../build/outputs/paths.ts';
 import type { BuildRequest } from '../build/request.ts';
-import { ArtificerError, InvalidSpecError, SourceError, UsageError, asOutputError, describeFsError } from '../errors.ts';
+import { ArtificerError, InvalidSpecError, SourceError, UsageError, asOutputError, asSourceError } from '../errors.ts';
 import type { EntrySource, LayerEntry } from '../layer/entry.ts';
 import type { Logger, ProgressEvent } from '../log.ts';
 import type { Reference } from '../reference/reference.ts';
@@ -134,8 +134,8 @@ function insideSpecFolder(dir: string): (rel: string) => void {
 }
 
 /** A bundle that cannot be read, as a source error naming it (a directory, no permission, gone). */
-function bundleError(bundle: string, err: unknown): SourceError {
-  return err instanceof SourceError ? err : new SourceError(bundle, describeFsError(err), { cause: err });
+function bundleError(bundle: string, err: unknown): Error {
+  return asSourceError(err, bundle);
 }
 
 /**

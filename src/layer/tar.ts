@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import tarStream from 'tar-stream';
 import type { Header, Pack } from 'tar-stream';
-import { AbortedError, describeFsError, SourceError, UsageError } from '../errors.ts';
+import { AbortedError, asSourceError, SourceError, UsageError } from '../errors.ts';
 import type { LayerPolicy } from '../build/request.ts';
 import type { LayerEntry } from './entry.ts';
 import type { BufferPool } from './pool.ts';
@@ -384,9 +384,4 @@ function sizeChanged(entry: LayerEntry, got: number, atLeast = false): SourceErr
     entry.origin,
     `changed while being read: expected ${entry.size} bytes, got ${atLeast ? 'more than ' + entry.size : got}`,
   );
-}
-
-function asSourceError(err: unknown, origin: string): Error {
-  if (err instanceof SourceError || err instanceof AbortedError) return err;
-  return new SourceError(origin, describeFsError(err), { cause: err });
 }

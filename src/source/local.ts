@@ -13,7 +13,7 @@ import {
   type Stats,
 } from 'node:fs';
 import path from 'node:path';
-import { describeFsError, SourceError } from '../errors.ts';
+import { asSourceError, describeFsError, SourceError } from '../errors.ts';
 import type { EntrySource, EntryType, LayerEntry } from '../layer/entry.ts';
 import { SLAB_BYTES, type BufferPool } from '../layer/pool.ts';
 import { directoryDestination, fileDestination } from './destination.ts';
@@ -228,7 +228,7 @@ function fileEntry(abs: string, dest: string, st: Stats, origin: string, followe
       if (size <= SMALL_FILE_BYTES) return readSmall(abs, size, walked, origin, pool);
       return readChunks(abs, origin, walked, pool);
     } catch (err) {
-      throw err instanceof SourceError ? err : new SourceError(origin, describeFsError(err), { cause: err });
+      throw asSourceError(err, origin);
     }
   };
   return { path: dest, type: 'file', mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size, open, origin };
@@ -327,7 +327,7 @@ async function* readChunks(abs: string, origin: string, walked: Walked, pool: Bu
   try {
     ({ fd } = openWalked(abs, walked, origin));
   } catch (err) {
-    throw err instanceof SourceError ? err : new SourceError(origin, describeFsError(err), { cause: err });
+    throw asSourceError(err, origin);
   }
   try {
     for (let pos = 0; ; ) {
