@@ -6,7 +6,7 @@
  * emulator is spoken to over plain HTTP, without credentials.
  */
 import { GoogleAuth } from 'google-auth-library';
-import { request } from 'undici';
+import { request } from '../registry/http.ts';
 import { redactSecrets } from './logger.ts';
 
 /** Most messages one publish request may carry (the API's limit is 1,000). */

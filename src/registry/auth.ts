@@ -7,7 +7,8 @@
  * actions serves requests needing fewer. A resolved credential lives no longer than the first
  * token made from it, and is resolved again once when the token server refuses it.
  */
-import { request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import { request } from './http.ts';
 import { NetworkError, AbortedError, RegistryError, UnauthorizedError, isTemporaryStatus, redactUrl } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { challengeScopes, parseWwwAuthenticate, type Challenge } from './challenge.ts';

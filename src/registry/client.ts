@@ -6,7 +6,8 @@
  */
 import { Readable, Transform, pipeline, type TransformCallback } from 'node:stream';
 import { createHash } from 'node:crypto';
-import { request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import { request } from './http.ts';
 import {
   AbortedError,
   ArtificerError,
