@@ -74,7 +74,8 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
   const started = Date.now();
   const baseUsable = Promise.withResolvers<void>();
   baseUsable.promise.catch(() => {}); // awaited by the upload's commit, if it gets that far
-  const newLayer = targets.length ? uploadNewLayer(pusher, layer, targets[0]!.repo, baseUsable.promise, ctx.onProgress) : layer.measure();
+  const upload = targets.length ? uploadNewLayer(pusher, layer, targets[0]!.repo, baseUsable.promise, ctx.onProgress) : undefined;
+  const newLayer = upload?.committed ?? layer.measure();
   let layerFailed = false;
   newLayer.catch(() => (layerFailed = true)); // awaited once the base is resolved
 
@@ -100,17 +101,28 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
     platforms: base.images.map((i) => i.platform),
   });
 
-  // The base's blobs are not copied for a layer that has already failed.
-  const digests = targets.length && !layerFailed ? await withBaseBlobs(pusher, base, targets[0]!.repo, newLayer, stopLayer) : await newLayer;
+  // While the new layer uploads, the first target gets the base's blobs (not for a layer that has
+  // already failed) and, as soon as the layer's pass has measured it, each image's config: its
+  // upload then overlaps the layer's commit instead of following it. A layer that fails stops
+  // these transfers and is reported once they have stopped: none keeps going after the build
+  // has failed.
+  const alongside: Promise<void>[] = upload && !layerFailed ? baseBlobTransfers(pusher, base, targets[0]!.repo) : [];
+  let digests: LayerDigests;
+  let assembled: Assembled;
+  try {
+    assembled = assembleAll(base, req, upload ? await Promise.race([upload.measured, newLayer]) : await newLayer);
+    if (upload) {
+      for (const { config } of assembled.images) alongside.push(pusher.ensure(targets[0]!.repo, config.descriptor, { kind: 'bytes', bytes: config.bytes }));
+    }
+    digests = await newLayer;
+  } catch (err) {
+    stopLayer.abort(err);
+    await Promise.allSettled([newLayer, ...alongside]);
+    throw err;
+  }
+  await settleAll(alongside);
   logger.info('layer built', { digest: digests.digest, diffId: digests.diffId, size: digests.size, ms: Date.now() - started });
-
-  const layerDescriptor: Descriptor = { mediaType: FamilyTypes[base.family].layer, digest: digests.digest, size: digests.size };
-  const assemble = (family: Family): { images: AssembledImage[]; index: Blob | undefined } => {
-    const as = family === base.family ? base : { ...base, family };
-    const images = base.images.map((image) => assembleImage(as, image, req, { descriptor: layerDescriptor, diffId: digests.diffId }));
-    return { images, index: base.multiPlatform ? assembleIndex(family, images, req.annotations) : undefined };
-  };
-  const { images, index } = assemble(base.family);
+  const { layer: layerDescriptor, images, index, assemble } = assembled;
   const top: Blob = index ?? images[0]!.manifest;
 
   if (targets.length) await pushToRegistries(pusher, ctx, base, images, index, targets, layerDescriptor);
@@ -172,10 +184,40 @@ async function preflight(files: BuildRequest['files']): Promise<void> {
   }
 }
 
+interface Assembled {
+  /** The new layer's descriptor, typed for the base's family. */
+  readonly layer: Descriptor;
+  /** One image per platform of the base, in the base's family. */
+  readonly images: AssembledImage[];
+  /** The index naming them, when the base is multi-platform. */
+  readonly index: Blob | undefined;
+  /** The same images (and index) in another family: an OCI layout holds the OCI twin of a Docker image. */
+  readonly assemble: (family: Family) => { images: AssembledImage[]; index: Blob | undefined };
+}
+
+/** Every image the build makes (config, manifest; an index for several platforms), from the base and the new layer's digests. */
+function assembleAll(base: ResolvedBase, req: BuildRequest, digests: LayerDigests): Assembled {
+  const layer: Descriptor = { mediaType: FamilyTypes[base.family].layer, digest: digests.digest, size: digests.size };
+  const assemble = (family: Family): { images: AssembledImage[]; index: Blob | undefined } => {
+    const as = family === base.family ? base : { ...base, family };
+    const images = base.images.map((image) => assembleImage(as, image, req, { descriptor: layer, diffId: digests.diffId }));
+    return { images, index: base.multiPlatform ? assembleIndex(family, images, req.annotations) : undefined };
+  };
+  return { layer, ...assemble(base.family), assemble };
+}
+
+interface NewLayerUpload {
+  /** The layer's digests once a pass has streamed all of it, before the registry has committed it. */
+  readonly measured: Promise<LayerDigests>;
+  /** The same digests once the registry has committed the blob under them. */
+  readonly committed: Promise<LayerDigests>;
+}
+
 /**
  * Streams the new layer into the first target repository. The upload is committed under the
  * digest the layer computed of exactly the bytes it streamed, and the registry checks it against
  * what it received; not before `commit` has resolved (the client commits once `measured` has).
+ * `measured` never settles when no pass completes; `committed` then rejects.
  */
 function uploadNewLayer(
   pusher: BlobPusher,
@@ -183,47 +225,24 @@ function uploadNewLayer(
   repo: Repository,
   commit: Promise<void>,
   onProgress: ((e: ProgressEvent) => void) | undefined,
-): Promise<LayerDigests> {
+): NewLayerUpload {
   let last: Promise<LayerDigests> | undefined;
+  const firstPass = Promise.withResolvers<LayerDigests>();
   const uploaded = pusher.uploadStream(
     repo,
     () => {
       const opened = layer.open();
       last = opened.done;
+      // Every pass yields the same digests (the layer fails a pass that does not), so the first
+      // that completes tells the build what to assemble while the registry commits.
+      last.then(firstPass.resolve, () => {}); // a failed attempt's digests are never read
       const measured = Promise.all([opened.done, commit]).then(([digests]) => digests);
-      // A failed attempt's digests are never read; keep its rejection from going unhandled.
-      last.catch(() => {});
       measured.catch(() => {});
       return { stream: onProgress ? countBytes(opened.stream, onProgress) : opened.stream, measured };
     },
     'new layer',
   );
-  return uploaded.then(() => last!);
-}
-
-/**
- * The new layer's upload, with the base's blobs put into the same repository alongside it. A
- * layer that fails stops the copies (`stop` aborts the pusher's signal), and is reported once
- * they have stopped: none keeps going after the build has failed.
- */
-async function withBaseBlobs(
-  pusher: BlobPusher,
-  base: ResolvedBase,
-  repo: Repository,
-  newLayer: Promise<LayerDigests>,
-  stop: AbortController,
-): Promise<LayerDigests> {
-  const baseBlobs = Promise.allSettled(baseBlobTransfers(pusher, base, repo));
-  let digests: LayerDigests;
-  try {
-    digests = await newLayer;
-  } catch (err) {
-    stop.abort(err);
-    await baseBlobs;
-    throw err;
-  }
-  for (const r of await baseBlobs) if (r.status === 'rejected') throw r.reason;
-  return digests;
+  return { measured: firstPass.promise, committed: uploaded.then(() => last!) };
 }
 
 /** Reports the bytes of the new layer as they leave, for a progress line (`total` is unknown). */

@@ -48,7 +48,7 @@ function lazyStream(fetch: () => Promise<Readable>): Readable {
 /**
  * Puts blobs into target repositories: HEAD first, then a cross-repository mount when the
  * blob's origin is on the same registry, else an upload (base blobs streamed registry to
- * registry, never through disk). Uploads are bounded by one {@link Limiter}; the same blob asked
+ * registry, never through disk); blobs given as bytes are uploaded at once. Uploads are bounded by one {@link Limiter}; the same blob asked
  * for twice in the same repository is transferred once, and a failed transfer is forgotten so a
  * later call can try again.
  */
@@ -102,7 +102,10 @@ export class BlobPusher {
     const signal = this.#signal;
     const where = `${desc.digest} to ${repositoryName(target)}`;
     try {
-      if (await this.#registry.hasBlob(target, desc.digest, signal)) {
+      // Bytes held in memory (an image config, a few KiB) are uploaded without asking first:
+      // that costs two requests (POST, PUT) whether or not the registry has them, where a HEAD
+      // first costs one when it has them and three when not, and a new config is the usual case.
+      if (origin.kind === 'registry' && (await this.#registry.hasBlob(target, desc.digest, signal))) {
         this.#onProgress?.({ kind: 'skip', digest: desc.digest, bytes: desc.size, total: desc.size, done: true });
         this.#logger.debug('blob exists', { repository: repositoryName(target), digest: desc.digest });
         return;

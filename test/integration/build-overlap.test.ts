@@ -65,8 +65,30 @@ test('a new layer that fails stops the base blob copies running beside it', asyn
   const settled = targetProxy.requests.length;
   await sleep(3000); // past the held download: a copy still running would now be put
   assert.deepEqual(targetProxy.requests.slice(settled), [], 'no request after build() settled');
-  assert.ok(!targetProxy.requests.some((q) => q.method === 'PUT' && q.status === 201), targetProxy.requests.map((q) => `${q.method} ${q.path} ${q.status}`).join('\n'));
+  const log = targetProxy.requests.map((q) => `${q.method} ${decodeURIComponent(q.path)} ${q.status}`);
+  assert.ok(!log.some((l) => l.startsWith('PUT ') && l.includes(baseLayer)), log.join('\n'));
   assert.equal(await client.hasBlob({ registry: target.host, repository: 'overlap/failed' }, baseLayer), false);
+});
+
+// The config names the layer's diffID, known once the layer's pass has read every file; its
+// upload then runs beside the layer's commit instead of after it (two round trips fewer at the
+// end of every push). The registry's answer to the layer's body is held back here, so the config
+// is put while the layer is still uncommitted.
+test("the config is uploaded while the new layer's upload is being committed", async () => {
+  sourceProxy.reset();
+  targetProxy.reset();
+  targetProxy.failNext(1, { delayMs: 1000, method: 'PATCH' });
+  const result = await build(request(`${targetProxy.host}/overlap/config:1`), { registry: new RegistryClient() });
+  const { manifest } = await new RegistryClient().getManifest({ registry: target.host, repository: 'overlap/config' }, result.digest);
+  const { config, layers } = manifest as ImageManifest;
+  const log = targetProxy.requests.map((q) => `${q.method} ${decodeURIComponent(q.path)} ${q.status}`);
+  const put = (digest: string): number => log.findIndex((l) => l.startsWith('PUT /v2/overlap/config/blobs/uploads/') && l.includes(`digest=${digest} 201`));
+  const configPut = put(config.digest);
+  const layerPut = put(layers.at(-1)!.digest);
+  assert.ok(configPut >= 0 && layerPut >= 0, log.join('\n'));
+  assert.ok(configPut < layerPut, `config committed before the layer:\n${log.join('\n')}`);
+  assert.ok(!log.some((l) => l.startsWith(`HEAD /v2/overlap/config/blobs/${config.digest}`)), `a config is put without a HEAD first:\n${log.join('\n')}`);
+  assert.equal(targetProxy.pendingFaults(), 0);
 });
 
 // The new layer streams while the base is resolved, but its upload is committed only once the
