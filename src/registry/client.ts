@@ -94,21 +94,34 @@ const pushScope = (r: Repository): string => `repository:${r.repository}:pull,pu
  * headers. Bytes come with their verified digest; a plain stream is hashed on the way; a measured
  * stream (a new layer) reports its own.
  */
-function requestBody(body: BlobBody): { content: Buffer | Readable; sent: () => Promise<UploadedBlob>; headers: Record<string, string> } {
+/** An upload's body, opened: what to send, with what headers, and what it turned out to be once sent. */
+interface PreparedBody {
+  readonly content: Buffer | Readable;
+  readonly sent: () => Promise<UploadedBlob>;
+  readonly headers: Record<string, string>;
+  /** Stops a body that will not be sent, at once: a layer's pass or a blob's download ends instead of waiting to be read. */
+  readonly discard: () => void;
+}
+
+function requestBody(body: BlobBody): PreparedBody {
   const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
   if ('bytes' in body) {
     const buf = Buffer.from(body.bytes.buffer, body.bytes.byteOffset, body.bytes.byteLength);
     const known = { digest: body.digest ?? sha256(buf), size: buf.length };
     headers['content-length'] = String(buf.length);
-    return { content: buf, sent: async () => known, headers };
+    return { content: buf, sent: async () => known, headers, discard: () => {} };
   }
   if (body.size !== undefined) headers['content-length'] = String(body.size);
   const opened = body.open();
   if (opened instanceof Readable) {
     const tap = new HashTap();
-    return { content: pipeline(opened, tap, () => {}), sent: async () => ({ digest: tap.digest, size: tap.size }), headers };
+    const discard = (): void => {
+      tap.destroy();
+      opened.destroy();
+    };
+    return { content: pipeline(opened, tap, () => {}), sent: async () => ({ digest: tap.digest, size: tap.size }), headers, discard };
   }
-  return { content: opened.stream, sent: () => opened.measured, headers };
+  return { content: opened.stream, sent: () => opened.measured, headers, discard: () => opened.stream.destroy() };
 }
 
 function header(res: Dispatcher.ResponseData, key: string): string | undefined {
@@ -323,9 +336,14 @@ export class RegistryClient implements Registry {
    * `?digest=` with none. Either way the body is hashed on the way, so wrong content is named
    * as such, and the registry checks the digest before it commits.
    *
-   * A replayable body is retried as a whole (a failed PATCH or PUT needs a fresh session). A
-   * single-pass stream is opened only once the session is: the POST (and any token fetch) and
-   * the bodiless PUT are retried like any step, only the request that consumes the stream runs once.
+   * The body is opened while the session is: a new layer's pass starts reading and compressing,
+   * and a copied blob's download starts, during the POST (and the ping and token fetch before
+   * it) instead of after it; until the PATCH or PUT reads it, the stream's own backpressure
+   * bounds what it makes. A body that will not be sent is stopped.
+   *
+   * A replayable body is retried as a whole (a failed PATCH or PUT needs a fresh session). For a
+   * single-pass stream the POST and the bodiless PUT are retried like any step, only the request
+   * that consumes the stream runs once.
    */
   async uploadBlob(repo: Repository, body: BlobBody, signal?: AbortSignal): Promise<UploadedBlob> {
     const what = `pushing ${body.digest ? `blob ${body.digest}` : 'blob'} to ${repositoryName(repo)}`;
@@ -340,17 +358,25 @@ export class RegistryClient implements Registry {
     }
     if ('bytes' in content || content.replayable) {
       return this.#step(what, true, signal, async () => {
-        const session = await this.#openUpload(repo, signal);
+        const prepared = requestBody(content);
+        const session = await this.#openUpload(repo, signal).catch((err: unknown) => {
+          prepared.discard();
+          throw err;
+        });
         if (content.digest) {
           const size = 'bytes' in content ? content.bytes.byteLength : (content.size ?? 0);
-          return this.#commitUpload(repo, session, { digest: content.digest, size }, content, signal);
+          return this.#commitUpload(repo, session, { digest: content.digest, size }, prepared, signal);
         }
-        const sent = await this.#sendContent(repo, content, session, signal);
+        const sent = await this.#sendContent(repo, prepared, content.digest, session, signal);
         return this.#commitUpload(repo, sent.location, sent.blob, undefined, signal);
       });
     }
-    const session = await this.#step(what, true, signal, () => this.#openUpload(repo, signal));
-    const sent = await this.#step(what, false, signal, () => this.#sendContent(repo, body, session, signal));
+    const prepared = requestBody(body);
+    const session = await this.#step(what, true, signal, () => this.#openUpload(repo, signal)).catch((err: unknown) => {
+      prepared.discard();
+      throw err;
+    });
+    const sent = await this.#step(what, false, signal, () => this.#sendContent(repo, prepared, body.digest, session, signal));
     return this.#step(what, true, signal, () => this.#commitUpload(repo, sent.location, sent.blob, undefined, signal));
   }
 
@@ -370,9 +396,11 @@ export class RegistryClient implements Registry {
    * sent. Bytes come with their verified digest. Content that turns out wrong (a digest other
    * than the one claimed, or a source stream failing its own check) cancels the session.
    */
-  async #sendContent(repo: Repository, body: BlobBody, location1: string, signal?: AbortSignal): Promise<{ location: string; blob: UploadedBlob }> {
+  async #sendContent(
+    repo: Repository, prepared: PreparedBody, claimed: Digest | undefined, location1: string, signal?: AbortSignal,
+  ): Promise<{ location: string; blob: UploadedBlob }> {
     const action = `push ${repo.repository}`;
-    const { content, sent, headers } = requestBody(body);
+    const { content, sent, headers } = prepared;
     const patched = await this.#sendBody(repo, 'PATCH', location1, headers, content, location1, signal);
     if (patched.res.statusCode !== 202 && patched.res.statusCode !== 204) {
       throw await this.#error(patched.res, 'PATCH', patched.url, repo, action, patched.source);
@@ -381,9 +409,9 @@ export class RegistryClient implements Registry {
     const location2 = header(patched.res, 'location') ? this.#location(patched.res, patched.url) : location1;
 
     const actual = await sent();
-    if (body.digest && body.digest !== actual.digest) {
+    if (claimed && claimed !== actual.digest) {
       await this.#cancelUpload(repo, location2, signal);
-      throw contentMismatch(repo, body.digest, actual.digest);
+      throw contentMismatch(repo, claimed, actual.digest);
     }
     return { location: location2, blob: actual };
   }
@@ -407,16 +435,15 @@ export class RegistryClient implements Registry {
   }
 
   /**
-   * PUT `?digest=`: commits the session, either after a PATCH sent the bytes (`body` undefined)
+   * PUT `?digest=`: commits the session, either after a PATCH sent the bytes (`prepared` undefined)
    * or carrying the whole body (the monolithic upload). Verifies the digest the registry stored,
    * and that a body was what `blob.digest` names: wrong content fails as such (and cancels the
    * session), whatever the registry answered. Resolves with what is stored.
    */
-  async #commitUpload(repo: Repository, location: string, blob: { digest: Digest; size: number }, body?: BlobBody, signal?: AbortSignal): Promise<UploadedBlob> {
+  async #commitUpload(repo: Repository, location: string, blob: { digest: Digest; size: number }, prepared?: PreparedBody, signal?: AbortSignal): Promise<UploadedBlob> {
     const action = `push ${repo.repository}`;
     const put = new URL(location);
     put.searchParams.set('digest', blob.digest);
-    const prepared = body ? requestBody(body) : undefined;
     const committed = prepared
       ? await this.#sendBody(repo, 'PUT', put.toString(), prepared.headers, prepared.content, location, signal)
       : await this.#send({ repo, scopes: [pushScope(repo)], action, method: 'PUT', target: put.toString(), headers: { 'content-length': '0' }, signal });

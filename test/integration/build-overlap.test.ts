@@ -91,6 +91,35 @@ test("the config is uploaded while the new layer's upload is being committed", a
   assert.equal(targetProxy.pendingFaults(), 0);
 });
 
+// The new layer's pass starts while its upload session is being opened: the ping, token and
+// POST round trips to the target come before the first byte is sent, no longer before the first
+// byte is made. The target's POST is held here; the file must be read before it is answered.
+test("the new layer's files are read while its upload session is being opened", async () => {
+  sourceProxy.reset();
+  targetProxy.reset();
+  targetProxy.failNext(1, { delayMs: 1000, method: 'POST', match: /\/v2\/overlap\/early\/blobs\/uploads\/$/ });
+  const local = localSource([{ from: 'hello', to: '' }], { cwd: work.path });
+  const postAnswered: boolean[] = [];
+  const files = Object.assign(
+    async function* () {
+      for await (const entry of local()) {
+        const open = entry.open;
+        yield !open ? entry : {
+          ...entry,
+          open: (...args: Parameters<typeof open>) => {
+            postAnswered.push(targetProxy.requests.some((q) => q.method === 'POST' && q.status !== undefined));
+            return open(...args);
+          },
+        };
+      }
+    },
+    { check: local.check },
+  );
+  await build({ ...request(`${targetProxy.host}/overlap/early:1`), files }, { registry: new RegistryClient() });
+  assert.equal(targetProxy.pendingFaults(), 0);
+  assert.deepEqual(postAnswered, [false], 'the file was read before the POST was answered');
+});
+
 // The new layer streams while the base is resolved, but its upload is committed only once the
 // base is known to be usable: a build that fails on its base leaves an upload session the
 // registry expires, not a blob (nor, on distribution, a repository) in the target.

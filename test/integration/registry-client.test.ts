@@ -76,6 +76,23 @@ describe('RegistryClient against docker-registry without auth', () => {
     assert.equal(await client.hasBlob(repo, sha256(other)), false, 'nothing committed under any digest');
   });
 
+  // A body is opened while its upload session is (a layer's pass starts during the round trips);
+  // when no session can be had, the body is stopped, not left waiting with what it holds (a
+  // file's descriptor, a download) for as long as the process lives.
+  for (const replayable of [true, false]) {
+    test(`a ${replayable ? 'replayable' : 'single-pass'} stream is stopped when no upload session can be opened`, async () => {
+      const streams: Readable[] = [];
+      const open = (): Readable => {
+        const s = new Readable({ read() {} }); // never ends by itself
+        streams.push(s);
+        return s;
+      };
+      await assert.rejects(client.uploadBlob({ registry: '127.0.0.1:1', repository: 'unreachable' }, { open, replayable }), /127\.0\.0\.1:1/);
+      assert.equal(streams.length, 1);
+      assert.equal(streams[0]!.destroyed, true);
+    });
+  }
+
   test('uploads a stream with a known digest and size', async () => {
     const data = randomBytes(5000);
     const up = await client.uploadBlob(repo, { open: () => Readable.from([data]), digest: sha256(data), size: data.length, replayable: true });
