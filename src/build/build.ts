@@ -79,82 +79,91 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
   let layerFailed = false;
   newLayer.catch(() => (layerFailed = true)); // awaited once the base is resolved
 
-  let base: ResolvedBase;
+  // The first image's config is known only once the base is resolved and the layer measured;
+  // its upload session is opened now, so the config then goes in one request instead of two.
+  const reserved = targets.length ? ctx.registry.reserveUpload?.(targets[0]!.repo, layerSignal) : undefined;
   try {
-    base = await resolveBase(req, ctx.registry, signal);
-    if (req.outputs.tarball && base.multiPlatform) {
-      throw new UsageError('a docker tarball holds a single platform; choose one with --platform, or use oci:DIR for several');
+    let base: ResolvedBase;
+    try {
+      base = await resolveBase(req, ctx.registry, signal);
+      if (req.outputs.tarball && base.multiPlatform) {
+        throw new UsageError('a docker tarball holds a single platform; choose one with --platform, or use oci:DIR for several');
+      }
+    } catch (err) {
+      stopLayer.abort(err);
+      baseUsable.reject(err);
+      await newLayer.catch(() => {});
+      throw err;
     }
-  } catch (err) {
-    stopLayer.abort(err);
-    baseUsable.reject(err);
-    await newLayer.catch(() => {});
-    throw err;
-  }
-  baseUsable.resolve();
-  if (base.family === 'docker' && Object.keys(req.annotations).length) {
-    logger.warn('annotations are ignored: the base image uses Docker manifests, which have no annotations (use an OCI base)');
-  }
-  logger.info('base resolved', {
-    base: base.reference ? String(base.reference) : 'scratch',
-    family: base.family,
-    platforms: base.images.map((i) => i.platform),
-  });
-
-  // While the new layer uploads, the first target gets the base's blobs (not for a layer that has
-  // already failed) and, as soon as the layer's pass has measured it, each image's config: its
-  // upload then overlaps the layer's commit instead of following it. A layer that fails stops
-  // these transfers and is reported once they have stopped: none keeps going after the build
-  // has failed.
-  const alongside: Promise<void>[] = upload && !layerFailed ? baseBlobTransfers(pusher, base, targets[0]!.repo) : [];
-  let digests: LayerDigests;
-  let assembled: Assembled;
-  try {
-    assembled = assembleAll(base, req, upload ? await Promise.race([upload.measured, newLayer]) : await newLayer);
-    if (upload) {
-      for (const { config } of assembled.images) alongside.push(pusher.ensure(targets[0]!.repo, config.descriptor, { kind: 'bytes', bytes: config.bytes }));
+    baseUsable.resolve();
+    if (base.family === 'docker' && Object.keys(req.annotations).length) {
+      logger.warn('annotations are ignored: the base image uses Docker manifests, which have no annotations (use an OCI base)');
     }
-    digests = await newLayer;
-  } catch (err) {
-    stopLayer.abort(err);
-    await Promise.allSettled([newLayer, ...alongside]);
-    throw err;
-  }
-  await settleAll(alongside);
-  logger.info('layer built', { digest: digests.digest, diffId: digests.diffId, size: digests.size, ms: Date.now() - started });
-  const { layer: layerDescriptor, images, index, assemble } = assembled;
-  const top: Blob = index ?? images[0]!.manifest;
+    logger.info('base resolved', {
+      base: base.reference ? String(base.reference) : 'scratch',
+      family: base.family,
+      platforms: base.images.map((i) => i.platform),
+    });
 
-  if (targets.length) await pushToRegistries(pusher, ctx, base, images, index, targets, layerDescriptor);
-  if (req.outputs.ociLayout) {
-    // An OCI layout holds OCI media types (skopeo and umoci look for nothing else): a Docker-family
-    // image is written as its OCI twin, the same config and layer bytes under OCI names.
-    const oci = base.family === 'oci' ? { images, index } : assemble('oci');
-    const dir = req.outputs.ociLayout;
-    await writeOciLayout(dir, { registry: ctx.registry, base, layer, images: oci.images, index: oci.index, tag: targets[0]?.tags[0], ...(signal ? { signal } : {}) }).catch(
-      outputFailed(dir, signal),
-    );
-  }
-  if (req.outputs.tarball) {
-    const file = req.outputs.tarball;
-    await writeTarball(file, { registry: ctx.registry, base, layer, image: images[0]!, repoTags: req.outputs.registry.map(String), ...(signal ? { signal } : {}) }).catch(
-      outputFailed(file, signal),
-    );
-  }
+    // While the new layer uploads, the first target gets the base's blobs (not for a layer that has
+    // already failed) and, as soon as the layer's pass has measured it, each image's config: its
+    // upload then overlaps the layer's commit instead of following it. A layer that fails stops
+    // these transfers and is reported once they have stopped: none keeps going after the build
+    // has failed.
+    const alongside: Promise<void>[] = upload && !layerFailed ? baseBlobTransfers(pusher, base, targets[0]!.repo) : [];
+    let digests: LayerDigests;
+    let assembled: Assembled;
+    try {
+      assembled = assembleAll(base, req, upload ? await Promise.race([upload.measured, newLayer]) : await newLayer);
+      if (upload) {
+        for (const [i, { config }] of assembled.images.entries()) {
+          alongside.push(pusher.ensure(targets[0]!.repo, config.descriptor, { kind: 'bytes', bytes: config.bytes, ...(i === 0 && reserved ? { reserved } : {}) }));
+        }
+      }
+      digests = await newLayer;
+    } catch (err) {
+      stopLayer.abort(err);
+      await Promise.allSettled([newLayer, ...alongside]);
+      throw err;
+    }
+    await settleAll(alongside);
+    logger.info('layer built', { digest: digests.digest, diffId: digests.diffId, size: digests.size, ms: Date.now() - started });
+    const { layer: layerDescriptor, images, index, assemble } = assembled;
+    const top: Blob = index ?? images[0]!.manifest;
 
-  return {
-    digest: top.descriptor.digest,
-    mediaType: top.descriptor.mediaType,
-    images: targets.map((t) => `${repositoryName(t.repo)}@${top.descriptor.digest}`),
-    tags: targets.flatMap((t) => t.references.map(String)),
-    manifests: images.map((i) => ({
-      ...(base.multiPlatform ? { platform: i.platform } : {}),
-      digest: i.manifest.descriptor.digest,
-      mediaType: i.manifest.descriptor.mediaType,
-      size: i.manifest.descriptor.size,
-    })),
-    layerBytes: digests.size,
-  };
+    if (targets.length) await pushToRegistries(pusher, ctx, base, images, index, targets, layerDescriptor);
+    if (req.outputs.ociLayout) {
+      // An OCI layout holds OCI media types (skopeo and umoci look for nothing else): a Docker-family
+      // image is written as its OCI twin, the same config and layer bytes under OCI names.
+      const oci = base.family === 'oci' ? { images, index } : assemble('oci');
+      const dir = req.outputs.ociLayout;
+      await writeOciLayout(dir, { registry: ctx.registry, base, layer, images: oci.images, index: oci.index, tag: targets[0]?.tags[0], ...(signal ? { signal } : {}) }).catch(
+        outputFailed(dir, signal),
+      );
+    }
+    if (req.outputs.tarball) {
+      const file = req.outputs.tarball;
+      await writeTarball(file, { registry: ctx.registry, base, layer, image: images[0]!, repoTags: req.outputs.registry.map(String), ...(signal ? { signal } : {}) }).catch(
+        outputFailed(file, signal),
+      );
+    }
+
+    return {
+      digest: top.descriptor.digest,
+      mediaType: top.descriptor.mediaType,
+      images: targets.map((t) => `${repositoryName(t.repo)}@${top.descriptor.digest}`),
+      tags: targets.flatMap((t) => t.references.map(String)),
+      manifests: images.map((i) => ({
+        ...(base.multiPlatform ? { platform: i.platform } : {}),
+        digest: i.manifest.descriptor.digest,
+        mediaType: i.manifest.descriptor.mediaType,
+        size: i.manifest.descriptor.size,
+      })),
+      layerBytes: digests.size,
+    };
+  } finally {
+    await reserved?.release(); // a no-op once the config has used it
+  }
 }
 
 /**

@@ -3,12 +3,17 @@ import { withContext } from '../errors.ts';
 import type { Logger, ProgressEvent } from '../log.ts';
 import type { Descriptor } from '../oci/types.ts';
 import { repositoryName } from '../reference/reference.ts';
-import type { MeasuredStream, Registry, Repository, UploadedBlob } from '../registry/types.ts';
+import type { MeasuredStream, Registry, Repository, UploadedBlob, UploadReservation } from '../registry/types.ts';
 
 /** Where a blob's bytes can be had when the target registry does not have it yet. */
 export type BlobOrigin =
   | { readonly kind: 'registry'; readonly repo: Repository }
-  | { readonly kind: 'bytes'; readonly bytes: Uint8Array };
+  | {
+      readonly kind: 'bytes';
+      readonly bytes: Uint8Array;
+      /** An upload session opened for these bytes before they were known (see `Registry.reserveUpload`). */
+      readonly reserved?: UploadReservation;
+    };
 
 /** At most `limit` tasks run at once; the rest wait in order. */
 export class Limiter {
@@ -119,7 +124,9 @@ export class BlobPusher {
       }
       let uploaded: UploadedBlob;
       if (origin.kind === 'bytes') {
-        uploaded = await this.#registry.uploadBlob(target, { bytes: origin.bytes, digest: desc.digest }, signal);
+        uploaded = origin.reserved
+          ? await origin.reserved.upload(origin.bytes, signal)
+          : await this.#registry.uploadBlob(target, { bytes: origin.bytes, digest: desc.digest }, signal);
       } else {
         const from = origin.repo;
         const open = (): Readable => lazyStream(async () => (await this.#registry.getBlob(from, desc.digest, signal)).stream);

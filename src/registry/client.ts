@@ -33,8 +33,8 @@ import { readBounded, readPrefix } from './body.ts';
 import { parseWwwAuthenticate } from './challenge.ts';
 import { anonymous } from './credentials.ts';
 import { endpointFor, mayFollow, type Endpoint } from './endpoint.ts';
-import { retryPolicy, setRetryAfter, parseRetryAfter, withRetry, type RetryPolicy } from './retry.ts';
-import type { BlobBody, CredentialProvider, FetchedManifest, Registry, Repository, UploadedBlob } from './types.ts';
+import { isRetryable, retryPolicy, setRetryAfter, parseRetryAfter, withRetry, type RetryPolicy } from './retry.ts';
+import type { BlobBody, CredentialProvider, FetchedManifest, Registry, Repository, UploadedBlob, UploadReservation } from './types.ts';
 
 /** An artificer error (other than a network one) in `err` or its causes: what a request body's stream failed with. */
 function bodyError(err: unknown): ArtificerError | undefined {
@@ -378,6 +378,43 @@ export class RegistryClient implements Registry {
     });
     const sent = await this.#step(what, false, signal, () => this.#sendContent(repo, prepared, body.digest, session, signal));
     return this.#step(what, true, signal, () => this.#commitUpload(repo, sent.location, sent.blob, undefined, signal));
+  }
+
+  reserveUpload(repo: Repository, signal?: AbortSignal): UploadReservation {
+    // One attempt, not retried: a session that cannot be had now is opened by upload() instead.
+    const opened = this.#openUpload(repo, signal).catch((err: unknown) => {
+      this.#logger.debug('reserving an upload session failed (the upload opens its own)', { repository: repositoryName(repo), error: describe(err) });
+      return undefined;
+    });
+    let used = false;
+    return {
+      upload: async (bytes, uploadSignal) => {
+        if (used) throw new Error('an upload reservation is used once');
+        used = true;
+        const blob = { bytes, digest: sha256(bytes) };
+        const session = await opened;
+        if (session && !uploadSignal?.aborted) {
+          try {
+            return await this.#commitUpload(repo, session, { digest: blob.digest, size: bytes.byteLength }, requestBody(blob), uploadSignal);
+          } catch (err) {
+            const what = `pushing blob ${blob.digest} to ${repositoryName(repo)}`;
+            if (uploadSignal?.aborted) throw new AbortedError(`${what}: aborted`, { cause: err });
+            // A session the registry no longer knows (404: expired), or a failure a retry may
+            // cure, is worth a fresh upload; a refusal or a wrong digest is the answer.
+            const sessionLost = err instanceof RegistryError && err.status === 404;
+            if (!sessionLost && !isRetryable(err, this.#policy)) throw withContext(err, what);
+            this.#logger.debug('upload into the reserved session failed (uploading anew)', { repository: repositoryName(repo), digest: blob.digest, error: describe(err) });
+          }
+        }
+        return this.uploadBlob(repo, blob, uploadSignal);
+      },
+      release: async () => {
+        if (used) return;
+        used = true;
+        const session = await opened;
+        if (session) await this.#cancelUpload(repo, session);
+      },
+    };
   }
 
   /** POST: opens an upload session; resolves with its Location. */

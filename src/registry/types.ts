@@ -73,6 +73,18 @@ export interface UploadedBlob {
   readonly size: number;
 }
 
+/** An upload session opened before its bytes exist: see {@link Registry.reserveUpload}. */
+export interface UploadReservation {
+  /**
+   * Uploads `bytes` with one PUT into the reserved session. When that session could not be
+   * opened, or the PUT into it fails (a session the registry expired, say), the bytes go as an
+   * ordinary upload with its retries, and its errors are the ones reported. Use once.
+   */
+  upload(bytes: Uint8Array, signal?: AbortSignal): Promise<UploadedBlob>;
+  /** Cancels the session unless {@link upload} used it (best effort; never rejects). */
+  release(): Promise<void>;
+}
+
 /** What the build and push code needs of a registry client. */
 export interface Registry {
   getManifest(repo: Repository, reference: string, signal?: AbortSignal): Promise<FetchedManifest>;
@@ -82,6 +94,12 @@ export interface Registry {
   /** Cross-repository mount. Resolves false when the registry did not mount (then upload). */
   mountBlob(repo: Repository, digest: Digest, from: Repository, signal?: AbortSignal): Promise<boolean>;
   uploadBlob(repo: Repository, body: BlobBody, signal?: AbortSignal): Promise<UploadedBlob>;
+  /**
+   * Opens an upload session now for bytes known only later (an image's config, which needs the
+   * new layer's diffID): their upload is then one request instead of two. Optional; without
+   * it, such bytes go through {@link uploadBlob}.
+   */
+  reserveUpload?(repo: Repository, signal?: AbortSignal): UploadReservation;
   /** PUT a manifest under a tag or digest; verifies `Docker-Content-Digest` and returns the digest. */
   putManifest(repo: Repository, reference: string, bytes: Uint8Array, mediaType: string, signal?: AbortSignal): Promise<Digest>;
 }

@@ -88,6 +88,9 @@ test("the config is uploaded while the new layer's upload is being committed", a
   assert.ok(configPut >= 0 && layerPut >= 0, log.join('\n'));
   assert.ok(configPut < layerPut, `config committed before the layer:\n${log.join('\n')}`);
   assert.ok(!log.some((l) => l.startsWith(`HEAD /v2/overlap/config/blobs/${config.digest}`)), `a config is put without a HEAD first:\n${log.join('\n')}`);
+  // Its session was opened at the start, beside the layer's: the config then took one request.
+  const patch = log.findIndex((l) => l.startsWith('PATCH '));
+  assert.equal(log.slice(0, patch).filter((l) => l.startsWith('POST /v2/overlap/config/blobs/uploads/ ')).length, 2, log.join('\n'));
   assert.equal(targetProxy.pendingFaults(), 0);
 });
 
@@ -138,6 +141,7 @@ for (const [name, base, platforms, tarball, error] of [
     const log = targetProxy.requests.map((q) => `${q.method} ${q.path} ${q.status}`);
     assert.ok(log.some((l) => l.startsWith(`PATCH /v2/${repository}/blobs/uploads/`)), `the layer was uploaded meanwhile:\n${log.join('\n')}`);
     assert.ok(!log.some((l) => l.startsWith('PUT ')), `nothing committed:\n${log.join('\n')}`);
+    assert.ok(log.some((l) => l.startsWith(`DELETE /v2/${repository}/blobs/uploads/`)), `the session reserved for the config is cancelled:\n${log.join('\n')}`);
     const catalog = (await (await fetch(`${target.url}/v2/_catalog`)).json()) as { repositories: string[] };
     assert.ok(!catalog.repositories.includes(repository), catalog.repositories.join(' '));
   });

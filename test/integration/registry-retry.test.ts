@@ -54,6 +54,43 @@ describe('retries through a fault-injecting proxy', () => {
     assert.deepEqual(await client.getBlobBytes(repo, up.digest), data);
   });
 
+  // An upload session reserved before its bytes exist (a config): the bytes then go in one PUT.
+  // A PUT into it that fails (a session the registry expired answers 404 BLOB_UPLOAD_UNKNOWN) is
+  // not the end: the bytes go as an ordinary upload; a reservation never used is cancelled.
+  test('a reserved upload session takes the bytes in one PUT; a failed one is replaced by a fresh upload', async () => {
+    const uploads = (): string[] => proxy.requests.filter((r) => /\/blobs\/uploads\//.test(r.path)).map((r) => `${r.method} ${r.status}`);
+    const first = randomBytes(1000);
+    const reserved = client.reserveUpload(repo);
+    // The POST goes out now, not when the bytes come.
+    for (let i = 0; i < 500 && !uploads().includes('POST 202'); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.deepEqual(uploads(), ['POST 202']);
+    assert.deepEqual(await reserved.upload(first), { digest: sha256(first), size: first.length });
+    assert.deepEqual(uploads(), ['POST 202', 'PUT 201']);
+    await reserved.release(); // used: nothing to cancel
+    assert.deepEqual(uploads(), ['POST 202', 'PUT 201']);
+    assert.deepEqual(await client.getBlobBytes(repo, sha256(first)), first);
+
+    proxy.reset();
+    const second = randomBytes(1000);
+    const expired = client.reserveUpload(repo);
+    proxy.failNext(1, { status: 404, method: 'PUT', match: /\/blobs\/uploads\// });
+    assert.deepEqual(await expired.upload(second), { digest: sha256(second), size: second.length });
+    assert.deepEqual(uploads(), ['POST 202', 'PUT 404', 'POST 202', 'PUT 201']);
+    assert.deepEqual(await client.getBlobBytes(repo, sha256(second)), second);
+
+    proxy.reset();
+    const refused = client.reserveUpload(repo);
+    proxy.failNext(1, { status: 400, method: 'PUT', match: /\/blobs\/uploads\// });
+    await assert.rejects(refused.upload(randomBytes(10)), (err: Error) => err instanceof RegistryError && /returned 400/.test(err.message));
+    assert.deepEqual(uploads(), ['POST 202', 'PUT 400'], 'a refusal is the answer, not a reason to upload again');
+
+    proxy.reset();
+    const unused = client.reserveUpload(repo);
+    await unused.release();
+    // distribution asks for the `delete` action to cancel an upload: a 401, a token with it, then the DELETE.
+    assert.deepEqual(uploads().filter((l) => !l.endsWith(' 401')), ['POST 202', 'DELETE 204']);
+  });
+
   test('a replayable stream is re-opened for the retry', async () => {
     const data = randomBytes(100_000);
     let opened = 0;
