@@ -39,12 +39,22 @@ export class Limiter {
 
 /**
  * A stream that starts fetching only when a consumer opens it, so a blob copy can be handed to
- * the registry client as a replayable body: every retry opens a fresh GET.
+ * the registry client as a replayable body: every retry opens a fresh GET. A stream closed
+ * before its fetch has answered (the client discards the body of an upload whose session could
+ * not be opened) aborts the fetch: its GET, and the retries of it, do not outlive the upload.
  */
-function lazyStream(fetch: () => Promise<Readable>): Readable {
+function lazyStream(fetch: (signal: AbortSignal) => Promise<Readable>, signal: AbortSignal | undefined): Readable {
   const out = new PassThrough();
-  fetch().then(
-    (src) => pipeline(src, out, () => {}),
+  const stop = new AbortController();
+  let fetched = false;
+  out.once('close', () => {
+    if (!fetched) stop.abort(new Error('blob copy discarded before its download answered'));
+  });
+  fetch(signal ? AbortSignal.any([signal, stop.signal]) : stop.signal).then(
+    (src) => {
+      fetched = true;
+      pipeline(src, out, () => {});
+    },
     (err: unknown) => out.destroy(err as Error),
   );
   return out;
@@ -129,7 +139,7 @@ export class BlobPusher {
           : await this.#registry.uploadBlob(target, { bytes: origin.bytes, digest: desc.digest }, signal);
       } else {
         const from = origin.repo;
-        const open = (): Readable => lazyStream(async () => (await this.#registry.getBlob(from, desc.digest, signal)).stream);
+        const open = (): Readable => lazyStream(async (fetchSignal) => (await this.#registry.getBlob(from, desc.digest, fetchSignal)).stream, signal);
         uploaded = await this.#registry.uploadBlob(target, { open, digest: desc.digest, size: desc.size, replayable: true }, signal);
         this.#logger.debug('blob copied', { repository: repositoryName(target), digest: desc.digest, from: repositoryName(from) });
       }

@@ -165,3 +165,32 @@ test('a base registry that drops a blob copy halfway is named in the error', asy
   assert.equal(sourceProxy.pendingFaults(), 0);
   assert.equal(await client.hasBlob({ registry: target.host, repository: 'overlap/cut' }, baseLayer), true);
 });
+
+// A base blob copy's download starts while its upload session is being opened. When that POST
+// fails (a 503 the step retries), the download opened for it must stop with it: else it is
+// still running (and waiting on the base registry) after build() has settled.
+test("a blob copy's download stops when its upload session cannot be opened", async () => {
+  sourceProxy.reset();
+  targetProxy.reset();
+  // The base's manifest is held back so the target's first POSTs (layer, reservation) are answered first.
+  sourceProxy.failNext(1, { delayMs: 300, method: 'GET', match: /\/manifests\/1$/ });
+  sourceProxy.failNext(1, { delayMs: 4000, method: 'GET', match: new RegExp(`/blobs/${baseLayer}$`) });
+  const logger = {
+    debug() {},
+    warn() {},
+    info(message: string) {
+      // The next POST to the target is the base layer copy's.
+      if (message === 'base resolved') targetProxy.failNext(1, { status: 503, method: 'POST', match: /\/blobs\/uploads\/$/ });
+    },
+  };
+  const client = new RegistryClient({ retry: { baseDelayMs: 1, maxDelayMs: 1, jitter: false } });
+  await build(request(`${targetProxy.host}/overlap/copy-retried:1`), { registry: client, logger });
+  assert.equal(targetProxy.pendingFaults(), 0);
+  assert.equal(sourceProxy.pendingFaults(), 0);
+  const posts = targetProxy.requests.filter((q) => q.method === 'POST').map((q) => q.status);
+  assert.deepEqual(posts.filter((s) => s === 503).length, 1, posts.join(' '));
+  // A probe of the base registry is the only request it has open (the held download was dropped).
+  await sleep(100);
+  await (await fetch(`${sourceProxy.url}/v2/`)).body?.cancel();
+  assert.equal(sourceProxy.requests.at(-1)!.inFlight, 1, 'a download is still running after build() settled');
+});
