@@ -386,14 +386,18 @@ export class RegistryClient implements Registry {
       this.#logger.debug('reserving an upload session failed (the upload opens its own)', { repository: repositoryName(repo), error: describe(err) });
       return undefined;
     });
-    let used = false;
+    let taken = false;
+    // Whether the session was sent its PUT (or cancelled): a session upload() did not put into
+    // (aborted before it could) is still the reservation's, and release() cancels it.
+    let spent = false;
     return {
       upload: async (bytes, uploadSignal) => {
-        if (used) throw new Error('an upload reservation is used once');
-        used = true;
+        if (taken) throw new Error('an upload reservation is used once');
+        taken = true;
         const blob = { bytes, digest: sha256(bytes) };
         const session = await opened;
-        if (session && !uploadSignal?.aborted) {
+        if (session && !spent && !uploadSignal?.aborted) {
+          spent = true;
           try {
             return await this.#commitUpload(repo, session, { digest: blob.digest, size: bytes.byteLength }, requestBody(blob), uploadSignal);
           } catch (err) {
@@ -409,8 +413,8 @@ export class RegistryClient implements Registry {
         return this.uploadBlob(repo, blob, uploadSignal);
       },
       release: async () => {
-        if (used) return;
-        used = true;
+        if (spent) return;
+        spent = taken = true;
         const session = await opened;
         if (session) await this.#cancelUpload(repo, session);
       },

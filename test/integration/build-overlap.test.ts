@@ -194,3 +194,19 @@ test("a blob copy's download stops when its upload session cannot be opened", as
   await (await fetch(`${sourceProxy.url}/v2/`)).body?.cancel();
   assert.equal(sourceProxy.requests.at(-1)!.inFlight, 1, 'a download is still running after build() settled');
 });
+
+// With one upload at a time the config waits behind the new layer's upload; when the layer
+// fails, the config's turn comes under the aborted signal and puts nothing into the session
+// reserved for it. That session is still cancelled, as on every other failure path.
+test("a layer that fails before the config's turn: the session reserved for the config is cancelled", async () => {
+  sourceProxy.reset();
+  targetProxy.reset();
+  targetProxy.failNext(1, { delayMs: 600, status: 400, method: 'PATCH' });
+  const client = new RegistryClient({ retry: { attempts: 1 } });
+  await assert.rejects(build(request(`${targetProxy.host}/overlap/queued:1`), { registry: client, concurrency: 1 }), /pushing new layer .*PATCH .* returned 400/);
+  const log = targetProxy.requests.map((q) => `${q.method} ${q.path.split('?')[0]} ${q.status}`);
+  const sessions = targetProxy.requests.filter((q) => q.method === 'POST').length;
+  assert.equal(sessions, 2, log.join('\n')); // the layer's and the reserved one
+  assert.ok(!log.some((l) => l.startsWith('PUT ')), log.join('\n'));
+  assert.ok(log.some((l) => /^DELETE \/v2\/overlap\/queued\/blobs\/uploads\/\S+ 20\d$/.test(l)), `the reserved session is cancelled:\n${log.join('\n')}`);
+});
