@@ -94,6 +94,9 @@ const pushScope = (r: Repository): string => `repository:${r.repository}:pull,pu
  * headers. Bytes come with their verified digest; a plain stream is hashed on the way; a measured
  * stream (a new layer) reports its own.
  */
+/** How long cancelling an unused reserved upload session may take; it is best effort. */
+const RELEASE_TIMEOUT_MS = 5000;
+
 /** An upload's body, opened: what to send, with what headers, and what it turned out to be once sent. */
 interface PreparedBody {
   readonly content: Buffer | Readable;
@@ -416,7 +419,9 @@ export class RegistryClient implements Registry {
         if (spent) return;
         spent = taken = true;
         const session = await opened;
-        if (session) await this.#cancelUpload(repo, session);
+        // Not under the build's signal (release runs after an abort too), but bounded: a registry
+        // that stops answering must not hold a failed build, or Ctrl-C, for undici's 300 s.
+        if (session) await this.#cancelUpload(repo, session, AbortSignal.timeout(RELEASE_TIMEOUT_MS));
       },
     };
   }

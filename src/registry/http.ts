@@ -9,6 +9,10 @@
  * bound to a dispatcher; `lib/dispatcher/agent.js` its `Agent`), not its documented API, so
  * package.json pins undici's exact version and test/unit/http.test.ts fails if they move or
  * change shape. Types come from undici's public declarations.
+ *
+ * Caveat: requests that name no dispatcher use this module's own Agent, not one installed with
+ * undici's `setGlobalDispatcher`; a program embedding the library that needs a proxy or custom
+ * TLS passes its dispatcher to `RegistryClient` (`dispatcher` option) instead.
  */
 import { createRequire } from 'node:module';
 import type { Agent as UndiciAgent, Dispatcher } from 'undici';

@@ -77,7 +77,15 @@ test('a new layer that fails stops the base blob copies running beside it', asyn
 test("the config is uploaded while the new layer's upload is being committed", async () => {
   sourceProxy.reset();
   targetProxy.reset();
-  targetProxy.failNext(1, { delayMs: 1000, method: 'PATCH' });
+  // The target has the base's layer already, so the only sessions are the layer's and the
+  // config's. The first POST to arrive is held a little: the two are opened side by side (the
+  // second on a connection of its own), and neither may then reach the registry after the PATCH.
+  const baseBytes = await new RegistryClient().getBlobBytes({ registry: source.host, repository: 'base/busybox' }, baseLayer);
+  await new RegistryClient().uploadBlob({ registry: target.host, repository: 'overlap/config' }, { bytes: baseBytes });
+  targetProxy.failNext(1, { delayMs: 300, method: 'POST' });
+  // The base is held 1 s: a config session opened only once the config is known comes after the PATCH.
+  sourceProxy.failNext(1, { delayMs: 1000, method: 'GET', match: /\/manifests\// });
+  targetProxy.failNext(1, { delayMs: 2000, method: 'PATCH' });
   const result = await build(request(`${targetProxy.host}/overlap/config:1`), { registry: new RegistryClient() });
   const { manifest } = await new RegistryClient().getManifest({ registry: target.host, repository: 'overlap/config' }, result.digest);
   const { config, layers } = manifest as ImageManifest;
@@ -90,8 +98,10 @@ test("the config is uploaded while the new layer's upload is being committed", a
   assert.ok(!log.some((l) => l.startsWith(`HEAD /v2/overlap/config/blobs/${config.digest}`)), `a config is put without a HEAD first:\n${log.join('\n')}`);
   // Its session was opened at the start, beside the layer's: the config then took one request.
   const patch = log.findIndex((l) => l.startsWith('PATCH '));
+  assert.equal(log.filter((l) => l.startsWith('POST ')).length, 2, log.join('\n'));
   assert.equal(log.slice(0, patch).filter((l) => l.startsWith('POST /v2/overlap/config/blobs/uploads/ ')).length, 2, log.join('\n'));
   assert.equal(targetProxy.pendingFaults(), 0);
+  assert.equal(sourceProxy.pendingFaults(), 0);
 });
 
 // The new layer's pass starts while its upload session is being opened: the ping, token and

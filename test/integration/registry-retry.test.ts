@@ -91,6 +91,17 @@ describe('retries through a fault-injecting proxy', () => {
     assert.deepEqual(uploads().filter((l) => !l.endsWith(' 401')), ['POST 202', 'DELETE 204']);
   });
 
+  // release() runs after a build has failed or been aborted; a registry that no longer answers
+  // must not hold it (undici's own limit is 300 s). It gives up after a few seconds, quietly.
+  test('releasing a reservation does not wait on a registry that stops answering', { timeout: 30_000 }, async () => {
+    const unused = client.reserveUpload(repo);
+    for (let i = 0; i < 500 && !proxy.requests.some((r) => r.method === 'POST' && r.status === 202); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    proxy.failNext(Number.MAX_SAFE_INTEGER, { delayMs: 60_000, method: 'DELETE' });
+    await unused.release();
+    assert.ok(proxy.requests.some((r) => r.method === 'DELETE'), 'the DELETE was sent');
+    proxy.reset();
+  });
+
   test('a replayable stream is re-opened for the retry', async () => {
     const data = randomBytes(100_000);
     let opened = 0;
