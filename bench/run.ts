@@ -1,6 +1,6 @@
 // Benchmark driver: builds the same inputs with every contender, round-robin (so machine load
 // hits them all alike), and prints median wall time and peak RSS as a Markdown table.
-// Usage: node bench/run.ts [--runs N] [--inputs text,small,random] [--peers] [--big] [--no-cli] [--latency MS]
+// Usage: node bench/run.ts [--runs N] [--inputs text,small,random,tiny] [--peers] [--big] [--no-cli] [--latency MS]
 // See bench/README.md.
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -29,9 +29,12 @@ const runs = Number(values.runs);
 const latency = values.latency === undefined ? 0 : Number(values.latency);
 
 /** Input name → the one path (file or directory) added to the image, relative to `data`. */
-const INPUTS: Record<string, string> = { text: 'text/app.log', small: 'small', random: 'random/blob.bin', big: 'big/app.log' };
+const INPUTS: Record<string, string> = { text: 'text/app.log', small: 'small', random: 'random/blob.bin', big: 'big/app.log', tiny: 'tiny/hello.txt' };
 
 function ensureInputs(): void {
+  // One 6-byte file: what a push costs besides its bytes (start-up, round trips, the base).
+  mkdirSync(path.join(data, 'tiny'), { recursive: true });
+  writeFileSync(path.join(data, INPUTS.tiny!), 'hello\n');
   if (!['text', 'small', 'random'].every((n) => existsSync(path.join(data, INPUTS[n]!)))) {
     console.error('bench: generating inputs in bench/.data …');
     execFileSync(node, [path.join(bench, 'gen.ts'), data], { stdio: 'inherit' });
@@ -91,9 +94,9 @@ function contenders(registry: Endpoint | undefined): Contender[] {
             '--customContent', path.basename(rel), '--allowNoPushAuth',
           ];
         },
-        only: ['text', 'small', 'random'],
+        only: ['text', 'small', 'random', 'tiny'],
       },
-      { name: 'buildah (vfs) push', argv: (i, tag) => ['bash', path.join(bench, 'buildah.sh'), registry.host, path.join(data, INPUTS[i]!), tag], only: ['text', 'small', 'random'] },
+      { name: 'buildah (vfs) push', argv: (i, tag) => ['bash', path.join(bench, 'buildah.sh'), registry.host, path.join(data, INPUTS[i]!), tag], only: ['text', 'small', 'random', 'tiny'] },
     );
   }
   return list;
