@@ -1,41 +1,20 @@
 import { Transform, pipeline, type Readable } from 'node:stream';
-import { AbortedError, DigestMismatchError, TagsIncompleteError, UsageError, asOutputError, withContext } from '../errors.ts';
+import { AbortedError, UsageError, asOutputError } from '../errors.ts';
 import { createLayer, type Layer, type LayerDigests } from '../layer/layer.ts';
 import { silentLogger, type ProgressEvent } from '../log.ts';
 import { FamilyTypes, type Descriptor, type Family } from '../oci/types.ts';
-import { repositoryName, repositoryOf, type Reference } from '../reference/reference.ts';
+import { repositoryName } from '../reference/reference.ts';
 import type { Repository } from '../registry/types.ts';
 import { resolveBase, type ResolvedBase } from './base.ts';
 import { assembleImage, assembleIndex, type AssembledImage, type Blob } from './image.ts';
 import { writeOciLayout } from './outputs/oci-layout.ts';
 import { writeTarball } from './outputs/tarball.ts';
+import { baseBlobTransfers, groupByRepository, pushToRegistries, settleAll } from './publish.ts';
 import { BlobPusher } from './push.ts';
 import type { BuildContext, BuildRequest, BuildResult } from './request.ts';
 
 /** Upload concurrency when the caller sets none: enough to overlap HEADs and copies, gentle on registries. */
 export const DEFAULT_CONCURRENCY = 4;
-
-interface RepoTargets {
-  readonly repo: Repository;
-  readonly tags: string[];
-  readonly references: Reference[];
-}
-
-function groupByRepository(refs: readonly Reference[]): RepoTargets[] {
-  const groups = new Map<string, RepoTargets>();
-  for (const ref of refs) {
-    if (!ref.tag) throw new UsageError(`target ${ref} must name a tag (a digest is what the push produces, it cannot be chosen)`);
-    const repo = repositoryOf(ref);
-    const key = `${repo.registry}/${repo.repository}`;
-    let g = groups.get(key);
-    if (!g) groups.set(key, (g = { repo, tags: [], references: [] }));
-    if (!g.tags.includes(ref.tag)) {
-      g.tags.push(ref.tag);
-      g.references.push(ref);
-    }
-  }
-  return [...groups.values()];
-}
 
 /**
  * Builds one image (or one per platform, plus an index) from a base, one new layer and config
@@ -269,85 +248,4 @@ function countBytes(stream: Readable, onProgress: (e: ProgressEvent) => void): R
     },
   });
   return pipeline(stream, counter, () => {});
-}
-
-function baseBlobTransfers(pusher: BlobPusher, base: ResolvedBase, repo: Repository): Promise<void>[] {
-  if (!base.repo) return [];
-  const from = base.repo;
-  const seen = new Set<string>();
-  const out: Promise<void>[] = [];
-  for (const image of base.images) {
-    for (const desc of image.manifest?.layers ?? []) {
-      if (seen.has(desc.digest)) continue;
-      seen.add(desc.digest);
-      out.push(pusher.ensure(repo, desc, { kind: 'registry', repo: from }));
-    }
-  }
-  return out;
-}
-
-async function settleAll(tasks: Promise<unknown>[]): Promise<void> {
-  for (const r of await Promise.allSettled(tasks)) if (r.status === 'rejected') throw r.reason;
-}
-
-async function pushToRegistries(
-  pusher: BlobPusher,
-  ctx: BuildContext,
-  base: ResolvedBase,
-  images: readonly AssembledImage[],
-  index: Blob | undefined,
-  targets: readonly RepoTargets[],
-  layer: Descriptor,
-): Promise<void> {
-  const first = targets[0]!.repo;
-  // 1. Blobs, in every repository: base layers, the new layer, each platform's config.
-  const blobs: Promise<void>[] = [];
-  for (const { repo } of targets) {
-    blobs.push(...baseBlobTransfers(pusher, base, repo));
-    blobs.push(pusher.ensure(repo, layer, { kind: 'registry', repo: first }));
-    for (const image of images) blobs.push(pusher.ensure(repo, image.config.descriptor, { kind: 'bytes', bytes: image.config.bytes }));
-  }
-  await settleAll(blobs);
-
-  // 2. Per-platform manifests by digest when an index will name them.
-  if (index) {
-    await settleAll(
-      targets.flatMap(({ repo }) =>
-        images.map((image) =>
-          putManifest(ctx, repo, image.manifest.descriptor.digest, image.manifest).catch((err: unknown) => {
-            throw withContext(err, `pushing the ${image.platform.os}/${image.platform.architecture} manifest to ${repositoryName(repo)}`);
-          }),
-        ),
-      ),
-    );
-  }
-
-  // 3. Tags, last: one manifest PUT per tag. Once tagging starts it is not aborted (Ctrl-C, the
-  //    function's deadline): the requests are small, and stopping between two would leave some
-  //    tags on the new image and the others on the old one (or a PUT the registry may have
-  //    applied after we stopped listening). A tag that fails after others were written is
-  //    reported as exactly that.
-  const top = index ?? images[0]!.manifest;
-  if (ctx.signal?.aborted) throw new AbortedError('build aborted before any tag was written', { cause: ctx.signal.reason });
-  const tagged: string[] = [];
-  for (const { repo, tags, references } of targets) {
-    for (const [i, tag] of tags.entries()) {
-      const ref = String(references[i]);
-      try {
-        await ctx.beforeTag?.(ref);
-        await putManifest(ctx, repo, tag, top, null);
-      } catch (err) {
-        const failed = withContext(err, `tagging ${repositoryName(repo)}:${tag}`);
-        throw tagged.length === 0 ? failed : new TagsIncompleteError(top.descriptor.digest, tagged, failed);
-      }
-      tagged.push(ref);
-      ctx.logger?.info('pushed', { image: `${repositoryName(repo)}:${tag}`, digest: top.descriptor.digest });
-    }
-  }
-}
-
-/** `signal` null: not abortable (a tag); omitted: the build's signal. */
-async function putManifest(ctx: BuildContext, repo: Repository, reference: string, manifest: Blob, signal?: AbortSignal | null): Promise<void> {
-  const digest = await ctx.registry.putManifest(repo, reference, manifest.bytes, manifest.descriptor.mediaType, signal === null ? undefined : (signal ?? ctx.signal));
-  if (digest !== manifest.descriptor.digest) throw new DigestMismatchError(`manifest ${repositoryName(repo)}:${reference}`, manifest.descriptor.digest, digest);
 }
