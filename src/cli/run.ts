@@ -86,17 +86,17 @@ function specFiles(spec: BuildSpec, dir: string): EntrySource {
         async () => {
           const stream = createReadStream(file);
           await once(stream, 'open').catch((err: unknown) => {
-            throw bundleError(f.bundle, err);
+            throw asSourceError(err, f.bundle);
           });
           return stream;
         },
-        { to: f.to, gzip: f.gzip, origin: f.bundle, mapReadError: (err) => bundleError(f.bundle, err) },
+        { to: f.to, gzip: f.gzip, origin: f.bundle, mapReadError: (err) => asSourceError(err, f.bundle) },
       );
     return Object.assign(entries, {
       check: async () => {
         inside(f.bundle);
         const st = await stat(file).catch((err: unknown) => {
-          throw bundleError(f.bundle, err);
+          throw asSourceError(err, f.bundle);
         });
         if (!st.isFile()) throw new SourceError(f.bundle, 'is not a file (a bundle is a .tar or .tar.gz file)');
       },
@@ -131,11 +131,6 @@ function insideSpecFolder(dir: string): (rel: string) => void {
       throw new SourceError(rel, `leads outside the spec's folder (to ${real}): a spec's paths must stay inside ${realpathSync(dir)}`);
     }
   };
-}
-
-/** A bundle that cannot be read, as a source error naming it (a directory, no permission, gone). */
-function bundleError(bundle: string, err: unknown): Error {
-  return asSourceError(err, bundle);
 }
 
 /**
