@@ -89,15 +89,14 @@ interface Sent {
 
 const pullScope = (r: Repository): string => `repository:${r.repository}:pull`;
 const pushScope = (r: Repository): string => `repository:${r.repository}:pull,push`;
-/**
- * An upload's request body, with what it turned out to be once sent (digest and size), and its
- * headers. Bytes come with their verified digest; a plain stream is hashed on the way; a measured
- * stream (a new layer) reports its own.
- */
 /** How long cancelling an unused reserved upload session may take; it is best effort. */
 const RELEASE_TIMEOUT_MS = 5000;
 
-/** An upload's body, opened: what to send, with what headers, and what it turned out to be once sent. */
+/**
+ * An upload's body, opened: what to send, with what headers, and what it turned out to be once
+ * sent (digest and size). Bytes come with their verified digest; a plain stream is hashed on the
+ * way; a measured stream (a new layer) reports its own.
+ */
 interface PreparedBody {
   readonly content: Buffer | Readable;
   readonly sent: () => Promise<UploadedBlob>;
@@ -446,15 +445,14 @@ export class RegistryClient implements Registry {
     repo: Repository, prepared: PreparedBody, claimed: Digest | undefined, location1: string, signal?: AbortSignal,
   ): Promise<{ location: string; blob: UploadedBlob }> {
     const action = `push ${repo.repository}`;
-    const { content, sent, headers } = prepared;
-    const patched = await this.#sendBody(repo, 'PATCH', location1, headers, content, location1, signal);
+    const patched = await this.#sendBody(repo, 'PATCH', location1, prepared, location1, signal);
     if (patched.res.statusCode !== 202 && patched.res.statusCode !== 204) {
       throw await this.#error(patched.res, 'PATCH', patched.url, repo, action, patched.source);
     }
     await patched.res.body.dump();
     const location2 = header(patched.res, 'location') ? this.#location(patched.res, patched.url) : location1;
 
-    const actual = await sent();
+    const actual = await prepared.sent();
     if (claimed && claimed !== actual.digest) {
       await this.#cancelUpload(repo, location2, signal);
       throw contentMismatch(repo, claimed, actual.digest);
@@ -468,13 +466,11 @@ export class RegistryClient implements Registry {
    * holding its buffers, for as long as the process lives. A body that failed its own digest
    * check cancels the session.
    */
-  async #sendBody(
-    repo: Repository, method: string, target: string, headers: Record<string, string>, content: Buffer | Readable, session: string, signal?: AbortSignal,
-  ): Promise<Sent> {
+  async #sendBody(repo: Repository, method: string, target: string, prepared: PreparedBody, session: string, signal?: AbortSignal): Promise<Sent> {
     try {
-      return await this.#send({ repo, scopes: [pushScope(repo)], action: `push ${repo.repository}`, method, target, headers, body: content, signal });
+      return await this.#send({ repo, scopes: [pushScope(repo)], action: `push ${repo.repository}`, method, target, headers: prepared.headers, body: prepared.content, signal });
     } catch (err) {
-      if (content instanceof Readable) content.destroy();
+      prepared.discard();
       if (err instanceof DigestMismatchError && !signal?.aborted) await this.#cancelUpload(repo, session, signal);
       throw err;
     }
@@ -491,7 +487,7 @@ export class RegistryClient implements Registry {
     const put = new URL(location);
     put.searchParams.set('digest', blob.digest);
     const committed = prepared
-      ? await this.#sendBody(repo, 'PUT', put.toString(), prepared.headers, prepared.content, location, signal)
+      ? await this.#sendBody(repo, 'PUT', put.toString(), prepared, location, signal)
       : await this.#send({ repo, scopes: [pushScope(repo)], action, method: 'PUT', target: put.toString(), headers: { 'content-length': '0' }, signal });
     const { res, url, source } = committed;
     if (res.statusCode !== 201 && res.statusCode !== 204) {
