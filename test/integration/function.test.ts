@@ -122,6 +122,18 @@ function functionEnv(): Record<string, string> {
   };
 }
 
+/** A second function instance whose Cloud Storage traffic crosses a fault proxy; both are stopped after `body`. */
+async function withGcsFaults(body: (gcsProxy: FaultProxy, instance: RunningFunction) => Promise<void>): Promise<void> {
+  const gcsProxy = await startFaultProxy(gcs.url);
+  const instance = await startFunction({ target: 'buildOnUpload', env: { ...functionEnv(), STORAGE_EMULATOR_HOST: gcsProxy.url } });
+  try {
+    await body(gcsProxy, instance);
+  } finally {
+    await instance.stop();
+    await gcsProxy.stop();
+  }
+}
+
 after(async () => {
   await Promise.allSettled([fn?.stop(), proxy?.stop(), registry?.stop(), baseRegistry?.stop(), md?.stop(), gcs?.stop()]);
 });
@@ -234,9 +246,7 @@ describe('buildOnUpload', { concurrency: false }, () => {
   });
 
   test('a record Cloud Storage refuses for good is logged, and the event acknowledged (no rebuild loop)', async () => {
-    const gcsProxy = await startFaultProxy(gcs.url);
-    const fn2 = await startFunction({ target: 'buildOnUpload', env: { ...functionEnv(), STORAGE_EMULATOR_HOST: gcsProxy.url } });
-    try {
+    await withGcsFaults(async (gcsProxy, fn2) => {
       await upload('norecord/app.txt', 'norecord');
       const spec = await uploadSpec('norecord/artificer.json', { target: target('apps/norecord'), files: ['app.txt'] });
       gcsProxy.failNext(10, { status: 403, method: 'PATCH' });
@@ -257,19 +267,14 @@ describe('buildOnUpload', { concurrency: false }, () => {
       assert.equal(failed.outcome, 'failed');
       assert.equal(failed.recorded, false);
       assert.match(String(failed.message), /the record could not be written/);
-    } finally {
-      await fn2.stop();
-      await gcsProxy.stop();
-    }
+    });
   });
 
   // fake-gcs-server ignores metadata-PATCH preconditions (checked in test/support/gcs.ts), so
   // Cloud Storage's answer to a lost race, 412, is injected in front of it; the requests that
   // reach the proxy show the preconditions are on the wire with the values just read.
   test('a record write that loses a race (412) is re-read and retried; one that always loses is not recorded', async () => {
-    const gcsProxy = await startFaultProxy(gcs.url);
-    const fn2 = await startFunction({ target: 'buildOnUpload', env: { ...functionEnv(), STORAGE_EMULATOR_HOST: gcsProxy.url } });
-    try {
+    await withGcsFaults(async (gcsProxy, fn2) => {
       await upload('raced/app.txt', 'raced');
       const spec = await uploadSpec('raced/artificer.json', { target: target('apps/raced'), files: ['app.txt'] });
       gcsProxy.failNext(2, { status: 412, method: 'PATCH' });
@@ -300,10 +305,7 @@ describe('buildOnUpload', { concurrency: false }, () => {
       assert.match(String(lost.message), /the record could not be written/);
       assert.equal(gcsProxy.requests.filter((r) => r.method === 'PATCH').length, 6);
       assert.deepEqual(await record('raced/again.artificer.json'), {});
-    } finally {
-      await fn2.stop();
-      await gcsProxy.stop();
-    }
+    });
   });
 
   test('a bundle object is re-packed into the layer', async () => {
