@@ -113,7 +113,9 @@ export function validatePath(p: string, origin: string, what = 'path'): void {
 export function pathLimitProblem(p: string): string | undefined {
   const bytes = Buffer.byteLength(p);
   if (bytes > MAX_PATH_BYTES) return `is ${bytes} bytes long; at most ${MAX_PATH_BYTES} are allowed`;
-  const depth = p === '' ? 0 : p.split('/').length;
+  // Counted, not split: validatePath splits the path for its own check, once per entry.
+  let depth = p === '' ? 0 : 1;
+  for (let i = p.indexOf('/'); i !== -1; i = p.indexOf('/', i + 1)) depth++;
   if (depth > MAX_PATH_DEPTH) return `has ${depth} components; at most ${MAX_PATH_DEPTH} are allowed`;
   return undefined;
 }
