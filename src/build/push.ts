@@ -63,9 +63,9 @@ function lazyStream(fetch: (signal: AbortSignal) => Promise<Readable>, signal: A
 /**
  * Puts blobs into target repositories: HEAD first, then a cross-repository mount when the
  * blob's origin is on the same registry, else an upload (base blobs streamed registry to
- * registry, never through disk); blobs given as bytes are uploaded at once. Uploads are bounded by one {@link Limiter}; the same blob asked
- * for twice in the same repository is transferred once, and a failed transfer is forgotten so a
- * later call can try again.
+ * registry, never through disk); blobs given as bytes are uploaded at once. Uploads are bounded
+ * by one {@link Limiter}; the same blob asked for twice in the same repository is transferred
+ * once, and a failed transfer is forgotten so a later call can try again.
  */
 export class BlobPusher {
   readonly #registry: Registry;
