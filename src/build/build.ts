@@ -1,6 +1,6 @@
 import { Transform, pipeline, type Readable } from 'node:stream';
 import { AbortedError, UsageError, asOutputError } from '../errors.ts';
-import { createLayer, type Layer, type LayerDigests } from '../layer/layer.ts';
+import { createLayer, reusedLayer, type Layer, type LayerDigests } from '../layer/layer.ts';
 import { silentLogger, type ProgressEvent } from '../log.ts';
 import { FamilyTypes, type Descriptor, type Family } from '../oci/types.ts';
 import { repositoryName } from '../reference/reference.ts';
@@ -9,7 +9,7 @@ import { resolveBase, type ResolvedBase } from './base.ts';
 import { assembleImage, assembleIndex, type AssembledImage, type Blob } from './image.ts';
 import { writeOciLayout } from './outputs/oci-layout.ts';
 import { writeTarball } from './outputs/tarball.ts';
-import { baseBlobTransfers, groupByRepository, pushToRegistries, settleAll } from './publish.ts';
+import { baseBlobTransfers, groupByRepository, pushToRegistries, settleAll, type RepoTargets } from './publish.ts';
 import { BlobPusher } from './push.ts';
 import type { BuildContext, BuildRequest, BuildResult } from './request.ts';
 
@@ -33,7 +33,10 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
     throw new UsageError('nothing to do: give a target to push to, or an output (oci:DIR, tarball:FILE)');
   }
 
-  await preflight(req.files);
+  // A layer an earlier build made of these same files, still in the first target: nothing to read.
+  const reused = await findKnownLayer(req, targets, ctx);
+  if (reused) logger.info('layer reused', { digest: reused.digest, diffId: reused.diffId, size: reused.size });
+  else await preflight(req.files);
   // The new layer's bytes are the files' alone, whatever the base. So its pass (and, when
   // pushing, its upload to the first target) starts now, while the base is resolved: that is a
   // few round trips (ping, token, manifest, config) which used to come first. A base that cannot
@@ -43,7 +46,7 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
   // A layer that fails stops the base's blob copies in turn (the pusher runs under the same signal).
   const stopLayer = new AbortController();
   const layerSignal = signal ? AbortSignal.any([signal, stopLayer.signal]) : stopLayer.signal;
-  const layer = createLayer(req.files, req.layer, { signal: layerSignal });
+  const layer = reused ? reusedLayer(reused) : createLayer(req.files, req.layer, { signal: layerSignal });
   const pusher = new BlobPusher(ctx.registry, {
     concurrency: ctx.concurrency ?? DEFAULT_CONCURRENCY,
     logger,
@@ -53,14 +56,14 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
   const started = Date.now();
   const baseUsable = Promise.withResolvers<void>();
   baseUsable.promise.catch(() => {}); // awaited by the upload's commit, if it gets that far
-  const upload = targets.length ? uploadNewLayer(pusher, layer, targets[0]!.repo, baseUsable.promise, ctx.onProgress) : undefined;
+  const upload = targets.length && !reused ? uploadNewLayer(pusher, layer, targets[0]!.repo, baseUsable.promise, ctx.onProgress) : undefined;
   const newLayer = upload?.committed ?? layer.measure();
   let layerFailed = false;
   newLayer.catch(() => (layerFailed = true)); // awaited once the base is resolved
 
   // The first image's config is known only once the base is resolved and the layer measured;
   // its upload session is opened now, so the config then goes in one request instead of two.
-  const reserved = targets.length ? ctx.registry.reserveUpload?.(targets[0]!.repo, layerSignal) : undefined;
+  const reserved = upload ? ctx.registry.reserveUpload?.(targets[0]!.repo, layerSignal) : undefined;
   try {
     let base: ResolvedBase;
     try {
@@ -139,6 +142,8 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
         size: i.manifest.descriptor.size,
       })),
       layerBytes: digests.size,
+      layer: digests,
+      layerReused: reused !== undefined,
     };
   } finally {
     await reserved?.release(); // a no-op once the config has used it
@@ -155,6 +160,25 @@ function outputFailed(where: string, signal: AbortSignal | undefined): (err: unk
     if (signal?.aborted) throw new AbortedError(`build aborted while writing ${where}`, { cause: err });
     throw asOutputError(where, err);
   };
+}
+
+/**
+ * The request's {@link BuildRequest.knownLayer} when the build can take it as it is: it pushes to
+ * a registry only (an OCI layout or a tarball needs the layer's bytes), and the first target
+ * repository holds the blob (the others get it from there, as they would an uploaded one).
+ * A failed check is not the build's failure: the files are read instead.
+ */
+async function findKnownLayer(req: BuildRequest, targets: readonly RepoTargets[], ctx: BuildContext): Promise<LayerDigests | undefined> {
+  const known = req.knownLayer;
+  if (!known || !targets.length || req.outputs.ociLayout || req.outputs.tarball) return undefined;
+  try {
+    if (await ctx.registry.hasBlob(targets[0]!.repo, known.digest, ctx.signal)) return known;
+    ctx.logger?.debug('known layer not in the target; reading the files', { digest: known.digest });
+  } catch (err) {
+    if (ctx.signal?.aborted) throw err;
+    ctx.logger?.debug('known layer could not be checked; reading the files', { digest: known.digest, error: err instanceof Error ? err.message : String(err) });
+  }
+  return undefined;
 }
 
 /**

@@ -1,4 +1,5 @@
 import type { EntrySource } from '../layer/entry.ts';
+import type { LayerDigests } from '../layer/layer.ts';
 import type { Logger, ProgressEvent } from '../log.ts';
 import type { Digest, Platform } from '../oci/types.ts';
 import type { Reference } from '../reference/reference.ts';
@@ -22,6 +23,16 @@ export interface BuildRequest {
   /** Manifest annotations (OCI family only; the docker family has no annotations). */
   readonly annotations: Readonly<Record<string, string>>;
   readonly outputs: Outputs;
+  /**
+   * The new layer as an earlier build made it from exactly these files under this same
+   * {@link LayerPolicy}, for callers that can vouch for that: the Cloud Function keys it on the
+   * pinned generation of every object it reads. When the first target repository still holds that
+   * blob, the files are not read at all, so a rebuild on a new base costs a few requests instead of
+   * a pass over every byte. Otherwise (the blob is gone, no registry target, or an OCI layout or
+   * tarball to write, which need the bytes) the files are read as usual. Nothing compares the
+   * files with it: a wrong hint gives an image with that layer.
+   */
+  readonly knownLayer?: LayerDigests;
 }
 
 export interface LayerPolicy {
@@ -90,6 +101,10 @@ export interface BuildResult {
   /** The tags pushed, as full references. */
   readonly tags: readonly string[];
   readonly manifests: readonly BuiltImage[];
-  /** Bytes of new layer data produced (compressed). */
+  /** Compressed size of the new layer. */
   readonly layerBytes: number;
+  /** The new layer's digests (the same in every image of the build). */
+  readonly layer: LayerDigests;
+  /** True when the layer was the request's {@link BuildRequest.knownLayer}, found in the registry, and no file was read. */
+  readonly layerReused: boolean;
 }

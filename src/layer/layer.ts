@@ -1,13 +1,23 @@
 import { createHash } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { LayerPolicy } from '../build/request.ts';
+import type { BuildRequest, LayerPolicy } from '../build/request.ts';
 import { AbortedError, SourceError } from '../errors.ts';
 import type { Digest } from '../oci/types.ts';
 import type { EntrySource } from './entry.ts';
 import { parallelGzip, type GzipOptions } from './gzip.ts';
 import { BufferPool } from './pool.ts';
 import { packEntries } from './tar.ts';
+
+/**
+ * The version of what a layer pass makes of its entries: the tar headers (names, modes, owners,
+ * PAX records, which directories are written) and how entries are read and ordered. Callers that
+ * remember a layer by its inputs ({@link BuildRequest.knownLayer}) key it on this too, so a
+ * release that changes those bytes builds the layer again instead of reusing one made the old
+ * way. Bump it with any such change; a change of compression alone does not need it (a reused
+ * blob stays valid whatever compresses the next one).
+ */
+export const LAYER_FORMAT = 1;
 
 /** What is known about a layer once it has been produced once. */
 export interface LayerDigests {
@@ -117,4 +127,18 @@ export function createLayer(files: EntrySource, policy: LayerPolicy, opts: Creat
   };
 
   return { open, measure, known: () => known };
+}
+
+/**
+ * A layer that is only its digests: one already in the registry, taken as it is
+ * ({@link BuildRequest.knownLayer}). It has no bytes to open; builds that need them read the files.
+ */
+export function reusedLayer(digests: LayerDigests): Layer {
+  return {
+    open: () => {
+      throw new Error(`layer ${digests.digest} is reused from the registry; its bytes are not here`);
+    },
+    measure: async () => digests,
+    known: () => digests,
+  };
 }
