@@ -8,6 +8,7 @@
  * If a pinned generation disappears mid-build (overwritten in a bucket without versioning), the
  * read fails with a *temporary* error: the retried event lists the objects again.
  */
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import type { Bucket, File } from '@google-cloud/storage';
@@ -105,6 +106,20 @@ export interface GcsSourceOptions {
   readonly signal?: AbortSignal;
 }
 
+export interface PinnedSource {
+  readonly source: EntrySource;
+  /** How many objects, and how many bytes, the source reads per pass. */
+  readonly objects: number;
+  readonly bytes: number;
+  /**
+   * sha256 (hex) of everything the entries are made of: the bucket, and per item in order, each
+   * object's name, pinned generation, size, destination and mode (or a bundle's object and how it
+   * is unpacked). Equal fingerprints mean the same entries with the same bytes: a generation
+   * names one immutable content.
+   */
+  readonly fingerprint: string;
+}
+
 /**
  * Lists and pins every object the spec names, then returns the re-openable source. Throws a
  * {@link SourceError} for a missing object (a user mistake: files must be uploaded before the
@@ -114,7 +129,7 @@ export interface GcsSourceOptions {
  * when the layer is extracted); objects of one folder item sorted by destination; bundle
  * entries in the bundle's own order.
  */
-export async function pinGcsSource(opts: GcsSourceOptions): Promise<{ source: EntrySource; objects: number; bytes: number }> {
+export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource> {
   const dir = path.posix.dirname(opts.specName);
   const prefix = dir === '.' ? '' : `${dir}/`;
   const gs = (name: string): string => `gs://${opts.bucket.name}/${name}`;
@@ -279,5 +294,6 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<{ source: En
       ahead.clear();
     }
   };
-  return { source, objects, bytes };
+  const fingerprint = createHash('sha256').update(JSON.stringify({ bucket: opts.bucket.name, items })).digest('hex');
+  return { source, objects, bytes, fingerprint };
 }

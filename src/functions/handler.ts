@@ -21,7 +21,7 @@ import { isSpecObject, type RebuildMessage, type StorageObjectEvent } from './ev
 import { isTemporaryGcsError, MissingObjectError, pinGcsSource, storageError } from './gcs-source.ts';
 import type { JsonLogger } from './logger.ts';
 import { PublishError, type Publisher } from './pubsub.ts';
-import { readState, RECORD_KEYS, recordError, writeRecord, type BuildRecord, type WriteOutcome } from './record.ts';
+import { layerInputs, readState, RECORD_KEYS, recordedLayer, recordError, writeRecord, type BuildRecord, type WriteOutcome } from './record.ts';
 
 export interface HandlerDeps {
   readonly storage: Storage;
@@ -156,6 +156,7 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
   let result: BuildResult | undefined;
   let objectBytes = 0;
   let tagging = false;
+  let inputs = '';
   // A build that outlives the function is killed without a record; give up a little earlier
   // so the failure is recorded. The deadline stops a build only before its first tag (build()
   // finishes a tag set it has started), so an abandoned build has tagged nothing.
@@ -178,10 +179,15 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
     checkAllowed([specTarget, ...resolveTags(specTarget, spec.tags)], config.allowedTargets);
     const pinned = await pinGcsSource({ bucket, specName: run.name, files: spec.files, signal: deadline });
     objectBytes = pinned.bytes;
-    const { request, target } = specToRequest(spec, pinned.source, {
+    const { request: specRequest, target } = specToRequest(spec, pinned.source, {
       sourceDateEpoch: config.sourceDateEpoch,
       createdBy: `artificer cloud function (${url})`,
     });
+    // The layer of the last successful build, if it was made of these very objects (a rebuild on a
+    // new base, usually): the build takes it from the registry instead of reading them again.
+    inputs = layerInputs(pinned.fingerprint, specRequest.layer);
+    const knownLayer = recordedLayer(state.record, inputs);
+    const request = knownLayer ? { ...specRequest, knownLayer } : specRequest;
     fields.target = target.toString();
     // The library's progress lines go out at DEBUG: the event's one INFO line is the summary.
     const libLogger = { debug: logger.debug, info: logger.debug, warn: logger.warn };
@@ -236,8 +242,8 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
   }
 
   const image = result.images[0] ?? '';
-  const summary = { image, digest: result.digest, tags: result.tags, layerBytes: result.layerBytes, objectBytes };
-  const written = await record({ status: 'succeeded', digest: result.digest, image, tags: result.tags });
+  const summary = { image, digest: result.digest, tags: result.tags, layerBytes: result.layerBytes, layerReused: result.layerReused, objectBytes: result.layerReused ? 0 : objectBytes };
+  const written = await record({ status: 'succeeded', digest: result.digest, image, tags: result.tags, layer: { digests: result.layer, inputs } });
   if (typeof written === 'object') {
     return done('succeeded', 'ERROR', `built ${image}, but the record could not be written: ${message(written.error)}`, { ...summary, recorded: false });
   }

@@ -12,7 +12,12 @@
  * Emulator caveat: fake-gcs-server v1.55.1 ignores both preconditions on metadata PATCH and does
  * not bump the metageneration, so locally only the generation check is exercised.
  */
+import { createHash } from 'node:crypto';
 import type { File } from '@google-cloud/storage';
+import type { LayerPolicy } from '../build/request.ts';
+import { LAYER_FORMAT, type LayerDigests } from '../layer/layer.ts';
+import type { Digest } from '../oci/types.ts';
+import type { PinnedSource } from './gcs-source.ts';
 import { redactSecrets } from './logger.ts';
 import { gcsStatus, storageError } from './gcs-source.ts';
 
@@ -25,13 +30,24 @@ export const RECORD_KEYS = {
   error: 'artificer-error',
   generation: 'artificer-generation',
   builtAt: 'artificer-built-at',
+  layer: 'artificer-layer',
+  layerDiffId: 'artificer-layer-diffid',
+  layerSize: 'artificer-layer-size',
+  layerInputs: 'artificer-layer-inputs',
 } as const;
 
 /** Longest `artificer-error` value; Cloud Storage allows 8 KiB of custom metadata in total. */
 export const MAX_ERROR_LENGTH = 1024;
 
+/** The new layer of a successful build, and what it was made of (see {@link recordedLayer}). */
+export interface RecordedLayer {
+  readonly digests: LayerDigests;
+  /** {@link layerInputs} of the build that made it. */
+  readonly inputs: string;
+}
+
 export type BuildRecord =
-  | { readonly status: 'succeeded'; readonly digest: string; readonly image: string; readonly tags: readonly string[] }
+  | { readonly status: 'succeeded'; readonly digest: string; readonly image: string; readonly tags: readonly string[]; readonly layer?: RecordedLayer }
   /** `digest` and `tags` only when some tags were moved before the failure: exactly those. */
   | { readonly status: 'failed'; readonly error: string; readonly digest?: string; readonly tags?: readonly string[] };
 
@@ -66,6 +82,32 @@ export function recordTags(tags: readonly string[]): { tags: string; omitted: nu
   return { tags: value, omitted: tags.length - kept };
 }
 
+/**
+ * What a layer is made of, as one value to compare: the source's fingerprint (every object and
+ * generation it reads, {@link PinnedSource.fingerprint}), the policy applied to the entries, and
+ * {@link LAYER_FORMAT}. sha256, hex.
+ */
+export function layerInputs(sourceFingerprint: string, policy: LayerPolicy): string {
+  const canonical = { format: LAYER_FORMAT, source: sourceFingerprint, mtime: policy.mtime, chown: policy.chown ?? null, keepSpecialBits: policy.keepSpecialBits ?? false };
+  return createHash('sha256').update(JSON.stringify(canonical)).digest('hex');
+}
+
+const DIGEST = /^sha256:[0-9a-f]{64}$/;
+
+/**
+ * The layer a succeeded record names, when it was made of exactly `inputs`; undefined when the
+ * record is not a success, was made of something else, or its layer fields are not well formed
+ * (metadata anyone with write access to the bucket can edit).
+ */
+export function recordedLayer(record: Readonly<Record<string, string>>, inputs: string): LayerDigests | undefined {
+  if (record[RECORD_KEYS.status] !== 'succeeded' || record[RECORD_KEYS.layerInputs] !== inputs) return undefined;
+  const digest = record[RECORD_KEYS.layer];
+  const diffId = record[RECORD_KEYS.layerDiffId];
+  const sizeText = record[RECORD_KEYS.layerSize];
+  if (!digest || !diffId || !sizeText || !DIGEST.test(digest) || !DIGEST.test(diffId) || !/^[0-9]{1,15}$/.test(sizeText)) return undefined;
+  return { digest: digest as Digest, diffId: diffId as Digest, size: Number(sizeText) };
+}
+
 /** A bounded, credential-free, one-line error message for the record. */
 export function recordError(message: string): string {
   const line = redactSecrets(message).replace(/\s+/g, ' ').trim();
@@ -98,6 +140,7 @@ export type WriteOutcome = 'written' | 'superseded' | 'deleted';
  */
 export async function writeRecord(file: File, generation: string, record: BuildRecord, now = new Date()): Promise<WriteOutcome> {
   const tags = record.tags?.length ? recordTags(record.tags) : undefined;
+  const layer = record.status === 'succeeded' ? record.layer : undefined;
   const fields: Record<string, string | null> = {
     [RECORD_KEYS.status]: record.status,
     [RECORD_KEYS.generation]: generation,
@@ -108,6 +151,11 @@ export async function writeRecord(file: File, generation: string, record: BuildR
     [RECORD_KEYS.tags]: tags ? tags.tags : null,
     [RECORD_KEYS.tagsOmitted]: tags && tags.omitted > 0 ? String(tags.omitted) : null,
     [RECORD_KEYS.error]: record.status === 'failed' ? recordError(record.error) : null,
+    // Only beside the image that contains it: a failed record says nothing of a layer.
+    [RECORD_KEYS.layer]: layer ? layer.digests.digest : null,
+    [RECORD_KEYS.layerDiffId]: layer ? layer.digests.diffId : null,
+    [RECORD_KEYS.layerSize]: layer ? String(layer.digests.size) : null,
+    [RECORD_KEYS.layerInputs]: layer ? layer.inputs : null,
   };
   for (let attempt = 0; ; attempt++) {
     const state = await readState(file);

@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { Storage, type Bucket } from '@google-cloud/storage';
 import tarStream from 'tar-stream';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.ts';
-import { deliverStorageEvent, objectEventData, startFunction, type RunningFunction } from '../support/functions.ts';
+import { deliverPubsubEvent, deliverStorageEvent, objectEventData, startFunction, type RunningFunction } from '../support/functions.ts';
 import { startGcs, type RunningGcs } from '../support/gcs.ts';
 import { pushBusyboxBase } from '../support/images.ts';
 import { metadataEnv, startMetadataServer, type RunningMetadataServer } from '../support/metadata-server.ts';
@@ -37,21 +37,34 @@ let fn: RunningFunction;
 let bucket: Bucket;
 let base: string;
 
-/** What the registry serves for a tag: the manifest digest, fetched independently of the function. */
-async function registryDigest(repo: string, tag: string): Promise<string | undefined> {
+/** A manifest request to the registry as the admin, independently of the function. */
+async function fetchManifest(repo: string, tag: string, method: 'HEAD' | 'GET'): Promise<Response> {
   const tokenRes = await fetch(
     `${registry.tokenServer!.realm}?service=${encodeURIComponent(registry.tokenServer!.service)}&scope=repository:${repo}:pull`,
     { headers: { authorization: `Basic ${Buffer.from(`${ADMIN}:${ADMIN_PW}`).toString('base64')}` } },
   );
   const { token } = (await tokenRes.json()) as { token: string };
-  const res = await fetch(`${registry.url}/v2/${repo}/manifests/${tag}`, {
-    method: 'HEAD',
+  return fetch(`${registry.url}/v2/${repo}/manifests/${tag}`, {
+    method,
     headers: {
       authorization: `Bearer ${token}`,
       accept: 'application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json',
     },
   });
+}
+
+/** What the registry serves for a tag: the manifest digest. */
+async function registryDigest(repo: string, tag: string): Promise<string | undefined> {
+  const res = await fetchManifest(repo, tag, 'HEAD');
   return res.status === 200 ? (res.headers.get('docker-content-digest') ?? undefined) : undefined;
+}
+
+/** The digest and size of the last layer of the image a tag names: the build's new layer. */
+async function lastLayer(repo: string, tag: string): Promise<{ digest: string; size: number }> {
+  const res = await fetchManifest(repo, tag, 'GET');
+  assert.equal(res.status, 200);
+  const manifest = (await res.json()) as { layers: Array<{ digest: string; size: number }> };
+  return manifest.layers.at(-1)!;
 }
 
 async function upload(name: string, content: string | Buffer): Promise<Record<string, unknown>> {
@@ -122,10 +135,13 @@ function functionEnv(): Record<string, string> {
   };
 }
 
-/** A second function instance whose Cloud Storage traffic crosses a fault proxy; both are stopped after `body`. */
-async function withGcsFaults(body: (gcsProxy: FaultProxy, instance: RunningFunction) => Promise<void>): Promise<void> {
+/** A second function instance whose Cloud Storage traffic crosses a fault proxy (which logs it); both are stopped after `body`. */
+async function withGcsFaults(
+  body: (gcsProxy: FaultProxy, instance: RunningFunction) => Promise<void>,
+  target: 'buildOnUpload' | 'rebuildOnMessage' = 'buildOnUpload',
+): Promise<void> {
   const gcsProxy = await startFaultProxy(gcs.url);
-  const instance = await startFunction({ target: 'buildOnUpload', env: { ...functionEnv(), STORAGE_EMULATOR_HOST: gcsProxy.url } });
+  const instance = await startFunction({ target, env: { ...functionEnv(), STORAGE_EMULATOR_HOST: gcsProxy.url } });
   try {
     await body(gcsProxy, instance);
   } finally {
@@ -464,6 +480,97 @@ describe('buildOnUpload', { concurrency: false }, () => {
       assert.ok(!records.includes(token), 'token in a record');
     }
     assert.ok(!fn.output().includes(ADMIN_PW));
+  });
+});
+
+describe('rebuildOnMessage: the layer of the last build', { concurrency: false }, () => {
+  /** Object downloads (not metadata reads) of `name` that crossed `gcsProxy`. */
+  const downloads = (gcsProxy: FaultProxy, name: string): number =>
+    gcsProxy.requests.filter((r) => r.method === 'GET' && r.path.includes(encodeURIComponent(name)) && r.path.includes('alt=media')).length;
+
+  const withRebuild = (body: (rebuild: RunningFunction, gcsProxy: FaultProxy) => Promise<void>): Promise<void> =>
+    withGcsFaults((gcsProxy, rebuild) => body(rebuild, gcsProxy), 'rebuildOnMessage');
+
+  const rebuildOnce = async (rebuild: RunningFunction, object: string): Promise<Record<string, unknown>> => {
+    const id = `rebuild-${Date.now()}-${Math.random()}`;
+    const res = await deliverPubsubEvent(rebuild.url, 'projects/p/topics/artificer-rebuild', { bucket: BUCKET, object }, { id });
+    assert.equal(res.status, 204, res.body);
+    return rebuild.waitForLog((l) => l.spec === `gs://${BUCKET}/${object}` && typeof l.outcome === 'string');
+  };
+
+  test('a success records the layer; a rebuild of the same objects takes it from the registry without downloading them', async () => {
+    await upload('reuse/app.bin', randomBytes(64 * 1024));
+    await upload('reuse/conf/a.txt', 'a');
+    const spec = await uploadSpec('reuse/artificer.json', { target: target('apps/reuse'), files: ['app.bin', 'conf/'], cmd: ['/app.bin'] });
+    assert.equal((await deliverStorageEvent(fn.url, objectEventData(spec))).status, 204);
+    const first = await record('reuse/artificer.json');
+    assert.equal(first['artificer-status'], 'succeeded', JSON.stringify(first));
+    const layer = await lastLayer('apps/reuse', 'v1');
+    assert.equal(first['artificer-layer'], layer.digest, 'the recorded layer is the image\'s new layer');
+    assert.equal(first['artificer-layer-size'], String(layer.size));
+    assert.match(first['artificer-layer-diffid']!, /^sha256:[0-9a-f]{64}$/);
+    assert.match(first['artificer-layer-inputs']!, /^[0-9a-f]{64}$/);
+
+    await withRebuild(async (rebuild, gcsProxy) => {
+      const line = await rebuildOnce(rebuild, 'reuse/artificer.json');
+      assert.equal(line.outcome, 'succeeded', JSON.stringify(line));
+      assert.equal(line.layerReused, true);
+      assert.equal(line.objectBytes, 0);
+      assert.equal(downloads(gcsProxy, 'reuse/app.bin') + downloads(gcsProxy, 'reuse/conf/a.txt'), 0, 'no artifact downloaded');
+      assert.equal(downloads(gcsProxy, 'reuse/artificer.json'), 1, 'the spec itself was read');
+    });
+    const second = await record('reuse/artificer.json');
+    // Same spec, same base, same layer: the very same image, recorded again.
+    assert.equal(second['artificer-digest'], first['artificer-digest']);
+    assert.equal(await registryDigest('apps/reuse', 'v1'), first['artificer-digest']);
+    for (const key of ['artificer-layer', 'artificer-layer-diffid', 'artificer-layer-size', 'artificer-layer-inputs']) assert.equal(second[key], first[key], key);
+    assert.notEqual(second['artificer-built-at'], first['artificer-built-at']);
+  });
+
+  test('a changed object (a new generation) is read again and gives a new layer', async () => {
+    const before = await record('reuse/artificer.json');
+    await upload('reuse/conf/a.txt', 'a, changed');
+    await withRebuild(async (rebuild, gcsProxy) => {
+      const line = await rebuildOnce(rebuild, 'reuse/artificer.json');
+      assert.equal(line.outcome, 'succeeded', JSON.stringify(line));
+      assert.equal(line.layerReused, false);
+      assert.equal(downloads(gcsProxy, 'reuse/conf/a.txt'), 1);
+      assert.equal(downloads(gcsProxy, 'reuse/app.bin'), 1, 'every object of the layer is read, not only the changed one');
+    });
+    const after = await record('reuse/artificer.json');
+    assert.notEqual(after['artificer-layer-inputs'], before['artificer-layer-inputs']);
+    assert.notEqual(after['artificer-layer'], before['artificer-layer']);
+    assert.equal(after['artificer-layer'], (await lastLayer('apps/reuse', 'v1')).digest);
+  });
+
+  test('a recorded layer the registry does not hold is not trusted: the objects are read and the record corrected', async () => {
+    const real = await record('reuse/artificer.json');
+    const bogus = `sha256:${'0'.repeat(64)}`;
+    await bucket.file('reuse/artificer.json').setMetadata({ metadata: { 'artificer-layer': bogus } });
+    await withRebuild(async (rebuild, gcsProxy) => {
+      const line = await rebuildOnce(rebuild, 'reuse/artificer.json');
+      assert.equal(line.outcome, 'succeeded', JSON.stringify(line));
+      assert.equal(line.layerReused, false);
+      assert.equal(downloads(gcsProxy, 'reuse/app.bin'), 1);
+    });
+    const after = await record('reuse/artificer.json');
+    assert.equal(after['artificer-layer'], real['artificer-layer']);
+    assert.equal(after['artificer-digest'], real['artificer-digest']);
+  });
+
+  test('a failed build leaves no layer in the record', async () => {
+    assert.ok((await record('reuse/artificer.json'))['artificer-layer']);
+    proxy.failNext(1, { status: 400, method: 'PUT', match: /\/apps\/reuse\/manifests\/v1$/ });
+    await withRebuild(async (rebuild) => {
+      const res = await deliverPubsubEvent(rebuild.url, 'projects/p/topics/artificer-rebuild', { bucket: BUCKET, object: 'reuse/artificer.json' });
+      assert.equal(res.status, 204, res.body);
+      await rebuild.waitForLog((l) => l.spec === `gs://${BUCKET}/reuse/artificer.json` && l.outcome === 'failed');
+    });
+    assert.equal(proxy.pendingFaults(), 0);
+    const rec = await record('reuse/artificer.json');
+    assert.equal(rec['artificer-status'], 'failed', JSON.stringify(rec));
+    // Deleted (fake-gcs-server stores the deleting null as "", see writeRecord).
+    for (const key of ['artificer-layer', 'artificer-layer-diffid', 'artificer-layer-size', 'artificer-layer-inputs']) assert.ok(!rec[key], key);
   });
 });
 

@@ -8,7 +8,7 @@ import { isSpecObject, parseRebuildMessage, parseStorageEvent } from '../../src/
 import { GoogleCredentialProvider, isGoogleRegistry } from '../../src/functions/google-credentials.ts';
 import { jsonLogger, redactSecrets } from '../../src/functions/logger.ts';
 import { isTemporaryGcsError } from '../../src/functions/gcs-source.ts';
-import { MAX_TAGS_LENGTH, recordError, recordTags } from '../../src/functions/record.ts';
+import { layerInputs, MAX_TAGS_LENGTH, RECORD_KEYS, recordedLayer, recordError, recordTags } from '../../src/functions/record.ts';
 import { createLayer } from '../../src/layer/layer.ts';
 import type { LayerEntry } from '../../src/layer/entry.ts';
 import { metadataEnv, startMetadataServer } from '../support/metadata-server.ts';
@@ -90,6 +90,50 @@ test('recordTags: whole tags only, within the metadata value limit, and how many
 test('isSpecObject', () => {
   for (const yes of ['artificer.json', 'a/b/artificer.json', 'x/web.artificer.json']) assert.ok(isSpecObject(yes), yes);
   for (const no of ['artificer.json.bak', 'a/.artificer.json', 'myartificer.json', 'a/artificer.json/x', 'app.js']) assert.ok(!isSpecObject(no), no);
+});
+
+describe('the recorded layer', () => {
+  const digest = `sha256:${'a'.repeat(64)}`;
+  const diffId = `sha256:${'b'.repeat(64)}`;
+  const inputs = layerInputs('f'.repeat(64), { mtime: 0 });
+  const rec = (over: Record<string, string> = {}): Record<string, string> => ({
+    [RECORD_KEYS.status]: 'succeeded',
+    [RECORD_KEYS.layer]: digest,
+    [RECORD_KEYS.layerDiffId]: diffId,
+    [RECORD_KEYS.layerSize]: '1234',
+    [RECORD_KEYS.layerInputs]: inputs,
+    ...over,
+  });
+
+  test('is read back when it was made of the same inputs', () => {
+    assert.deepEqual(recordedLayer(rec(), inputs), { digest, diffId, size: 1234 });
+  });
+
+  test('inputs differ with the objects, the policy and nothing else', () => {
+    assert.equal(layerInputs('f'.repeat(64), { mtime: 0 }), inputs, 'a function of its arguments');
+    const others = [
+      layerInputs('e'.repeat(64), { mtime: 0 }),
+      layerInputs('f'.repeat(64), { mtime: 1 }),
+      layerInputs('f'.repeat(64), { mtime: 0, chown: { uid: 1000, gid: 1000 } }),
+      layerInputs('f'.repeat(64), { mtime: 0, keepSpecialBits: true }),
+    ];
+    assert.equal(new Set([inputs, ...others]).size, 5);
+    assert.equal(layerInputs('f'.repeat(64), { mtime: 0, keepSpecialBits: false }), inputs, 'an absent default is the default');
+  });
+
+  test('is ignored unless the record is a success of the same inputs with well-formed fields', () => {
+    const cases: Array<[string, Record<string, string>]> = [
+      ['failed', rec({ [RECORD_KEYS.status]: 'failed' })],
+      ['other inputs', rec({ [RECORD_KEYS.layerInputs]: 'c'.repeat(64) })],
+      ['no digest', rec({ [RECORD_KEYS.layer]: '' })],
+      ['bad digest', rec({ [RECORD_KEYS.layer]: 'sha256:xyz' })],
+      ['bad diffid', rec({ [RECORD_KEYS.layerDiffId]: `sha512:${'b'.repeat(128)}` })],
+      ['negative size', rec({ [RECORD_KEYS.layerSize]: '-1' })],
+      ['fractional size', rec({ [RECORD_KEYS.layerSize]: '1.5' })],
+      ['huge size', rec({ [RECORD_KEYS.layerSize]: '9'.repeat(16) })],
+    ];
+    for (const [name, r] of cases) assert.equal(recordedLayer(r, inputs), undefined, name);
+  });
 });
 
 describe('events', () => {
