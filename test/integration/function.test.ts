@@ -483,6 +483,17 @@ describe('buildOnUpload', { concurrency: false }, () => {
   });
 });
 
+describe('the function process', { concurrency: false }, () => {
+  test('prints no Node warning: @google-cloud/storage 8.4 set off two for every download of 64 KiB or more', async () => {
+    await upload('warnings/a.bin', randomBytes(200 * 1024));
+    await upload('warnings/b.bin', randomBytes(2 * 1024 * 1024));
+    const spec = await uploadSpec('warnings/artificer.json', { target: target('apps/warnings'), files: ['a.bin', 'b.bin'] });
+    assert.equal((await deliverStorageEvent(fn.url, objectEventData(spec))).status, 204);
+    assert.equal((await record('warnings/artificer.json'))['artificer-status'], 'succeeded');
+    assert.doesNotMatch(fn.output(), /Warning/);
+  });
+});
+
 describe('rebuildOnMessage: the layer of the last build', { concurrency: false }, () => {
   /** Object downloads (not metadata reads) of `name` that crossed `gcsProxy`. */
   const downloads = (gcsProxy: FaultProxy, name: string): number =>

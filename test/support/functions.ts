@@ -44,7 +44,7 @@ export async function startFunction(opts: StartFunctionOptions): Promise<Running
     command: NODE,
     args: [FF_MAIN, `--target=${opts.target}`, '--signature-type=cloudevent', `--port=${port}`, `--source=${source}`],
     cwd: ROOT,
-    env: { ...process.env, ...opts.env, NODE_OPTIONS: '--no-warnings' },
+    env: { ...process.env, ...opts.env },
     ready: () => httpAnswers(url), // any answer means it is listening
     readyTimeoutMs: 20_000,
     pollMs: 100,
