@@ -9,7 +9,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createGzip } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
-import { Storage, type Bucket } from '@google-cloud/storage';
+import type { Bucket } from '@google-cloud/storage';
 import tarStream from 'tar-stream';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.ts';
 import { deliverPubsubEvent, deliverStorageEvent, objectEventData, startFunction, type RunningFunction } from '../support/functions.ts';
@@ -20,6 +20,7 @@ import { startRegistry, type RunningRegistry } from '../support/registry.ts';
 import { tempDir } from '../support/tmp.ts';
 import { parseScope } from '../support/token-server.ts';
 import { pinGcsSource, READ_AHEAD_MAX_BYTES, READ_AHEAD_OBJECTS } from '../../src/functions/gcs-source.ts';
+import { createStorage } from '../../src/functions/storage.ts';
 import { createLayer } from '../../src/layer/layer.ts';
 import { localSource } from '../../src/source/local.ts';
 import { parseSpecText } from '../../src/spec/spec.ts';
@@ -596,8 +597,31 @@ describe('the Cloud Storage source', { concurrency: false }, () => {
     }
   }
 
-  const viaProxy = (proxyUrl: string): Bucket =>
-    new Storage({ apiEndpoint: proxyUrl, projectId: 'test-project', useAuthWithCustomEndpoint: false }).bucket(BUCKET);
+  /** The bucket through the function's own client (createStorage), its traffic crossing a proxy. */
+  const viaProxy = (proxyUrl: string): Bucket => createStorage({ STORAGE_EMULATOR_HOST: proxyUrl }).bucket(BUCKET);
+
+  test("a download whose bytes do not match the object's CRC32C fails the pass, as worth reading again", async () => {
+    await bucket.file('crc/app.bin').save(randomBytes(300 * 1024), { resumable: false });
+    const [md] = await bucket.file('crc/app.bin').getMetadata();
+    const gcsProxy = await startFaultProxy(gcs.url);
+    try {
+      const spec = parseSpecText(Buffer.from(JSON.stringify({ base: 'scratch', target: target('apps/x'), files: ['app.bin'] })), 'mem');
+      const { source } = await pinGcsSource({ bucket: viaProxy(gcsProxy.url), specName: 'crc/artificer.json', files: spec.files });
+      const good = await createLayer(source, { mtime: 0 }).measure();
+      // The same bytes, announced with another CRC32C (what a corrupted transfer looks like).
+      const wrong = md.crc32c === 'AAAAAA==' ? 'AAAAAQ==' : 'AAAAAA==';
+      gcsProxy.failNext(1, { method: 'GET', match: /alt=media/, responseHeaders: { 'x-goog-hash': `crc32c=${wrong},md5=${md.md5Hash}` } });
+      await assert.rejects(createLayer(source, { mtime: 0 }).measure(), (err: Error & { temporary?: boolean }) => {
+        assert.match(err.message, /crc\/app.bin.*did not match the data from the server/);
+        assert.equal(err.temporary, true);
+        return true;
+      });
+      assert.equal(gcsProxy.pendingFaults(), 0);
+      assert.deepEqual(await createLayer(source, { mtime: 0 }).measure(), good, 'read again, it passes');
+    } finally {
+      await gcsProxy.stop();
+    }
+  });
 
   // Each download waits a while before it is answered (a stand-in for Cloud Storage's latency),
   // so downloads that were started together are seen in flight together.

@@ -8,6 +8,8 @@ import { isSpecObject, parseRebuildMessage, parseStorageEvent } from '../../src/
 import { GoogleCredentialProvider, isGoogleRegistry } from '../../src/functions/google-credentials.ts';
 import { jsonLogger, redactSecrets } from '../../src/functions/logger.ts';
 import { isTemporaryGcsError } from '../../src/functions/gcs-source.ts';
+import { crc32c, crc32cValidator } from '../../src/functions/crc32c.ts';
+import { CRC32C } from '@google-cloud/storage';
 import { layerInputs, MAX_TAGS_LENGTH, RECORD_KEYS, recordedLayer, recordError, recordTags } from '../../src/functions/record.ts';
 import { createLayer } from '../../src/layer/layer.ts';
 import type { LayerEntry } from '../../src/layer/entry.ts';
@@ -90,6 +92,39 @@ test('recordTags: whole tags only, within the metadata value limit, and how many
 test('isSpecObject', () => {
   for (const yes of ['artificer.json', 'a/b/artificer.json', 'x/web.artificer.json']) assert.ok(isSpecObject(yes), yes);
   for (const no of ['artificer.json.bak', 'a/.artificer.json', 'myartificer.json', 'a/artificer.json/x', 'app.js']) assert.ok(!isSpecObject(no), no);
+});
+
+describe('crc32c', () => {
+  test('the check values of RFC 3720 (iSCSI) and of the CRC catalogue', () => {
+    assert.equal(crc32c(Buffer.from('123456789')), 0xe3069283);
+    assert.equal(crc32c(Buffer.alloc(32, 0)), 0x8a9136aa);
+    assert.equal(crc32c(Buffer.alloc(32, 0xff)), 0x62a8ab43);
+    assert.equal(crc32c(Buffer.from(Array.from({ length: 32 }, (_, i) => i))), 0x46dd794e);
+    assert.equal(crc32c(Buffer.from(Array.from({ length: 32 }, (_, i) => 31 - i))), 0x113fdb5c);
+    assert.equal(crc32c(Buffer.alloc(0)), 0);
+  });
+
+  test("the same as @google-cloud/storage's own, for every length and however the bytes are cut", () => {
+    const data = Buffer.from(Array.from({ length: 4099 }, (_, i) => (i * 131 + 7) & 0xff));
+    for (const len of [1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000, 4099]) {
+      const ref = new CRC32C();
+      ref.update(data.subarray(0, len));
+      const v = crc32cValidator();
+      // Cut at odd places: the 8-byte steps must not depend on where a chunk starts.
+      for (let at = 0; at < len; at += 13) v.update(data.subarray(at, Math.min(len, at + 13)));
+      assert.equal(v.toString(), ref.toString(), `length ${len}`);
+      assert.ok(v.validate(ref.toString()));
+      assert.ok(!v.validate(new CRC32C(1).toString()));
+    }
+  });
+
+  test('the validator speaks base64 of the big-endian value, as x-goog-hash does', () => {
+    const v = crc32cValidator();
+    v.update(Buffer.from('data'));
+    assert.equal(v.toString(), 'rth90Q==');
+    assert.ok(v.validate('rth90Q=='));
+    assert.ok(!v.validate('DkjKuA=='));
+  });
 });
 
 describe('the recorded layer', () => {
