@@ -151,6 +151,7 @@ resource "google_cloudfunctions2_function" "build_on_upload" {
 
   service_config {
     available_memory                 = "512Mi"
+    available_cpu                    = var.function_cpu
     timeout_seconds                  = 540
     max_instance_request_concurrency = 1
     service_account_email            = google_service_account.builder.email
@@ -189,6 +190,7 @@ resource "google_cloudfunctions2_function" "rebuild_on_message" {
 
   service_config {
     available_memory                 = "512Mi"
+    available_cpu                    = var.function_cpu
     timeout_seconds                  = 540
     max_instance_request_concurrency = 1
     service_account_email            = google_service_account.builder.email

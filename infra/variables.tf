@@ -46,3 +46,9 @@ variable "scheduled_rebuilds" {
   }))
   default = {}
 }
+
+variable "function_cpu" {
+  description = "vCPUs of each function instance. A build compresses its layer on every core it has (parallel gzip members); at 512Mi Cloud Run would otherwise give 0.333 vCPU, several times slower for a big layer. 2 vCPUs take from 128 MiB to 8 GiB of memory."
+  type        = string
+  default     = "2"
+}
