@@ -112,10 +112,11 @@ export interface PinnedSource {
   readonly objects: number;
   readonly bytes: number;
   /**
-   * sha256 (hex) of everything the entries are made of: the bucket, and per item in order, each
-   * object's name, pinned generation, size, destination and mode (or a bundle's object and how it
-   * is unpacked). Equal fingerprints mean the same entries with the same bytes: a generation
-   * names one immutable content.
+   * sha256 (hex) of everything the entries are made of: the bucket, the mode given to implied
+   * directories, and per item in order, each object's name, pinned generation, size, destination
+   * and mode (or a bundle's object and how it is unpacked). Equal fingerprints mean the same
+   * entries with the same bytes: a generation names one immutable content. (How entries become
+   * tar bytes is versioned by LAYER_FORMAT.)
    */
   readonly fingerprint: string;
 }
@@ -294,6 +295,7 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
       ahead.clear();
     }
   };
-  const fingerprint = createHash('sha256').update(JSON.stringify({ bucket: opts.bucket.name, items })).digest('hex');
+  // The directories' mode is this module's constant, not an object's: in the fingerprint too.
+  const fingerprint = createHash('sha256').update(JSON.stringify({ bucket: opts.bucket.name, dirMode: DEFAULT_DIR_MODE, items })).digest('hex');
   return { source, objects, bytes, fingerprint };
 }

@@ -3,14 +3,15 @@ import { Storage } from '@google-cloud/storage';
 import { crc32cValidator } from './crc32c.ts';
 
 /**
- * Listeners that @google-cloud/storage 8.x puts on one download's response stream: 11 `error` and
- * 12 `close` listeners since its teeny-request 11 moved to node-fetch 3, one over Node's default
- * limit of 10. Every download of 64 KiB or more then printed two MaxListenersExceededWarnings,
- * "possible memory leak", on stderr, which Cloud Logging shows as errors: 10,000 of them for a
- * build of 5,000 such objects. The count is fixed per download (nothing leaks; it is reached
- * before the first byte): googleapis/google-cloud-node#9185, open as of 2026-11.
+ * Node's listener limit for the function's process. @google-cloud/storage 8.x puts up to 12
+ * `error` and `close` listeners on one download's response stream since its teeny-request 11
+ * moved to node-fetch 3, over Node's default of 10: every download of 64 KiB or more printed two
+ * MaxListenersExceededWarnings, "possible memory leak", on stderr, which Cloud Logging shows as
+ * errors (10,000 of them for a build of 5,000 such objects). The count is fixed per download
+ * (nothing leaks; it is reached before the first byte): googleapis/google-cloud-node#9185, open
+ * as of 2026-11. 16 leaves room for a listener or two more in a later version.
  */
-export const STORAGE_STREAM_LISTENERS = 12;
+export const STORAGE_STREAM_LISTENERS = 16;
 
 /**
  * The function's Cloud Storage client. On Cloud Functions: `new Storage()` (ADC).
@@ -26,7 +27,7 @@ export const STORAGE_STREAM_LISTENERS = 12;
  * do not fill the function's log with false leak warnings.
  */
 export function createStorage(env: Readonly<Record<string, string | undefined>> = process.env): Storage {
-  // Process-wide, since those streams are the library's own; a real leak still passes 12.
+  // Process-wide, since those streams are the library's own; a real leak still passes 16.
   if (events.defaultMaxListeners < STORAGE_STREAM_LISTENERS) events.defaultMaxListeners = STORAGE_STREAM_LISTENERS;
   const emulator = env.STORAGE_EMULATOR_HOST?.trim();
   if (!emulator) return new Storage({ crc32cGenerator: crc32cValidator });

@@ -106,4 +106,14 @@ test('an OCI layout or a tarball needs the bytes: the files are read even when t
   assert.ok(reads() > 0);
   assert.equal(withLayout.layerReused, false);
   assert.deepEqual(withLayout.layer, first.layer);
+
+  const second = counted();
+  const tarball = path.join(work.path, 'image.tar');
+  const withTarball = await build(
+    request(second.files, ['known/app:5'], { knownLayer: first.layer, outputs: { registry: [parseReference(`${registry.host}/known/app:5`)], tarball } }),
+    { registry: client },
+  );
+  assert.ok(second.reads() > 0);
+  assert.equal(withTarball.layerReused, false);
+  assert.deepEqual(withTarball.layer, first.layer);
 });

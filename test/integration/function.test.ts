@@ -18,6 +18,7 @@ import { pushBusyboxBase } from '../support/images.ts';
 import { metadataEnv, startMetadataServer, type RunningMetadataServer } from '../support/metadata-server.ts';
 import { startRegistry, type RunningRegistry } from '../support/registry.ts';
 import { tempDir } from '../support/tmp.ts';
+import { exec, tool } from '../support/tools.ts';
 import { parseScope } from '../support/token-server.ts';
 import { pinGcsSource, READ_AHEAD_MAX_BYTES, READ_AHEAD_OBJECTS } from '../../src/functions/gcs-source.ts';
 import { createStorage } from '../../src/functions/storage.ts';
@@ -496,6 +497,7 @@ describe('the function process', { concurrency: false }, () => {
 });
 
 describe('rebuildOnMessage: the layer of the last build', { concurrency: false }, () => {
+  let reuseBase: string;
   /** Object downloads (not metadata reads) of `name` that crossed `gcsProxy`. */
   const downloads = (gcsProxy: FaultProxy, name: string): number =>
     gcsProxy.requests.filter((r) => r.method === 'GET' && r.path.includes(encodeURIComponent(name)) && r.path.includes('alt=media')).length;
@@ -513,7 +515,9 @@ describe('rebuildOnMessage: the layer of the last build', { concurrency: false }
   test('a success records the layer; a rebuild of the same objects takes it from the registry without downloading them', async () => {
     await upload('reuse/app.bin', randomBytes(64 * 1024));
     await upload('reuse/conf/a.txt', 'a');
-    const spec = await uploadSpec('reuse/artificer.json', { target: target('apps/reuse'), files: ['app.bin', 'conf/'], cmd: ['/app.bin'] });
+    // A base of its own, which a later test moves to a new image.
+    reuseBase = (await pushBusyboxBase(baseRegistry.host, { repository: 'base/busybox', tag: 'reuse', format: 'docker' })).reference;
+    const spec = await uploadSpec('reuse/artificer.json', { base: reuseBase, target: target('apps/reuse'), files: ['app.bin', 'conf/'], cmd: ['/app.bin'] });
     assert.equal((await deliverStorageEvent(fn.url, objectEventData(spec))).status, 204);
     const first = await record('reuse/artificer.json');
     assert.equal(first['artificer-status'], 'succeeded', JSON.stringify(first));
@@ -537,6 +541,34 @@ describe('rebuildOnMessage: the layer of the last build', { concurrency: false }
     assert.equal(await registryDigest('apps/reuse', 'v1'), first['artificer-digest']);
     for (const key of ['artificer-layer', 'artificer-layer-diffid', 'artificer-layer-size', 'artificer-layer-inputs']) assert.equal(second[key], first[key], key);
     assert.notEqual(second['artificer-built-at'], first['artificer-built-at']);
+  });
+
+  test('a new base: the recorded layer goes on top of it, with nothing downloaded from the bucket', async () => {
+    const before = await record('reuse/artificer.json');
+    // The base tag moves to an image with one more layer (and so a new config and manifest).
+    await using dir = await tempDir('newbase');
+    const extra = path.join(dir.path, 'extra.tar');
+    await writeFile(extra, await tarBundle([{ header: { name: 'etc/base-release', mode: 0o644 }, body: 'v2\n' }], false));
+    await exec(tool('crane'), ['append', '--base', reuseBase, '--new_layer', extra, '--new_tag', reuseBase]);
+    const baseManifest = (await (await fetch(`${baseRegistry.url}/v2/base/busybox/manifests/reuse`, { headers: { accept: 'application/vnd.docker.distribution.manifest.v2+json' } })).json()) as { layers: Array<{ digest: string }> };
+    assert.equal(baseManifest.layers.length, 2);
+
+    await withRebuild(async (rebuild, gcsProxy) => {
+      const line = await rebuildOnce(rebuild, 'reuse/artificer.json');
+      assert.equal(line.outcome, 'succeeded', JSON.stringify(line));
+      assert.equal(line.layerReused, true);
+      assert.equal(downloads(gcsProxy, 'reuse/app.bin') + downloads(gcsProxy, 'reuse/conf/a.txt'), 0);
+    });
+    const after = await record('reuse/artificer.json');
+    assert.notEqual(after['artificer-digest'], before['artificer-digest'], 'a new image');
+    assert.equal(after['artificer-layer'], before['artificer-layer']);
+    const res = await fetchManifest('apps/reuse', 'v1', 'GET');
+    const built = (await res.json()) as { layers: Array<{ digest: string }> };
+    assert.deepEqual(
+      built.layers.map((l) => l.digest),
+      [...baseManifest.layers.map((l) => l.digest), before['artificer-layer']],
+      "the new base's layers, then the recorded one",
+    );
   });
 
   test('a changed object (a new generation) is read again and gives a new layer', async () => {

@@ -9,9 +9,10 @@ import { GoogleCredentialProvider, isGoogleRegistry } from '../../src/functions/
 import { jsonLogger, redactSecrets } from '../../src/functions/logger.ts';
 import { isTemporaryGcsError } from '../../src/functions/gcs-source.ts';
 import { crc32c, crc32cValidator } from '../../src/functions/crc32c.ts';
+import { createStorage } from '../../src/functions/storage.ts';
 import { CRC32C } from '@google-cloud/storage';
 import { layerInputs, MAX_TAGS_LENGTH, RECORD_KEYS, recordedLayer, recordError, recordTags } from '../../src/functions/record.ts';
-import { createLayer } from '../../src/layer/layer.ts';
+import { createLayer, LAYER_FORMAT } from '../../src/layer/layer.ts';
 import type { LayerEntry } from '../../src/layer/entry.ts';
 import { metadataEnv, startMetadataServer } from '../support/metadata-server.ts';
 import { tarOf } from '../support/bundles.ts';
@@ -116,6 +117,11 @@ describe('crc32c', () => {
       assert.ok(v.validate(ref.toString()));
       assert.ok(!v.validate(new CRC32C(1).toString()));
     }
+  });
+
+  test("is what the function's storage client checks downloads with", () => {
+    assert.equal(createStorage({}).crc32cGenerator, crc32cValidator);
+    assert.equal(createStorage({ STORAGE_EMULATOR_HOST: 'http://127.0.0.1:1' }).crc32cGenerator, crc32cValidator);
   });
 
   test('the validator speaks base64 of the big-endian value, as x-goog-hash does', () => {
@@ -255,6 +261,21 @@ test('recordError: one line, bounded, redacted', () => {
 });
 
 describe('bundle re-packer', () => {
+
+  test('a fixed bundle re-packs to a fixed layer under LAYER_FORMAT 1: a change to that needs a new LAYER_FORMAT', async () => {
+    // The Cloud Function reuses a recorded layer while LAYER_FORMAT and its inputs match.
+    const tar = await tarOf([
+      [{ name: './', type: 'directory' }],
+      [{ name: 'b.txt', mode: 0o600 }, 'bee'],
+      [{ name: 'a/', type: 'directory', mode: 0o750 }],
+      [{ name: 'a/x', mode: 0o4755, uid: 1000, gid: 1000 }, 'x'.repeat(100_000)],
+      [{ name: 'a/l', type: 'link', linkname: 'a/x' }],
+      [{ name: 's', type: 'symlink', linkname: '/etc/hosts' }],
+    ]);
+    const source = () => bundleEntries(async () => Readable.from([tar]), { to: '/opt/app', gzip: false, origin: 'gs://b/t.tar' });
+    const { diffId } = await createLayer(source, { mtime: 0 }).measure();
+    assert.deepEqual({ LAYER_FORMAT, diffId }, { LAYER_FORMAT: 1, diffId: 'sha256:6bbfd95b964c5ce94734b235734de52843d1be2f1872aa5211517a97548208de' });
+  });
 
   test('bundlePath', () => {
     assert.equal(bundlePath('./a/b/', 'x'), 'a/b');

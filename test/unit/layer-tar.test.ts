@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -9,6 +10,7 @@ import tarStream from 'tar-stream';
 import type { LayerPolicy } from '../../src/build/request.ts';
 import { SourceError } from '../../src/errors.ts';
 import type { LayerEntry } from '../../src/layer/entry.ts';
+import { LAYER_FORMAT } from '../../src/layer/layer.ts';
 import { packEntries } from '../../src/layer/tar.ts';
 
 const GOLDEN = path.join(import.meta.dirname, '../fixtures/layer/golden.tar');
@@ -57,6 +59,13 @@ describe('packEntries', () => {
     const tar = await tarOf(goldenEntries());
     if (process.env.UPDATE_GOLDEN === '1') writeFileSync(GOLDEN, tar);
     assert.ok(tar.equals(readFileSync(GOLDEN)), 'tar differs from test/fixtures/layer/golden.tar (UPDATE_GOLDEN=1 to regenerate after review)');
+  });
+
+  it('the golden tar is LAYER_FORMAT 1: a new golden tar needs a new LAYER_FORMAT', () => {
+    // The Cloud Function reuses a layer it recorded while its inputs and LAYER_FORMAT match
+    // (src/functions/record.ts): without a bump, images would keep a layer made the old way.
+    const golden = createHash('sha256').update(readFileSync(GOLDEN)).digest('hex');
+    assert.deepEqual({ LAYER_FORMAT, golden }, { LAYER_FORMAT: 1, golden: '4542e6fc972fd2ad266538ef303c41b55b5b6192e7b77d163b7bff25182ddd65' });
   });
 
   it('is read by GNU tar: no entries for undescribed parents, fixed mtime, 0:0 owner and setuid dropped', async () => {
