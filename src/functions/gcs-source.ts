@@ -38,12 +38,24 @@ export const DEFAULT_DIR_MODE = 0o755;
 /** Custom metadata key `gcloud storage cp --preserve-posix` writes (octal string). */
 export const POSIX_MODE_KEY = 'goog-reserved-posix-mode';
 
+/**
+ * The most an object stored gzip-encoded may hold uncompressed. Cloud Storage serves such an
+ * object (`Content-Encoding: gzip`, as `gcloud storage cp -Z` or `gsutil cp -z` upload it)
+ * compressed and the client decompresses it: its file is the uncompressed bytes, whose size no
+ * metadata gives, and a tar header needs the size before the bytes. So it is read whole into
+ * memory before its entry is written.
+ */
+export const MAX_DECODED_BYTES = 32 * 1024 * 1024;
+
 interface PinnedObject {
   readonly name: string;
   readonly generation: string;
+  /** Stored size (for a gzip-encoded object, of its compressed bytes). */
   readonly size: number;
   readonly dest: string;
   readonly mode: number;
+  /** Stored with `Content-Encoding: gzip`: the bytes read are not the stored ones (see {@link MAX_DECODED_BYTES}). */
+  readonly gzipEncoded: boolean;
 }
 
 type PinnedItem =
@@ -143,7 +155,8 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
     const size = Number(md.size ?? 0);
     objects++;
     bytes += size;
-    return { name: f.name, generation: String(md.generation), size, dest, mode: objectMode(md, mode) };
+    const gzipEncoded = /(^|,)\s*gzip\s*($|,)/i.test(String(md.contentEncoding ?? ''));
+    return { name: f.name, generation: String(md.generation), size, dest, mode: objectMode(md, mode), gzipEncoded };
   };
 
   const list = async (p: string): Promise<File[]> => {
@@ -237,6 +250,30 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
     return out;
   };
 
+  /** A gzip-encoded object's entry, with its uncompressed bytes and their size. */
+  const decodedEntry = async (entry: LayerEntry, o: PinnedObject): Promise<LayerEntry> => {
+    const url = gs(o.name);
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const stream = read(o);
+    try {
+      for await (const chunk of stream as AsyncIterable<Buffer>) {
+        size += chunk.byteLength;
+        if (size > MAX_DECODED_BYTES) {
+          throw new SourceError(
+            url,
+            `is stored gzip-encoded (Content-Encoding: gzip, as "gcloud storage cp -Z" uploads) and holds more than ${MAX_DECODED_BYTES / 1024 / 1024} MiB uncompressed; such an object is read into memory whole (its uncompressed size is known only then): upload it without -Z, or inside a bundle`,
+          );
+        }
+        chunks.push(chunk);
+      }
+    } finally {
+      stream.destroy();
+    }
+    const bytes = Buffer.concat(chunks, size);
+    return { ...entry, size, open: async () => bytes };
+  };
+
   const source: EntrySource = async function* (): AsyncGenerator<LayerEntry> {
     // Downloads started ahead of the writer (this pass's own), each handed to its entry's open().
     const ahead = new Map<PinnedObject, Readable>();
@@ -252,17 +289,18 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
           const readAhead = (next: number): void => {
             for (started = Math.max(started, next); started < Math.min(files.length, next + READ_AHEAD_OBJECTS) && ahead.size < READ_AHEAD_OBJECTS; started++) {
               const o = files[started]!;
-              if (o.size > READ_AHEAD_MAX_BYTES) continue;
+              if (o.size > READ_AHEAD_MAX_BYTES || o.gzipEncoded) continue;
               const stream = read(o);
               // Reported when its entry reads it; one never read (the pass failed first) is dropped.
               stream.on('error', () => {});
               ahead.set(o, stream);
             }
           };
+          const gzipEncoded = new Map<LayerEntry, PinnedObject>();
           const entries: LayerEntry[] = [
             ...item.dirs.map((dir): LayerEntry => ({ path: dir, type: 'directory', mode: DEFAULT_DIR_MODE, size: 0, origin: item.origin })),
             ...files.map(
-              (o, i): LayerEntry => ({
+              (o, i): LayerEntry => tagged(gzipEncoded, o, {
                 path: o.dest,
                 type: 'file',
                 mode: o.mode,
@@ -279,7 +317,10 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
             ),
           ];
           entries.sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path)));
-          yield* entries;
+          for (const entry of entries) {
+            const encoded = gzipEncoded.get(entry);
+            yield encoded ? await decodedEntry(entry, encoded) : entry;
+          }
         } else {
           const o = item.object;
           yield* bundleEntries(async () => read(o), {
@@ -298,4 +339,10 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
   // The directories' mode is this module's constant, not an object's: in the fingerprint too.
   const fingerprint = createHash('sha256').update(JSON.stringify({ bucket: opts.bucket.name, dirMode: DEFAULT_DIR_MODE, items })).digest('hex');
   return { source, objects, bytes, fingerprint };
+}
+
+/** `entry`, noted in `encoded` when `o` is stored gzip-encoded. */
+function tagged(encoded: Map<LayerEntry, PinnedObject>, o: PinnedObject, entry: LayerEntry): LayerEntry {
+  if (o.gzipEncoded) encoded.set(entry, o);
+  return entry;
 }

@@ -5,9 +5,9 @@
 // `oauth2accesstoken` + a token that stand-in issued.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { createGzip } from 'node:zlib';
+import { createGzip, gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import type { Bucket } from '@google-cloud/storage';
 import tarStream from 'tar-stream';
@@ -20,7 +20,7 @@ import { startRegistry, type RunningRegistry } from '../support/registry.ts';
 import { tempDir } from '../support/tmp.ts';
 import { exec, tool } from '../support/tools.ts';
 import { parseScope } from '../support/token-server.ts';
-import { pinGcsSource, READ_AHEAD_MAX_BYTES, READ_AHEAD_OBJECTS } from '../../src/functions/gcs-source.ts';
+import { MAX_DECODED_BYTES, pinGcsSource, READ_AHEAD_MAX_BYTES, READ_AHEAD_OBJECTS } from '../../src/functions/gcs-source.ts';
 import { createStorage } from '../../src/functions/storage.ts';
 import { createLayer } from '../../src/layer/layer.ts';
 import { localSource } from '../../src/source/local.ts';
@@ -631,6 +631,31 @@ describe('the Cloud Storage source', { concurrency: false }, () => {
 
   /** The bucket through the function's own client (createStorage), its traffic crossing a proxy. */
   const viaProxy = (proxyUrl: string): Bucket => createStorage({ STORAGE_EMULATOR_HOST: proxyUrl }).bucket(BUCKET);
+
+  test('an object stored gzip-encoded (gcloud storage cp -Z) is added as its uncompressed bytes', async () => {
+    await using dir = await tempDir('gzip-encoded');
+    const page = Buffer.from('<p>served compressed, stored compressed</p>\n'.repeat(500));
+    await bucket.file('encoded/site/index.html').save(gzipSync(page), { resumable: false, metadata: { contentEncoding: 'gzip', contentType: 'text/html' } });
+    await bucket.file('encoded/site/plain.txt').save('plain\n', { resumable: false });
+    await mkdir(path.join(dir.path, 'site'));
+    await writeFile(path.join(dir.path, 'site/index.html'), page, { mode: 0o644 });
+    await writeFile(path.join(dir.path, 'site/plain.txt'), 'plain\n', { mode: 0o644 });
+    const spec = parseSpecText(Buffer.from(JSON.stringify({ base: 'scratch', target: target('apps/x'), files: [{ from: 'site/', to: '/srv/' }] })), 'mem');
+    const { source } = await pinGcsSource({ bucket, specName: 'encoded/artificer.json', files: spec.files });
+    const fromBucket = await createLayer(source, { mtime: 0 }).measure();
+    const fromDisk = await createLayer(localSource([{ from: path.join(dir.path, 'site'), to: '/srv/' }]), { mtime: 0 }).measure();
+    assert.deepEqual(fromBucket, fromDisk);
+
+    // One that would hold more than MAX_DECODED_BYTES is refused by name (for good: a retry reads the same).
+    await bucket.file('encoded/big/zeros.bin').save(gzipSync(Buffer.alloc(MAX_DECODED_BYTES + 1)), { resumable: false, metadata: { contentEncoding: 'gzip' } });
+    const big = parseSpecText(Buffer.from(JSON.stringify({ base: 'scratch', target: target('apps/x'), files: ['big/'] })), 'mem');
+    const pinned = await pinGcsSource({ bucket, specName: 'encoded/artificer.json', files: big.files });
+    await assert.rejects(createLayer(pinned.source, { mtime: 0 }).measure(), (err: Error & { temporary?: boolean }) => {
+      assert.match(err.message, /encoded\/big\/zeros\.bin.*stored gzip-encoded.*more than 32 MiB uncompressed.*without -Z/);
+      assert.equal(err.temporary, false);
+      return true;
+    });
+  });
 
   test("a download whose bytes do not match the object's CRC32C fails the pass, as worth reading again", async () => {
     await bucket.file('crc/app.bin').save(randomBytes(300 * 1024), { resumable: false });
