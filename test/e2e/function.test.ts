@@ -156,11 +156,14 @@ describe('Cloud Function end to end', { concurrency: false }, () => {
     for (const spec of ['greet/artificer.json', 'svc/svc.artificer.json']) {
       const line = await rebuild.waitForLog((l) => l.trigger === 'base-update' && l.spec === `gs://${BUCKET}/${spec}`, 60_000);
       assert.equal(line.outcome, 'succeeded', rebuild.output().slice(-2000));
+      // No artifact changed: the recorded layer went on the new base, nothing was downloaded.
+      assert.equal(line.layerReused, true, JSON.stringify(line));
+      assert.equal(line.objectBytes, 0);
     }
     const rec = await record('greet/artificer.json');
     const digest = await craneDigest(`${registry.host}/apps/greet:1`);
     assert.equal(rec['artificer-digest'], digest);
-    const run = await pullAndRun(rec['artificer-image']!, { insecure: true, args: ['sh', '-c', 'echo $PATCHED'] });
-    assert.equal(run.stdout.trim(), '1', 'the rebuilt image is on the patched base');
+    const run = await pullAndRun(rec['artificer-image']!, { insecure: true, args: ['sh', '-c', 'echo $PATCHED; greet'] });
+    assert.equal(run.stdout.trim(), '1\ngreetings from gcloud', 'the rebuilt image is on the patched base, with its files');
   });
 });
