@@ -17,6 +17,7 @@ import type { EntrySource, LayerEntry } from '../layer/entry.ts';
 import type { FileSpec } from '../spec/spec.ts';
 import { bundleEntries } from '../source/bundle.ts';
 import { directoryDestination, fileDestination, imagePath } from '../source/destination.ts';
+import { MAX_PATH_BYTES } from '../layer/tar.ts';
 
 /**
  * Objects downloaded ahead of the one being packed. Each download pays a round trip to Cloud
@@ -37,6 +38,11 @@ export const DEFAULT_OBJECT_MODE = 0o644;
 export const DEFAULT_DIR_MODE = 0o755;
 /** Custom metadata key `gcloud storage cp --preserve-posix` writes (octal string). */
 export const POSIX_MODE_KEY = 'goog-reserved-posix-mode';
+/**
+ * Custom metadata key `gcloud storage cp --preserve-symlinks` sets to "true" on the object it
+ * stores for a symlink, whose content is the link's target (checked with gcloud 2026-11).
+ */
+export const SYMLINK_KEY = 'goog-reserved-file-is-symlink';
 
 /**
  * The most an object stored gzip-encoded may hold uncompressed. Cloud Storage serves such an
@@ -56,6 +62,8 @@ interface PinnedObject {
   readonly mode: number;
   /** Stored with `Content-Encoding: gzip`: the bytes read are not the stored ones (see {@link MAX_DECODED_BYTES}). */
   readonly gzipEncoded: boolean;
+  /** A symlink as `gcloud storage cp --preserve-symlinks` stores one ({@link SYMLINK_KEY}): its content is the target. */
+  readonly symlink: boolean;
 }
 
 type PinnedItem =
@@ -156,7 +164,8 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
     objects++;
     bytes += size;
     const gzipEncoded = /(^|,)\s*gzip\s*($|,)/i.test(String(md.contentEncoding ?? ''));
-    return { name: f.name, generation: String(md.generation), size, dest, mode: objectMode(md, mode), gzipEncoded };
+    const symlink = (md.metadata as Record<string, unknown> | undefined)?.[SYMLINK_KEY] === 'true';
+    return { name: f.name, generation: String(md.generation), size, dest, mode: objectMode(md, mode), gzipEncoded, symlink };
   };
 
   const list = async (p: string): Promise<File[]> => {
@@ -250,28 +259,45 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
     return out;
   };
 
-  /** A gzip-encoded object's entry, with its uncompressed bytes and their size. */
-  const decodedEntry = async (entry: LayerEntry, o: PinnedObject): Promise<LayerEntry> => {
-    const url = gs(o.name);
+  /** An object's bytes as read (decompressed when stored gzip-encoded), whole; `tooBig` past `max`. */
+  const readWhole = async (o: PinnedObject, max: number, tooBig: () => SourceError): Promise<Buffer> => {
     const chunks: Buffer[] = [];
     let size = 0;
     const stream = read(o);
     try {
       for await (const chunk of stream as AsyncIterable<Buffer>) {
         size += chunk.byteLength;
-        if (size > MAX_DECODED_BYTES) {
-          throw new SourceError(
-            url,
-            `is stored gzip-encoded (Content-Encoding: gzip, as "gcloud storage cp -Z" uploads) and holds more than ${MAX_DECODED_BYTES / 1024 / 1024} MiB uncompressed; such an object is read into memory whole (its uncompressed size is known only then): upload it without -Z, or inside a bundle`,
-          );
-        }
+        if (size > max) throw tooBig();
         chunks.push(chunk);
       }
     } finally {
       stream.destroy();
     }
-    const bytes = Buffer.concat(chunks, size);
-    return { ...entry, size, open: async () => bytes };
+    return Buffer.concat(chunks, size);
+  };
+
+  /**
+   * The entry of an object whose entry depends on its content, read when its turn comes: a
+   * symlink placeholder (the target), or a gzip-encoded object (its uncompressed size).
+   */
+  const contentEntry = async (entry: LayerEntry, o: PinnedObject): Promise<LayerEntry> => {
+    const url = gs(o.name);
+    if (o.symlink) {
+      const target = await readWhole(o, MAX_PATH_BYTES, () => new SourceError(url, `is a symlink placeholder (${SYMLINK_KEY}) whose target is longer than ${MAX_PATH_BYTES} bytes`));
+      if (target.byteLength === 0) throw new SourceError(url, `is a symlink placeholder (${SYMLINK_KEY}) with no target`);
+      const { open: _open, ...rest } = entry;
+      return { ...rest, type: 'symlink', mode: 0o777, size: 0, linkname: target.toString('utf8') };
+    }
+    const bytes = await readWhole(
+      o,
+      MAX_DECODED_BYTES,
+      () =>
+        new SourceError(
+          url,
+          `is stored gzip-encoded (Content-Encoding: gzip, as "gcloud storage cp -Z" uploads) and holds more than ${MAX_DECODED_BYTES / 1024 / 1024} MiB uncompressed; such an object is read into memory whole (its uncompressed size is known only then): upload it without -Z, or inside a bundle`,
+        ),
+    );
+    return { ...entry, size: bytes.byteLength, open: async () => bytes };
   };
 
   const source: EntrySource = async function* (): AsyncGenerator<LayerEntry> {
@@ -289,18 +315,18 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
           const readAhead = (next: number): void => {
             for (started = Math.max(started, next); started < Math.min(files.length, next + READ_AHEAD_OBJECTS) && ahead.size < READ_AHEAD_OBJECTS; started++) {
               const o = files[started]!;
-              if (o.size > READ_AHEAD_MAX_BYTES || o.gzipEncoded) continue;
+              if (o.size > READ_AHEAD_MAX_BYTES || o.gzipEncoded || o.symlink) continue;
               const stream = read(o);
               // Reported when its entry reads it; one never read (the pass failed first) is dropped.
               stream.on('error', () => {});
               ahead.set(o, stream);
             }
           };
-          const gzipEncoded = new Map<LayerEntry, PinnedObject>();
+          const byContent = new Map<LayerEntry, PinnedObject>();
           const entries: LayerEntry[] = [
             ...item.dirs.map((dir): LayerEntry => ({ path: dir, type: 'directory', mode: DEFAULT_DIR_MODE, size: 0, origin: item.origin })),
             ...files.map(
-              (o, i): LayerEntry => tagged(gzipEncoded, o, {
+              (o, i): LayerEntry => tagged(byContent, o, {
                 path: o.dest,
                 type: 'file',
                 mode: o.mode,
@@ -318,8 +344,8 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
           ];
           entries.sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path)));
           for (const entry of entries) {
-            const encoded = gzipEncoded.get(entry);
-            yield encoded ? await decodedEntry(entry, encoded) : entry;
+            const o = byContent.get(entry);
+            yield o ? await contentEntry(entry, o) : entry;
           }
         } else {
           const o = item.object;
@@ -341,8 +367,8 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
   return { source, objects, bytes, fingerprint };
 }
 
-/** `entry`, noted in `encoded` when `o` is stored gzip-encoded. */
-function tagged(encoded: Map<LayerEntry, PinnedObject>, o: PinnedObject, entry: LayerEntry): LayerEntry {
-  if (o.gzipEncoded) encoded.set(entry, o);
+/** `entry`, noted in `byContent` when what it is depends on `o`'s content (see contentEntry). */
+function tagged(byContent: Map<LayerEntry, PinnedObject>, o: PinnedObject, entry: LayerEntry): LayerEntry {
+  if (o.gzipEncoded || o.symlink) byContent.set(entry, o);
   return entry;
 }

@@ -5,7 +5,7 @@
 // `oauth2accesstoken` + a token that stand-in issued.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createGzip, gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
@@ -13,7 +13,7 @@ import type { Bucket } from '@google-cloud/storage';
 import tarStream from 'tar-stream';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.ts';
 import { deliverPubsubEvent, deliverStorageEvent, objectEventData, startFunction, type RunningFunction } from '../support/functions.ts';
-import { startGcs, type RunningGcs } from '../support/gcs.ts';
+import { gcloudStorageEnv, startGcs, type RunningGcs } from '../support/gcs.ts';
 import { pushBusyboxBase } from '../support/images.ts';
 import { metadataEnv, startMetadataServer, type RunningMetadataServer } from '../support/metadata-server.ts';
 import { startRegistry, type RunningRegistry } from '../support/registry.ts';
@@ -631,6 +631,31 @@ describe('the Cloud Storage source', { concurrency: false }, () => {
 
   /** The bucket through the function's own client (createStorage), its traffic crossing a proxy. */
   const viaProxy = (proxyUrl: string): Bucket => createStorage({ STORAGE_EMULATOR_HOST: proxyUrl }).bucket(BUCKET);
+
+  test('symlinks uploaded with gcloud storage cp --preserve-symlinks are added as symlinks', async () => {
+    await using dir = await tempDir('symlinks');
+    const app = path.join(dir.path, 'app');
+    await mkdir(path.join(app, 'lib'), { recursive: true });
+    await writeFile(path.join(app, 'lib/libfoo.so.1'), 'ELF pretend\n', { mode: 0o644 });
+    await symlink('libfoo.so.1', path.join(app, 'lib/libfoo.so'));
+    await symlink('/etc/hosts', path.join(app, 'hosts'));
+    // The real gcloud, so the test follows what it stores for a symlink, not our idea of it.
+    const env = gcloudStorageEnv(gcs.url, path.join(dir.path, 'gcloud-config'));
+    await exec(tool('gcloud'), ['storage', 'cp', '-r', '--preserve-symlinks', app, `gs://${BUCKET}/links/`], { env });
+    const spec = parseSpecText(Buffer.from(JSON.stringify({ base: 'scratch', target: target('apps/x'), files: [{ from: 'app/', to: '/opt/app/' }] })), 'mem');
+    const { source } = await pinGcsSource({ bucket, specName: 'links/artificer.json', files: spec.files });
+    const entries: Array<[string, string, string | undefined]> = [];
+    for await (const e of source()) entries.push([e.path, e.type, e.linkname]);
+    assert.deepEqual(entries, [
+      ['opt/app/hosts', 'symlink', '/etc/hosts'],
+      ['opt/app/lib', 'directory', undefined],
+      ['opt/app/lib/libfoo.so', 'symlink', 'libfoo.so.1'],
+      ['opt/app/lib/libfoo.so.1', 'file', undefined],
+    ]);
+    const fromBucket = await createLayer(source, { mtime: 0 }).measure();
+    const fromDisk = await createLayer(localSource([{ from: app, to: '/opt/app/' }]), { mtime: 0 }).measure();
+    assert.deepEqual(fromBucket, fromDisk, 'the same layer as from the directory gcloud uploaded');
+  });
 
   test('an object stored gzip-encoded (gcloud storage cp -Z) is added as its uncompressed bytes', async () => {
     await using dir = await tempDir('gzip-encoded');
