@@ -203,7 +203,14 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
     const pinned: PinnedObject[] = [];
     const dirs = new Set<string>();
     if (exact) {
-      pinned.push(pin(exact, fileDestination(item.to, base, origin), item.mode));
+      const o = pin(exact, fileDestination(item.to, base, origin), item.mode);
+      if (o.symlink) {
+        throw symlinkProblem(
+          gs(exact.name),
+          ', named as an item of its own: a symlink is not followed in the bucket (a local one given to --files would be); name the object it points to, or the folder that holds both',
+        );
+      }
+      pinned.push(checkContentObject(o, gs(exact.name)));
     } else {
       // A folder: every object under it; its contents go to `to`, or to /basename.
       const under = await list(`${name}/`);
@@ -219,7 +226,7 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
           throw new SourceError(gs(f.name), 'object name has a "." or ".." segment: objects under a folder item must stay inside it');
         }
         const dest = imagePath(root === '' ? rel : `${root}/${rel}`, gs(f.name));
-        pinned.push(pin(f, dest, item.mode));
+        pinned.push(checkContentObject(pin(f, dest, item.mode), gs(f.name)));
         // Its folders below the destination are the upload's own directories (owned like the
         // files, as a local directory's are); the destination itself stays the base's.
         for (let i = dest.lastIndexOf('/'); i > root.length; i = dest.lastIndexOf('/', i - 1)) dirs.add(dest.slice(0, i));
@@ -259,45 +266,40 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
     return out;
   };
 
-  /** An object's bytes as read (decompressed when stored gzip-encoded), whole; `tooBig` past `max`. */
-  const readWhole = async (o: PinnedObject, max: number, tooBig: () => SourceError): Promise<Buffer> => {
+  /**
+   * The entry of an object whose entry depends on its content: a symlink placeholder (the
+   * target), or a gzip-encoded object (its uncompressed size). Its download is opened through
+   * the entry's own `open` (so it may have been read ahead, and reads ahead in turn) and read
+   * whole when its turn comes.
+   */
+  const contentEntry = async (entry: LayerEntry, o: PinnedObject): Promise<LayerEntry> => {
+    const url = gs(o.name);
+    const max = o.symlink ? MAX_PATH_BYTES : MAX_DECODED_BYTES;
     const chunks: Buffer[] = [];
     let size = 0;
-    const stream = read(o);
+    const stream = (await entry.open!()) as Readable;
     try {
       for await (const chunk of stream as AsyncIterable<Buffer>) {
         size += chunk.byteLength;
-        if (size > max) throw tooBig();
+        if (size > max) throw o.symlink ? symlinkProblem(url, `: its target is longer than ${MAX_PATH_BYTES} bytes`) : tooLargeEncoded(url);
         chunks.push(chunk);
       }
     } finally {
       stream.destroy();
     }
-    return Buffer.concat(chunks, size);
-  };
-
-  /**
-   * The entry of an object whose entry depends on its content, read when its turn comes: a
-   * symlink placeholder (the target), or a gzip-encoded object (its uncompressed size).
-   */
-  const contentEntry = async (entry: LayerEntry, o: PinnedObject): Promise<LayerEntry> => {
-    const url = gs(o.name);
     if (o.symlink) {
-      const target = await readWhole(o, MAX_PATH_BYTES, () => new SourceError(url, `is a symlink placeholder (${SYMLINK_KEY}) whose target is longer than ${MAX_PATH_BYTES} bytes`));
-      if (target.byteLength === 0) throw new SourceError(url, `is a symlink placeholder (${SYMLINK_KEY}) with no target`);
+      if (size === 0) throw symlinkProblem(url, ': it holds no target');
       const { open: _open, ...rest } = entry;
-      return { ...rest, type: 'symlink', mode: 0o777, size: 0, linkname: target.toString('utf8') };
+      return { ...rest, type: 'symlink', mode: 0o777, size: 0, linkname: Buffer.concat(chunks, size).toString('utf8') };
     }
-    const bytes = await readWhole(
-      o,
-      MAX_DECODED_BYTES,
-      () =>
-        new SourceError(
-          url,
-          `is stored gzip-encoded (Content-Encoding: gzip, as "gcloud storage cp -Z" uploads) and holds more than ${MAX_DECODED_BYTES / 1024 / 1024} MiB uncompressed; such an object is read into memory whole (its uncompressed size is known only then): upload it without -Z, or inside a bundle`,
-        ),
-    );
-    return { ...entry, size: bytes.byteLength, open: async () => bytes };
+    return {
+      ...entry,
+      size,
+      open: async () =>
+        (async function* () {
+          yield* chunks;
+        })(),
+    };
   };
 
   const source: EntrySource = async function* (): AsyncGenerator<LayerEntry> {
@@ -311,11 +313,12 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
           let started = 0; // files before this index have been read ahead or skipped
           // Called as the writer opens file `next - 1`: keeps up to READ_AHEAD_OBJECTS of the
           // small files after it downloading. Started by opens, not by yields, so a pass that
-          // stops early (the build's preflight looks at the first entry only) downloads nothing.
+          // stops early (the build's preflight looks at the first entry only) downloads nothing
+          // but, when the first entry is one, the object its entry needs the content of.
           const readAhead = (next: number): void => {
             for (started = Math.max(started, next); started < Math.min(files.length, next + READ_AHEAD_OBJECTS) && ahead.size < READ_AHEAD_OBJECTS; started++) {
               const o = files[started]!;
-              if (o.size > READ_AHEAD_MAX_BYTES || o.gzipEncoded || o.symlink) continue;
+              if (o.size > READ_AHEAD_MAX_BYTES) continue;
               const stream = read(o);
               // Reported when its entry reads it; one never read (the pass failed first) is dropped.
               stream.on('error', () => {});
@@ -371,4 +374,28 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
 function tagged(byContent: Map<LayerEntry, PinnedObject>, o: PinnedObject, entry: LayerEntry): LayerEntry {
   if (o.gzipEncoded || o.symlink) byContent.set(entry, o);
   return entry;
+}
+
+/** A symlink placeholder ({@link SYMLINK_KEY}) that cannot be added; `why` continues the sentence. */
+function symlinkProblem(url: string, why: string): SourceError {
+  return new SourceError(url, `is a symlink uploaded with "gcloud storage cp --preserve-symlinks" (${SYMLINK_KEY})${why}`);
+}
+
+function tooLargeEncoded(url: string): SourceError {
+  return new SourceError(
+    url,
+    `is stored gzip-encoded (Content-Encoding: gzip, as "gcloud storage cp -Z" uploads) and holds more than ${MAX_DECODED_BYTES / 1024 / 1024} MiB uncompressed; such an object is read into memory whole (its uncompressed size is known only then): upload it without -Z, or inside a bundle`,
+  );
+}
+
+/**
+ * Refuses, from its metadata alone, an object whose content would be refused once downloaded: a
+ * symlink placeholder that is empty or longer than a path may be, a gzip-encoded object whose
+ * stored bytes are already past {@link MAX_DECODED_BYTES}.
+ */
+function checkContentObject(o: PinnedObject, url: string): PinnedObject {
+  if (o.symlink && !o.gzipEncoded && o.size === 0) throw symlinkProblem(url, ': it holds no target');
+  if (o.symlink && !o.gzipEncoded && o.size > MAX_PATH_BYTES) throw symlinkProblem(url, `: its target is longer than ${MAX_PATH_BYTES} bytes`);
+  if (o.gzipEncoded && o.size > MAX_DECODED_BYTES) throw tooLargeEncoded(url);
+  return o;
 }

@@ -18,7 +18,7 @@ import { pushBusyboxBase } from '../support/images.ts';
 import { metadataEnv, startMetadataServer, type RunningMetadataServer } from '../support/metadata-server.ts';
 import { startRegistry, type RunningRegistry } from '../support/registry.ts';
 import { tempDir } from '../support/tmp.ts';
-import { exec, tool } from '../support/tools.ts';
+import { exec, hasTool, tool } from '../support/tools.ts';
 import { parseScope } from '../support/token-server.ts';
 import { MAX_DECODED_BYTES, pinGcsSource, READ_AHEAD_MAX_BYTES, READ_AHEAD_OBJECTS } from '../../src/functions/gcs-source.ts';
 import { createStorage } from '../../src/functions/storage.ts';
@@ -632,7 +632,7 @@ describe('the Cloud Storage source', { concurrency: false }, () => {
   /** The bucket through the function's own client (createStorage), its traffic crossing a proxy. */
   const viaProxy = (proxyUrl: string): Bucket => createStorage({ STORAGE_EMULATOR_HOST: proxyUrl }).bucket(BUCKET);
 
-  test('symlinks uploaded with gcloud storage cp --preserve-symlinks are added as symlinks', async () => {
+  test('symlinks uploaded with gcloud storage cp --preserve-symlinks are added as symlinks', { skip: !hasTool('gcloud') && 'gcloud is not installed (SETUP_SKIP_EMULATORS=1)' }, async () => {
     await using dir = await tempDir('symlinks');
     const app = path.join(dir.path, 'app');
     await mkdir(path.join(app, 'lib'), { recursive: true });
@@ -655,6 +655,51 @@ describe('the Cloud Storage source', { concurrency: false }, () => {
     const fromBucket = await createLayer(source, { mtime: 0 }).measure();
     const fromDisk = await createLayer(localSource([{ from: app, to: '/opt/app/' }]), { mtime: 0 }).measure();
     assert.deepEqual(fromBucket, fromDisk, 'the same layer as from the directory gcloud uploaded');
+  });
+
+  test('a symlink placeholder that cannot be added is refused from its metadata, before any download', async () => {
+    const link = { metadata: { 'goog-reserved-file-is-symlink': 'true' } };
+    await bucket.file('badlinks/a/empty').save('', { resumable: false, metadata: link });
+    await bucket.file('badlinks/b/long').save('x'.repeat(4097), { resumable: false, metadata: link });
+    await bucket.file('badlinks/c/direct').save('target', { resumable: false, metadata: link });
+    const cases: Array<[unknown, RegExp]> = [
+      ['a/', /badlinks\/a\/empty: is a symlink uploaded with "gcloud storage cp --preserve-symlinks".*: it holds no target/],
+      ['b/', /badlinks\/b\/long: .*its target is longer than 4096 bytes/],
+      ['c/direct', /badlinks\/c\/direct: .*named as an item of its own: a symlink is not followed in the bucket/],
+    ];
+    const gcsProxy = await startFaultProxy(gcs.url);
+    try {
+      for (const [item, message] of cases) {
+        const spec = parseSpecText(Buffer.from(JSON.stringify({ base: 'scratch', target: target('apps/x'), files: [item] })), 'mem');
+        await assert.rejects(pinGcsSource({ bucket: viaProxy(gcsProxy.url), specName: 'badlinks/artificer.json', files: spec.files }), message);
+      }
+      assert.deepEqual(gcsProxy.requests.filter((r) => /alt=media/.test(r.path)), [], 'nothing downloaded');
+    } finally {
+      await gcsProxy.stop();
+    }
+  });
+
+  test('objects whose entry needs their content are read ahead like the others', async () => {
+    await using dir = await tempDir('encoded-ahead');
+    for (let i = 0; i < 24; i++) {
+      const body = Buffer.from(`page ${i}\n`.repeat(50 + i));
+      await bucket.file(`ahead-enc/www/p${String(i).padStart(2, '0')}.html`).save(gzipSync(body), { resumable: false, metadata: { contentEncoding: 'gzip' } });
+      await writeFile(path.join(dir.path, `p${String(i).padStart(2, '0')}.html`), body, { mode: 0o644 });
+    }
+    const gcsProxy = await startFaultProxy(gcs.url);
+    try {
+      gcsProxy.failNext(1000, { delayMs: 40, method: 'GET', match: /alt=media/ });
+      const spec = parseSpecText(Buffer.from(JSON.stringify({ base: 'scratch', target: target('apps/x'), files: [{ from: 'www/', to: '/srv/' }] })), 'mem');
+      const { source } = await pinGcsSource({ bucket: viaProxy(gcsProxy.url), specName: 'ahead-enc/artificer.json', files: spec.files });
+      const fromBucket = await createLayer(source, { mtime: 0 }).measure();
+      const fromDisk = await createLayer(localSource([{ from: dir.path, to: '/srv/' }]), { mtime: 0 }).measure();
+      assert.deepEqual(fromBucket, fromDisk);
+      const media = gcsProxy.requests.filter((r) => /alt=media/.test(r.path));
+      assert.equal(media.length, 24, 'each object downloaded once');
+      assert.ok(Math.max(...media.map((r) => r.inFlight)) > 4, `downloads overlapped (most in flight: ${Math.max(...media.map((r) => r.inFlight))})`);
+    } finally {
+      await gcsProxy.stop();
+    }
   });
 
   test('an object stored gzip-encoded (gcloud storage cp -Z) is added as its uncompressed bytes', async () => {
