@@ -66,6 +66,12 @@ interface PinnedObject {
   readonly symlink: boolean;
 }
 
+/** A folder item's entry, and for a file the object it is read from. */
+interface Listed {
+  readonly entry: LayerEntry;
+  readonly object?: PinnedObject;
+}
+
 type PinnedItem =
   /** `dirs`: the directories below a folder item's destination that its objects imply. */
   | { readonly kind: 'objects'; readonly objects: readonly PinnedObject[]; readonly dirs: readonly string[]; readonly origin: string }
@@ -325,11 +331,12 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
               ahead.set(o, stream);
             }
           };
-          const byContent = new Map<LayerEntry, PinnedObject>();
-          const entries: LayerEntry[] = [
-            ...item.dirs.map((dir): LayerEntry => ({ path: dir, type: 'directory', mode: DEFAULT_DIR_MODE, size: 0, origin: item.origin })),
-            ...files.map(
-              (o, i): LayerEntry => tagged(byContent, o, {
+          // An object's entry may depend on its content (contentEntry): each kept beside its object.
+          const listed: Listed[] = [
+            ...item.dirs.map((dir): Listed => ({ entry: { path: dir, type: 'directory', mode: DEFAULT_DIR_MODE, size: 0, origin: item.origin } })),
+            ...files.map((o, i): Listed => ({
+              object: o,
+              entry: {
                 path: o.dest,
                 type: 'file',
                 mode: o.mode,
@@ -342,13 +349,12 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
                   readAhead(i + 1);
                   return stream;
                 },
-              }),
-            ),
+              },
+            })),
           ];
-          entries.sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path)));
-          for (const entry of entries) {
-            const o = byContent.get(entry);
-            yield o ? await contentEntry(entry, o) : entry;
+          listed.sort((a, b) => Buffer.compare(Buffer.from(a.entry.path), Buffer.from(b.entry.path)));
+          for (const { entry, object: o } of listed) {
+            yield o && (o.symlink || o.gzipEncoded) ? await contentEntry(entry, o) : entry;
           }
         } else {
           const o = item.object;
@@ -368,12 +374,6 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
   // The directories' mode is this module's constant, not an object's: in the fingerprint too.
   const fingerprint = createHash('sha256').update(JSON.stringify({ bucket: opts.bucket.name, dirMode: DEFAULT_DIR_MODE, items })).digest('hex');
   return { source, objects, bytes, fingerprint };
-}
-
-/** `entry`, noted in `byContent` when what it is depends on `o`'s content (see contentEntry). */
-function tagged(byContent: Map<LayerEntry, PinnedObject>, o: PinnedObject, entry: LayerEntry): LayerEntry {
-  if (o.gzipEncoded || o.symlink) byContent.set(entry, o);
-  return entry;
 }
 
 /** A symlink placeholder ({@link SYMLINK_KEY}) that cannot be added; `why` continues the sentence. */

@@ -23,8 +23,9 @@ export const STORAGE_STREAM_LISTENERS = 16;
  * gets `/storage/v1` appended to the JSON API base; uploads and downloads use the origin.
  *
  * Downloads are checked against the object's CRC32C as the library does, but with
- * {@link crc32cValidator} (~9× faster than its own). Also raises Node's default listener limit to {@link STORAGE_STREAM_LISTENERS}, so downloads
- * do not fill the function's log with false leak warnings.
+ * {@link crc32cValidator} (~9× faster than its own). Also raises Node's default listener limit
+ * to {@link STORAGE_STREAM_LISTENERS}, so downloads do not fill the function's log with false
+ * leak warnings.
  */
 export function createStorage(env: Readonly<Record<string, string | undefined>> = process.env): Storage {
   // Process-wide, since those streams are the library's own; a real leak still passes 16.
