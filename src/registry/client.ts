@@ -440,13 +440,17 @@ export class RegistryClient implements Registry {
    * PATCH: sends the whole body to the session; resolves with where to commit it and what was
    * sent. Bytes come with their verified digest. Content that turns out wrong (a digest other
    * than the one claimed, or a source stream failing its own check) cancels the session.
+   *
+   * Any 2xx is success: the spec says 202, but Amazon ECR answers 201 Created (regclient PR #82,
+   * aws/containers-roadmap#2831), and ggcr's streamBlob accepts 202, 201 and 204. The upload is
+   * committed by the PUT `?digest=` whatever the PATCH answered.
    */
   async #sendContent(
     repo: Repository, prepared: PreparedBody, claimed: Digest | undefined, location1: string, signal?: AbortSignal,
   ): Promise<{ location: string; blob: UploadedBlob }> {
     const action = `push ${repo.repository}`;
     const patched = await this.#sendBody(repo, 'PATCH', location1, prepared, location1, signal);
-    if (patched.res.statusCode !== 202 && patched.res.statusCode !== 204) {
+    if (patched.res.statusCode < 200 || patched.res.statusCode >= 300) {
       throw await this.#error(patched.res, 'PATCH', patched.url, repo, action, patched.source);
     }
     await patched.res.body.dump();

@@ -109,3 +109,15 @@ test('a manifest whose bytes do not match its digest reference blames the conten
   });
   assert.deepEqual(calls(), []);
 });
+
+test('a PATCH answered 201 (as Amazon ECR does) is still committed with the PUT', async () => {
+  // ECR answers the PATCH of a streamed upload with 201 Created, not 202 (aws/containers-roadmap
+  // #2831; regclient PR #82, "Accept a 201 on chunk upload for ECR"); go-containerregistry's
+  // streamBlob accepts 202, 201 and 204. The upload is not committed until the PUT ?digest=.
+  proxy.failNext(1, { method: 'PATCH', responseStatus: 201 });
+  const data = randomBytes(6000);
+  const up = await client.uploadBlob(repo, { open: () => Readable.from([data]), replayable: false });
+  assert.deepEqual(up, { digest: sha256(data), size: 6000 });
+  assert.deepEqual(calls(), ['POST 202', 'PATCH 201', 'PUT 201']);
+  assert.deepEqual(await client.getBlobBytes(repo, up.digest), data);
+});

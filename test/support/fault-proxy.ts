@@ -26,6 +26,8 @@ export interface FaultOptions {
   cutAnswerAfterBytes?: number;
   /** Forward, but send these response headers instead of the upstream's (e.g. a lying `docker-content-digest`). */
   responseHeaders?: Record<string, string>;
+  /** Forward, but send this status instead of the upstream's (a registry that answers another 2xx, as ECR does). */
+  responseStatus?: number;
   /** Only requests whose path (with query) matches. */
   match?: RegExp;
   /** Only requests with this method (case-insensitive). */
@@ -39,7 +41,7 @@ export interface ProxiedRequest {
   /** Status sent to the client; undefined when the connection was reset or broke. */
   status?: number;
   /** Which fault was injected, if any. */
-  fault?: 'status' | 'reset' | 'delay' | 'slow-body' | 'headers' | 'lost-answer' | 'cut-answer';
+  fault?: 'status' | 'reset' | 'delay' | 'slow-body' | 'headers' | 'lost-answer' | 'cut-answer' | 'restatus';
   /** Requests being handled when this one arrived, itself included (1: it was alone). */
   inFlight: number;
 }
@@ -123,6 +125,7 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     responseHeaders: Record<string, string> | undefined,
     loseAnswer = false,
     cutAfterBytes?: number,
+    responseStatus?: number,
   ): Promise<void> {
     const upstream = http.request({
       protocol: target.protocol,
@@ -165,8 +168,9 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     const headers = forwardHeaders(up.headers);
     if (typeof headers.location === 'string') headers.location = rewriteLocation(headers.location);
     if (responseHeaders) Object.assign(headers, Object.fromEntries(Object.entries(responseHeaders).map(([k, v]) => [k.toLowerCase(), v])));
-    res.writeHead(up.statusCode ?? 502, up.statusMessage, headers);
-    entry.status = up.statusCode;
+    const status = responseStatus ?? up.statusCode ?? 502;
+    res.writeHead(status, responseStatus ? http.STATUS_CODES[responseStatus] : up.statusMessage, headers);
+    entry.status = status;
     if (bodyDelayMs) {
       res.flushHeaders();
       await sleep(bodyDelayMs);
@@ -244,7 +248,8 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     else if (rule?.responseHeaders) entry.fault = 'headers';
     else if (rule?.loseAnswer) entry.fault = 'lost-answer';
     else if (rule?.cutAnswerAfterBytes !== undefined) entry.fault = 'cut-answer';
-    await forward(req, res, entry, rule?.bodyDelayMs, rule?.responseHeaders, rule?.loseAnswer, rule?.cutAnswerAfterBytes);
+    else if (rule?.responseStatus) entry.fault = 'restatus';
+    await forward(req, res, entry, rule?.bodyDelayMs, rule?.responseHeaders, rule?.loseAnswer, rule?.cutAnswerAfterBytes, rule?.responseStatus);
   }
 
   const server = http.createServer((req, res) => {
@@ -271,8 +276,8 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     requests,
     failNext(n, opts) {
       if (!Number.isInteger(n) || n < 1) throw new Error(`failNext: n must be a positive integer, got ${n}`);
-      if (!opts.status && !opts.reset && !opts.delayMs && !opts.bodyDelayMs && !opts.responseHeaders && !opts.loseAnswer && opts.cutAnswerAfterBytes === undefined) {
-        throw new Error('failNext: say what to do (status, reset, delayMs, bodyDelayMs, responseHeaders, loseAnswer or cutAnswerAfterBytes)');
+      if (!opts.status && !opts.reset && !opts.delayMs && !opts.bodyDelayMs && !opts.responseHeaders && !opts.responseStatus && !opts.loseAnswer && opts.cutAnswerAfterBytes === undefined) {
+        throw new Error('failNext: say what to do (status, reset, delayMs, bodyDelayMs, responseHeaders, responseStatus, loseAnswer or cutAnswerAfterBytes)');
       }
       rules.push({ ...opts, left: n });
     },
