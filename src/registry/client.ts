@@ -527,7 +527,9 @@ export class RegistryClient implements Registry {
         headers: { 'content-type': mediaType, 'content-length': String(bytes.byteLength) },
         body: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), signal,
       });
-      if (res.statusCode !== 201 && res.statusCode !== 200 && res.statusCode !== 204) {
+      // Any 2xx: the spec says 201, old distribution releases answered 202, and ggcr accepts
+      // 200/201/202. The digest check below still guards what was stored.
+      if (res.statusCode < 200 || res.statusCode >= 300) {
         throw await this.#error(res, 'PUT', url, repo, `push ${repo.repository}`, source);
       }
       await res.body.dump();

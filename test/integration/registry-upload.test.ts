@@ -121,3 +121,19 @@ test('a PATCH answered 201 (as Amazon ECR does) is still committed with the PUT'
   assert.deepEqual(calls(), ['POST 202', 'PATCH 201', 'PUT 201']);
   assert.deepEqual(await client.getBlobBytes(repo, up.digest), data);
 });
+
+test('a manifest PUT answered 202 (old distribution) is a success', async () => {
+  // Old distribution releases answered a manifest PUT with 202 Accepted, and ggcr's
+  // remote.Write accepts 200, 201 and 202. Any 2xx means the registry took it.
+  const config = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}');
+  await client.uploadBlob(repo, { bytes: config });
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: MediaTypes.ociManifest,
+    config: { mediaType: MediaTypes.ociConfig, digest: sha256(config), size: config.length }, layers: [],
+  }));
+  proxy.reset();
+  proxy.failNext(1, { method: 'PUT', match: /\/manifests\//, responseStatus: 202 });
+  assert.equal(await client.putManifest(repo, 'accepted', manifest, MediaTypes.ociManifest), sha256(manifest));
+  assert.deepEqual(calls(), ['PUT 202']);
+  assert.equal((await client.getManifest(repo, 'accepted')).digest, sha256(manifest));
+});
