@@ -293,11 +293,23 @@ export class RegistryClient implements Registry {
   async mountBlob(repo: Repository, digest: Digest, from: Repository, signal?: AbortSignal): Promise<boolean> {
     if (from.registry !== repo.registry) return false;
     return this.#step(`mounting blob ${digest} from ${from.repository} into ${repositoryName(repo)}`, true, signal, async () => {
-      const { res, url, source } = await this.#send({
-        repo, scopes: [pushScope(repo), pullScope(from)], action: `push ${repo.repository}`, method: 'POST',
-        target: `/v2/${repo.repository}/blobs/uploads/?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(from.repository)}`,
-        headers: { 'content-length': '0' }, signal,
-      });
+      let sent: Sent;
+      try {
+        sent = await this.#send({
+          repo, scopes: [pushScope(repo), pullScope(from)], action: `push ${repo.repository}`, method: 'POST',
+          target: `/v2/${repo.repository}/blobs/uploads/?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(from.repository)}`,
+          headers: { 'content-length': '0' }, signal,
+        });
+      } catch (err) {
+        // A token server may refuse the whole combined request (push on the target plus pull on
+        // the source) instead of granting fewer scopes: like a refused mount, not a failed push.
+        // The upload that follows asks for the target's scopes alone and, if those are refused
+        // too, reports that (go-containerregistry PRs #1406, #1681 fall back the same way).
+        if (!(err instanceof UnauthorizedError || err instanceof DeniedError)) throw err;
+        this.#logger.debug('mount not authorized, falling back to upload', { digest, from: repositoryName(from), to: repositoryName(repo), error: describe(err) });
+        return false;
+      }
+      const { res, url, source } = sent;
       if (res.statusCode === 201) {
         await res.body.dump();
         return true;

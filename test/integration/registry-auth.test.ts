@@ -168,6 +168,34 @@ describe('token auth', () => {
     }
   });
 
+  test('a token server refusing the mount\'s scopes outright falls back to an upload (false), not a failed push', async () => {
+    // Some token servers answer 401/403 to the whole request rather than grant fewer scopes
+    // when one of them (pull on the mount source) is not allowed; ggcr treats a failed mount
+    // authorization like a refused mount and uploads (go-containerregistry PRs #1406, #1681).
+    const refusing = await startRegistry({
+      auth: 'token',
+      users: { u: 'p' },
+      authorize: (r) => (r.username !== 'u' || r.password !== 'p' || r.scopes.some((s) => s.startsWith('repository:secret/')) ? false : r.scopes),
+    });
+    try {
+      const client = new RegistryClient({ retry: noRetry, credentials: staticCredentials(refusing.host, { username: 'u', password: 'p' }) });
+      const src = { registry: refusing.host, repository: 'open/src' };
+      const bytes = randomBytes(64);
+      const { digest } = await client.uploadBlob(src, { bytes });
+      const dst = { registry: refusing.host, repository: 'open/dst' };
+      const n = refusing.tokenServer!.requests.length;
+      assert.equal(await client.mountBlob(dst, digest, { registry: refusing.host, repository: 'secret/src' }), false);
+      assert.ok(
+        refusing.tokenServer!.requests.slice(n).some((r) => r.granted === undefined && r.scopes.includes('repository:secret/src:pull')),
+        'the token server was asked for the mount and refused',
+      );
+      await client.uploadBlob(dst, { bytes, digest });
+      assert.equal(await client.hasBlob(dst, digest), true);
+    } finally {
+      await refusing.stop();
+    }
+  });
+
   test('a wrong password is refused by the token server: UnauthorizedError with the source', async () => {
     const client = new RegistryClient({ retry: noRetry, credentials: staticCredentials(reg.host, { username: reg.username!, password: 'nope-secret' }, 'credential helper docker-credential-test') });
     await assert.rejects(client.getManifest({ registry: reg.host, repository: 'tok/app' }, 'one'), (err: unknown) => {
