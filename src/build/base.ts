@@ -12,7 +12,7 @@ import {
 } from '../oci/types.ts';
 import { repositoryOf, type Reference } from '../reference/reference.ts';
 import type { Registry, Repository } from '../registry/types.ts';
-import { DEFAULT_PLATFORM, platformMatches, selectEntries } from './platform.ts';
+import { DEFAULT_PLATFORM, platformMatches, requireLinux, selectEntries } from './platform.ts';
 import type { BuildRequest } from './request.ts';
 
 /** One platform's image of the base: what the new image is built on. */
@@ -58,6 +58,7 @@ async function fetchImage(registry: Registry, repo: Repository, ref: string, ref
  */
 export async function resolveBase(req: Pick<BuildRequest, 'base' | 'platforms'>, registry: Registry, signal?: AbortSignal): Promise<ResolvedBase> {
   const wanted = req.platforms;
+  if (wanted !== 'default' && wanted !== 'all') wanted.forEach(requireLinux);
   if (req.base === 'scratch') {
     if (wanted === 'all') throw new UsageError('--platform all needs a base image to take the platforms from; scratch has none (name them, e.g. --platform linux/amd64 --platform linux/arm64)');
     const platforms = wanted === 'default' ? [DEFAULT_PLATFORM] : wanted;
@@ -83,6 +84,8 @@ export async function resolveBase(req: Pick<BuildRequest, 'base' | 'platforms'>,
   const manifest = top.manifest as ImageManifest;
   const config = JSON.parse((await registry.getBlobBytes(repo, manifest.config.digest, signal)).toString('utf8')) as ImageConfig;
   const platform = platformOfConfig(config);
+  // A Windows image (mcr.microsoft.com/windows/nanoserver:<version>) is never built on: see requireLinux.
+  if (platform.os !== 'linux') throw new PlatformMismatchError(String(reference), wanted === 'all' ? 'all' : 'Linux', [formatPlatform(platform)]);
   if (wanted !== 'default' && wanted !== 'all') {
     for (const p of wanted) {
       if (!platformMatches(p, platform)) throw new PlatformMismatchError(String(reference), formatPlatform(p), [formatPlatform(platform)]);

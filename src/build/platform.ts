@@ -8,14 +8,28 @@ import { formatPlatform, type Descriptor, type Platform } from '../oci/types.ts'
  */
 export const DEFAULT_PLATFORM: Platform = { os: 'linux', architecture: 'amd64' };
 
-/** Parses `os/arch[/variant]` ("linux/arm64", "linux/arm/v7"). */
+/**
+ * Refuses a platform other than Linux. artificer's layer is a Linux tar; a Windows image needs
+ * layers in Windows' own format (Files/ and Hives/, with PAX security descriptors), and its base
+ * layers are foreign ("non-distributable") blobs that registries will not let us copy. macOS and
+ * the rest have no container images to build on.
+ */
+export function requireLinux(p: Platform): void {
+  if (p.os !== 'linux') {
+    throw new UsageError(`platform "${formatPlatform(p)}": artificer builds Linux images only (Windows images need another layer format, and their base layers cannot be copied)`);
+  }
+}
+
+/** Parses `os/arch[/variant]` ("linux/arm64", "linux/arm/v7"); only Linux (see {@link requireLinux}). */
 export function parsePlatform(text: string): Platform {
   const parts = text.split('/');
   if (parts.length < 2 || parts.length > 3 || parts.some((p) => !/^[a-z0-9_.-]+$/i.test(p))) {
     throw new UsageError(`invalid platform "${text}": expected os/arch or os/arch/variant, e.g. linux/amd64 or linux/arm/v7`);
   }
   const [os, architecture, variant] = parts as [string, string, string | undefined];
-  return variant ? { os, architecture, variant } : { os, architecture };
+  const platform = variant ? { os, architecture, variant } : { os, architecture };
+  requireLinux(platform);
+  return platform;
 }
 
 /** arm64's variant is v8 when unspecified (containerd's normalisation). */
@@ -45,16 +59,20 @@ export function availablePlatforms(manifests: readonly Descriptor[]): string[] {
 }
 
 /**
- * The entries of a base index to build on, for a request's `platforms`:
- * - `default`: the index's only platform when it has just one (attestations aside), so an
+ * The entries of a base index to build on, for a request's `platforms`. Only Linux entries are
+ * built on: python, eclipse-temurin and mcr.microsoft.com/dotnet list windows/amd64 next to
+ * their Linux images, and a Linux layer on a Windows image is broken (see {@link requireLinux}).
+ * - `default`: the index's only Linux platform when it has just one (attestations aside), so an
  *   arm64-only base builds arm64 as the help promises, else {@link DEFAULT_PLATFORM};
- * - `all`: every platform;
- * - a list: for each, the first entry that matches it.
- * Throws {@link PlatformMismatchError} (naming what the index has) when a platform is missing.
+ * - `all`: every Linux platform;
+ * - a list: for each, the first entry that matches it; a non-Linux one is a usage error.
+ * Throws {@link PlatformMismatchError} (naming everything the index has, Windows included) when
+ * a platform is missing.
  */
 export function selectEntries(manifests: readonly Descriptor[], wanted: 'default' | 'all' | readonly Platform[], reference: string): Descriptor[] {
-  const entries = imageEntries(manifests);
-  const available = availablePlatforms(entries);
+  const available = availablePlatforms(manifests);
+  const entries = imageEntries(manifests).filter((e) => e.platform!.os === 'linux');
+  if (wanted !== 'default' && wanted !== 'all') wanted.forEach(requireLinux);
   if (wanted === 'all') {
     if (!entries.length) throw new PlatformMismatchError(reference, 'all', available);
     return entries;

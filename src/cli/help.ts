@@ -32,9 +32,10 @@ Image:
       --expose PORT[/PROTO] Exposed port (repeatable): --expose 8080 --expose 53/udp
       --chown UID:GID       Owner of every added file (default 0:0): --chown 65532:65532
       --keep-setuid         Keep setuid/setgid bits of added files (dropped by default).
-  -p, --platform P          os/arch[/variant] to build (repeatable, or comma-separated), or "all"
-                            for every platform of the base. Several → an index is pushed.
-                            Default: the base's only platform, else linux/amd64.
+  -p, --platform P          linux/arch[/variant] to build (repeatable, or comma-separated), or
+                            "all" for every Linux platform of the base (Windows entries are
+                            skipped: only Linux images are built). Several → an index is pushed.
+                            Default: the base's only Linux platform, else linux/amd64.
                               -p linux/arm64   -p linux/amd64,linux/arm64   -p all
   -s, --spec FILE           Read the build from a spec file (the Cloud Function's format); paths
                             in it are relative to the file. -t and --tag override its target.

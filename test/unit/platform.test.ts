@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { selectEntries } from '../../src/build/platform.ts';
-import { PlatformMismatchError } from '../../src/errors.ts';
+import { parsePlatform, selectEntries } from '../../src/build/platform.ts';
+import { PlatformMismatchError, UsageError } from '../../src/errors.ts';
 import type { Descriptor, Platform } from '../../src/oci/types.ts';
 
 const entry = (platform: Platform | undefined, n: number): Descriptor => ({
@@ -52,4 +52,34 @@ test('two platforms that share one manifest both stay (an index, as with all)', 
   const v7 = { ...entry({ os: 'linux', architecture: 'arm', variant: 'v7' }, 6), digest: shared };
   const wanted = [{ os: 'linux', architecture: 'arm', variant: 'v6' }, { os: 'linux', architecture: 'arm', variant: 'v7' }];
   assert.deepEqual(selectEntries([v6, v7], wanted, 'b'), [v6, v7]);
+});
+
+// python:3.12, eclipse-temurin and mcr.microsoft.com/dotnet list windows/amd64 entries next to
+// the Linux ones. artificer's layer is a Linux tar; Windows layers need another format and their
+// foreign base layers cannot be copied, so only Linux entries are ever built on.
+const windows = entry({ os: 'windows', architecture: 'amd64' }, 8);
+
+test('all and the default skip non-Linux entries', () => {
+  assert.deepEqual(selectEntries([amd64, windows, arm64, attestation], 'all', 'b'), [amd64, arm64]);
+  assert.deepEqual(selectEntries([windows, arm64], 'default', 'b'), [arm64], 'the only Linux platform');
+});
+
+test('an index with nothing Linux: the mismatch error lists what it has', () => {
+  for (const wanted of ['all', 'default'] as const) {
+    assert.throws(
+      () => selectEntries([windows, attestation], wanted, 'b'),
+      (e: unknown) => e instanceof PlatformMismatchError && /available: windows\/amd64$/.test(e.message),
+      wanted,
+    );
+  }
+});
+
+test('a non-Linux platform asked for by name is a usage error saying artificer builds Linux images', () => {
+  for (const text of ['windows/amd64', 'darwin/arm64']) {
+    assert.throws(() => parsePlatform(text), (e: unknown) => e instanceof UsageError && /builds Linux images only/.test(e.message), text);
+  }
+  assert.throws(
+    () => selectEntries([amd64, windows], [{ os: 'windows', architecture: 'amd64' }], 'b'),
+    (e: unknown) => e instanceof UsageError && /builds Linux images only/.test(e.message),
+  );
 });
