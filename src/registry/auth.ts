@@ -330,6 +330,17 @@ export class Authenticator {
     return normalizeScopes([...scopes, ...challengeScopes(challenge)]);
   }
 
+  /**
+   * An anonymous token from the Bearer `challenge` of a server a registry redirected us to
+   * (registry.k8s.io sends manifest requests to a regional Artifact Registry, which asks public
+   * readers for an anonymous token). Never made from the registry's credentials: they are for
+   * the registry only. The realm is held to the same rules as the registry's own ({@link mayFollow}
+   * against `ep`'s registry). Not cached: it serves the one redirected request.
+   */
+  async anonymousToken(ep: Endpoint, challenge: Challenge, scopes: string[], action: string, signal?: AbortSignal): Promise<string> {
+    return (await this.#fetchToken(ep, challenge, normalizeScopes(scopes), undefined, action, signal)).token;
+  }
+
   /** Credentials go over plain http only to loopback hosts and registries marked insecure. */
   #assertMaySendCredentials(registry: string, url: string): void {
     const u = new URL(url);

@@ -30,7 +30,7 @@ import { repositoryName } from '../reference/reference.ts';
 import { MediaTypes, type Digest, type ImageIndex, type ImageManifest } from '../oci/types.ts';
 import { ANONYMOUS_SOURCE, Authenticator, describe } from './auth.ts';
 import { readBounded, readPrefix } from './body.ts';
-import { parseWwwAuthenticate } from './challenge.ts';
+import { challengeScopes, parseWwwAuthenticate } from './challenge.ts';
 import { anonymous } from './credentials.ts';
 import { endpointFor, mayFollow, type Endpoint } from './endpoint.ts';
 import { isRetryable, retryPolicy, setRetryAfter, parseRetryAfter, withRetry, type RetryPolicy } from './retry.ts';
@@ -76,7 +76,11 @@ interface Call {
   readonly target: string;
   readonly headers?: Record<string, string>;
   readonly body?: Body;
-  /** Follow 3xx (blob downloads), dropping Authorization when the origin changes. */
+  /**
+   * Follow 3xx (manifest and blob downloads), dropping Authorization when the origin changes;
+   * a redirect target on another origin answering 401 with a Bearer challenge gets one anonymous
+   * token of its own. Only for requests without a body.
+   */
   readonly followRedirects?: boolean;
   readonly signal?: AbortSignal | undefined;
 }
@@ -206,9 +210,12 @@ export class RegistryClient implements Registry {
   async getManifest(repo: Repository, reference: string, signal?: AbortSignal): Promise<FetchedManifest> {
     const ref = manifestRefString(repo, reference);
     return this.#step(`fetching manifest ${ref}`, true, signal, async () => {
+      // Redirects followed: registry.k8s.io sends every manifest request to a regional Artifact
+      // Registry (kubernetes/registry.k8s.io cmd/archeio/docs/request-handling.md), and the
+      // distribution spec allows a redirect on any request.
       const { res, url, source } = await this.#send({
         repo, scopes: [pullScope(repo)], action: `pull ${repo.repository}`, method: 'GET',
-        target: `/v2/${repo.repository}/manifests/${reference}`, headers: { accept: MANIFEST_ACCEPT }, signal,
+        target: `/v2/${repo.repository}/manifests/${reference}`, headers: { accept: MANIFEST_ACCEPT }, followRedirects: true, signal,
       });
       if (res.statusCode === 404) {
         await res.body.dump();
@@ -591,8 +598,18 @@ export class RegistryClient implements Registry {
       let authorization = target.origin === ep.origin ? auth.header : undefined;
       let url = target.toString();
       let res: Dispatcher.ResponseData;
+      let foreignToken = false;
       for (let redirects = 0; ; redirects++) {
         res = await this.#raw(ep, call.method, url, { ...call.headers, ...(authorization ? { authorization } : {}) }, call.body, call.signal);
+        if (call.followRedirects && !foreignToken && call.body === undefined && res.statusCode === 401 && new URL(url).origin !== ep.origin) {
+          const foreign = await this.#foreignAuthorization(ep, res, url, call);
+          if (foreign) {
+            foreignToken = true;
+            authorization = foreign;
+            redirects--; // the same hop, asked again
+            continue;
+          }
+        }
         const loc = header(res, 'location');
         if (!call.followRedirects || res.statusCode < 300 || res.statusCode >= 400 || res.statusCode === 304 || !loc) break;
         await res.body.dump();
@@ -612,6 +629,26 @@ export class RegistryClient implements Registry {
       }
       return { res, url, source: auth.source };
     }
+  }
+
+  /**
+   * The Authorization for a redirect target on another origin that answered `res` (a 401) with a
+   * Bearer challenge: an anonymous token from that challenge's realm, for the scopes it names
+   * (else pull on the repository in the target's path). Undefined, `res` left unread, when there
+   * is no Bearer challenge. The registry's own credentials never leave it.
+   */
+  async #foreignAuthorization(ep: Endpoint, res: Dispatcher.ResponseData, url: string, call: Call): Promise<string | undefined> {
+    const challenge = parseWwwAuthenticate(res.headers['www-authenticate']).find((c) => c.scheme === 'bearer');
+    if (!challenge) return undefined;
+    await res.body.dump();
+    let scopes = challengeScopes(challenge);
+    if (!scopes.length) {
+      const name = /^\/v2\/(.+)\/(?:manifests|blobs)\/[^/]+$/.exec(new URL(url).pathname)?.[1];
+      scopes = name ? [`repository:${name}:pull`] : [];
+    }
+    this.#logger.debug('redirect target wants a token; fetching an anonymous one', { registry: ep.registry, url: redactUrl(url, ep.origin) });
+    const token = await this.#auth.anonymousToken(ep, challenge, scopes, call.action, call.signal);
+    return `Bearer ${token}`;
   }
 
   async #raw(ep: Endpoint, method: string, url: string, headers: Record<string, string>, body: Body, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
