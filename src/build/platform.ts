@@ -32,10 +32,21 @@ export function parsePlatform(text: string): Platform {
   return platform;
 }
 
-/** arm64's variant is v8 when unspecified (containerd's normalisation). */
+/**
+ * A variant as containerd normalises it (containerd/platforms `Normalize`), which is what docker
+ * pulls: arm without a variant is v7 (so a bare linux/arm does not pick alpine's arm/v6, listed
+ * first), a bare number is "v" + it, and arm64's v8 is the same as none.
+ */
 function normalVariant(p: Pick<Platform, 'architecture' | 'variant'>): string | undefined {
-  if (p.architecture === 'arm64' && (p.variant === undefined || p.variant === 'v8')) return undefined;
-  return p.variant;
+  const v = p.variant && /^[5-8]$/.test(p.variant) ? `v${p.variant}` : p.variant;
+  if (p.architecture === 'arm') return v ?? 'v7';
+  if (p.architecture === 'arm64' && (v === undefined || v === 'v8')) return undefined;
+  return v;
+}
+
+/** How a wanted platform is named in a mismatch: a bare arm as the arm/v7 it means. */
+function wantedName(p: Platform): string {
+  return formatPlatform(p.architecture === 'arm' ? { ...p, variant: normalVariant(p) } : p);
 }
 
 /** Whether `candidate` satisfies `wanted`: same os and arch; the variant must match only when asked for. */
@@ -81,7 +92,7 @@ export function selectEntries(manifests: readonly Descriptor[], wanted: 'default
   const list = wanted === 'default' ? [DEFAULT_PLATFORM] : wanted;
   const picked = list.map((p) => {
     const match = entries.find((e) => platformMatches(p, e.platform));
-    if (!match) throw new PlatformMismatchError(reference, formatPlatform(p), available);
+    if (!match) throw new PlatformMismatchError(reference, wantedName(p), available);
     return match;
   });
   // Two spellings of one platform (linux/arm64 and linux/arm64/v8) pick the same entry: once.

@@ -83,3 +83,14 @@ test('a non-Linux platform asked for by name is a usage error saying artificer b
     (e: unknown) => e instanceof UsageError && /builds Linux images only/.test(e.message),
   );
 });
+
+test('a bare linux/arm means arm/v7, as docker and containerd normalise it (alpine lists arm/v6 first)', () => {
+  const v6 = entry({ os: 'linux', architecture: 'arm', variant: 'v6' }, 9);
+  const arm = [{ os: 'linux', architecture: 'arm' }];
+  assert.deepEqual(selectEntries([amd64, v6, armv7], arm, 'b'), [armv7]);
+  assert.throws(() => selectEntries([amd64, v6], arm, 'b'), /has no linux\/arm\/v7 variant; available: linux\/amd64, linux\/arm\/v6/);
+  assert.deepEqual(selectEntries([v6, armv7], [{ os: 'linux', architecture: 'arm', variant: '7' }], 'b'), [armv7], 'a bare number is v + it');
+  // An entry without a variant is v7 too.
+  const bare = entry({ os: 'linux', architecture: 'arm' }, 10);
+  assert.deepEqual(selectEntries([v6, bare], [{ os: 'linux', architecture: 'arm', variant: 'v7' }], 'b'), [bare]);
+});
