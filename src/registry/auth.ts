@@ -379,47 +379,70 @@ export class Authenticator {
     if (sendsSecret) this.#assertMaySendCredentials(ep.registry, realm.toString());
 
     const service = challenge.params.service;
-    const headers: Record<string, string> = { 'user-agent': this.#opts.userAgent, accept: 'application/json' };
-    let method: 'GET' | 'POST' = 'GET';
-    let body: string | undefined;
-    const url = new URL(realm);
-    if (cred?.identityToken) {
-      // OAuth2 refresh-token grant (distribution spec: oauth.md).
-      method = 'POST';
-      const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: cred.identityToken, client_id: 'artificer' });
-      if (service) form.set('service', service);
-      if (scopes.length) form.set('scope', scopes.join(' '));
-      body = form.toString();
-      headers['content-type'] = 'application/x-www-form-urlencoded';
-    } else {
-      if (service) url.searchParams.set('service', service);
-      for (const sc of scopes) url.searchParams.append('scope', sc);
-      if (cred?.username !== undefined && cred.password !== undefined) {
-        headers.authorization = `Basic ${Buffer.from(`${cred.username}:${cred.password}`).toString('base64')}`;
+    // An identity token goes as the OAuth2 refresh-token grant (POST); a token server without
+    // the POST (404) gets the GET flow instead, the identity token as the Basic password, as the
+    // distribution OAuth doc says and ggcr and containerd do (GCR's token server once answered 404).
+    const identityToken = cred?.identityToken;
+    let oauth = Boolean(identityToken);
+    for (;;) {
+      const headers: Record<string, string> = { 'user-agent': this.#opts.userAgent, accept: 'application/json' };
+      let body: string | undefined;
+      const url = new URL(realm);
+      const method = oauth ? 'POST' : 'GET';
+      if (oauth && identityToken) {
+        // OAuth2 refresh-token grant (distribution spec: oauth.md).
+        const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: identityToken, client_id: 'artificer' });
+        if (service) form.set('service', service);
+        if (scopes.length) form.set('scope', scopes.join(' '));
+        body = form.toString();
+        headers['content-type'] = 'application/x-www-form-urlencoded';
+      } else {
+        if (service) url.searchParams.set('service', service);
+        for (const sc of scopes) url.searchParams.append('scope', sc);
+        const basic = identityToken ? { username: cred?.username ?? '<token>', password: identityToken } : cred;
+        if (basic?.username !== undefined && basic.password !== undefined) {
+          headers.authorization = `Basic ${Buffer.from(`${basic.username}:${basic.password}`).toString('base64')}`;
+        }
       }
+      this.tokenRequests++;
+      const started = Date.now();
+      let res: Dispatcher.ResponseData;
+      try {
+        res = await request(url, {
+          method,
+          headers,
+          ...(body !== undefined ? { body } : {}),
+          ...(signal ? { signal } : {}),
+          ...(this.#opts.dispatcher ? { dispatcher: this.#opts.dispatcher } : {}),
+        });
+      } catch (err) {
+        if (signal?.aborted) throw new AbortedError('aborted', { cause: err });
+        throw new NetworkError(`cannot reach token server for ${ep.registry} (${method} ${redactUrl(url.toString())}): ${describe(err)}`, { cause: err });
+      }
+      this.#opts.logger.debug('http', { method, url: redactUrl(url.toString()), status: res.statusCode, ms: Date.now() - started, scopes });
+      const details = { method, url: url.toString(), status: res.statusCode };
+      if (res.statusCode !== 200) {
+        await res.body.dump(); // its explanation is not used (dump reads at most 128 KiB of it)
+        if (oauth && res.statusCode === 404) {
+          this.#opts.logger.debug('token server has no OAuth2 POST (404); using the GET flow', { registry: ep.registry });
+          oauth = false;
+          continue;
+        }
+        if (res.statusCode === 401 || res.statusCode === 403) throw new UnauthorizedError(ep.registry, source, action, details);
+        throw new RegistryError(`token server for ${ep.registry} answered ${res.statusCode}`, details);
+      }
+      return this.#readToken(ep, res, details, scopes, source);
     }
-    this.tokenRequests++;
-    const started = Date.now();
-    let res: Dispatcher.ResponseData;
-    try {
-      res = await request(url, {
-        method,
-        headers,
-        ...(body !== undefined ? { body } : {}),
-        ...(signal ? { signal } : {}),
-        ...(this.#opts.dispatcher ? { dispatcher: this.#opts.dispatcher } : {}),
-      });
-    } catch (err) {
-      if (signal?.aborted) throw new AbortedError('aborted', { cause: err });
-      throw new NetworkError(`cannot reach token server for ${ep.registry} (${method} ${redactUrl(url.toString())}): ${describe(err)}`, { cause: err });
-    }
-    this.#opts.logger.debug('http', { method, url: redactUrl(url.toString()), status: res.statusCode, ms: Date.now() - started, scopes });
-    const details = { method, url: url.toString(), status: res.statusCode };
-    if (res.statusCode !== 200) {
-      await res.body.dump(); // its explanation is not used (dump reads at most 128 KiB of it)
-      if (res.statusCode === 401 || res.statusCode === 403) throw new UnauthorizedError(ep.registry, source, action, details);
-      throw new RegistryError(`token server for ${ep.registry} answered ${res.statusCode}`, details);
-    }
+  }
+
+  /** The token in a token server's 200 answer. */
+  async #readToken(
+    ep: Endpoint,
+    res: Dispatcher.ResponseData,
+    details: { method: string; url: string; status: number },
+    scopes: string[],
+    source: string,
+  ): Promise<Omit<CachedToken, 'credential'>> {
     // A token answer is a few KiB of JSON; a server sending more is not a token server.
     const text = (await readBounded(res.body, MAX_TOKEN_RESPONSE, () => new RegistryError(`token server for ${ep.registry} answered with more than ${MAX_TOKEN_RESPONSE} bytes`, details))).toString('utf8');
     let parsed: { token?: unknown; access_token?: unknown; expires_in?: unknown };

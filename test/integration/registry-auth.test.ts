@@ -225,6 +225,25 @@ describe('token auth', () => {
     assert.ok(reqs.every((r) => r.method === 'POST' && r.grantType === 'refresh_token'), JSON.stringify(reqs));
   });
 
+  test('a token server answering the OAuth2 POST with 404 gets the GET flow, the identity token as the password', async () => {
+    // The distribution OAuth doc says to fall back to the GET token flow when the POST is not
+    // supported (404); ggcr and containerd do, sending the identity token as the Basic password
+    // (containerd's authorizer.go: "As of September 2017, GCR is known to return 404").
+    const noOAuth = await startRegistry({
+      auth: 'token',
+      tokenOAuthPost: false,
+      authorize: (r) => (r.username === 'robot' && r.password === 'refresh-xyz' ? r.scopes : false),
+    });
+    try {
+      const client = new RegistryClient({ retry: noRetry, credentials: staticCredentials(noOAuth.host, { username: 'robot', identityToken: 'refresh-xyz' }) });
+      await pushImage(client, { registry: noOAuth.host, repository: 'tok/robot' }, 'r1');
+      const reqs = noOAuth.tokenServer!.requests;
+      assert.deepEqual(reqs.slice(0, 2).map((r) => `${r.method} ${r.username ?? '-'} ${r.granted ? 'granted' : 'refused'}`), ['POST - refused', 'GET robot granted']);
+    } finally {
+      await noOAuth.stop();
+    }
+  });
+
   test('an expired token is replaced after the registry rejects it', async () => {
     const short = await startRegistry({ auth: 'token', tokenExpiresIn: 1 });
     try {

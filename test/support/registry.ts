@@ -31,6 +31,8 @@ export interface StartRegistryOptions {
   refreshTokens?: Record<string, string>;
   /** Token auth only: token lifetime in seconds (default 300). */
   tokenExpiresIn?: number;
+  /** Token auth only: false makes the token server answer the OAuth2 POST with 404. */
+  tokenOAuthPost?: boolean;
 }
 
 export interface RunningRegistry {
@@ -79,6 +81,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Ru
       ...(opts.authorize ? { authorize: opts.authorize } : {}),
       ...(opts.refreshTokens ? { refreshTokens: opts.refreshTokens } : {}),
       ...(opts.tokenExpiresIn !== undefined ? { expiresIn: opts.tokenExpiresIn } : {}),
+      ...(opts.tokenOAuthPost !== undefined ? { oauthPost: opts.tokenOAuthPost } : {}),
     });
     authConfig = {
       token: {

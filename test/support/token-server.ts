@@ -45,6 +45,8 @@ export interface TokenServerOptions {
   readonly authorize?: Authorize;
   /** Lifetime written to `exp` and `expires_in`; default 300 s. */
   readonly expiresIn?: number;
+  /** false: POST (the OAuth2 flow) answers 404, as GCR's token server did (containerd's authorizer.go notes it). Default true. */
+  readonly oauthPost?: boolean;
 }
 
 export interface TokenRequestRecord {
@@ -159,7 +161,8 @@ export async function startTokenServer(opts: TokenServerOptions = {}): Promise<R
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://x');
-    if (url.pathname !== '/token') {
+    if (url.pathname !== '/token' || (req.method === 'POST' && opts.oauthPost === false)) {
+      if (url.pathname === '/token') requests.push({ method: 'POST', scopes: [] });
       res.writeHead(404).end();
       return;
     }
