@@ -42,7 +42,9 @@ Image:
 
 Output:
   -t, --target REF          Where to push: -t registry.example.com/team/app:1.0
-                            (docker.io is the default registry, as in docker).
+                            (docker.io is the default registry, as in docker). Repeatable, as
+                            in docker build: the first is the target, the others are pushed
+                            like --tag REF: -t app:$SHA -t app:latest
       --tag TAG|REF         Another tag to push the same image under (repeatable):
                             --tag latest   --tag other.example.com/app:1.0
                             Without -t, full references (REF) are where to push.
@@ -57,6 +59,9 @@ Other:
   -v, --verbose             Progress on stderr; -vv adds debug lines (requests, timings).
   -h, --help                This text.
       --version             Print the version.
+
+Flags that take one value (-b, -c, -w, -u, -s, --digest-file, …) may be given once; the
+repeatable ones (-f, -e, -l, -a, -t, -p, -o, --expose, --tag, --insecure-registry) say so.
 
 Credentials come from docker's config (DOCKER_CONFIG or ~/.docker/config.json: auths,
 credHelpers, credsStore); without any, pulls and pushes are anonymous.

@@ -48,7 +48,7 @@ export const FLAGS = {
   files: { type: 'string', short: 'f', multiple: true },
   cmd: { type: 'string', short: 'c' },
   env: { type: 'string', short: 'e', multiple: true },
-  target: { type: 'string', short: 't' },
+  target: { type: 'string', short: 't', multiple: true },
   tag: { type: 'string', multiple: true },
   entrypoint: { type: 'string' },
   workdir: { type: 'string', short: 'w' },
@@ -72,6 +72,22 @@ export const FLAGS = {
 /** Flags that define the image; with `--spec` the spec file defines it instead. */
 const BUILD_FLAGS = ['baseimage', 'files', 'cmd', 'env', 'entrypoint', 'workdir', 'user', 'label', 'annotation', 'expose', 'chown'] as const;
 
+
+/**
+ * A flag that takes one value, given more than once: refused rather than "the last one wins"
+ * (parseArgs' default), which silently dropped `-u 65532 … -u root` or a second `-w`. `-t` is
+ * repeatable on purpose (docker build's and kaniko's `--destination` are), like the list flags.
+ */
+function refuseRepeated(tokens: ReadonlyArray<{ kind: string; name?: string }>): void {
+  const seen = new Map<string, number>();
+  for (const t of tokens) if (t.kind === 'option' && t.name !== undefined) seen.set(t.name, (seen.get(t.name) ?? 0) + 1);
+  for (const [name, count] of seen) {
+    const def: { type: string; short?: string; multiple?: boolean } = FLAGS[name as keyof typeof FLAGS];
+    if (count > 1 && def.type === 'string' && !def.multiple) {
+      throw new UsageError(`--${name}${def.short ? ` (-${def.short})` : ''} is given ${count} times; it takes one value (see artificer --help)`);
+    }
+  }
+}
 
 /** Runs a shared value parser (src/spec/values.ts) for `--flag text`, as a UsageError naming both. */
 function value<T>(flag: string, text: string, parse: (text: string) => T): T {
@@ -132,10 +148,11 @@ function reference(flag: string, text: string): Reference {
 export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {}): CliOptions {
   let parsed;
   try {
-    parsed = parseArgs({ args: [...argv], options: FLAGS, strict: true, allowPositionals: false, allowNegative: false });
+    parsed = parseArgs({ args: [...argv], options: FLAGS, strict: true, allowPositionals: false, allowNegative: false, tokens: true });
   } catch (err) {
     throw new UsageError(`${(err as Error).message.replace(/\. To specify a positional argument.*$/s, '')} (see artificer --help)`);
   }
+  refuseRepeated(parsed.tokens);
   const v = parsed.values;
   const verbosity = v.verbose?.length ?? 0;
   const base = { files: [], env: [], labels: {}, annotations: {}, exposedPorts: [], platforms: 'default' as const, keepSpecialBits: false, tags: [], insecureRegistries: [], verbosity, mtime: 0 };
@@ -161,8 +178,13 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {
   if (v.spec === undefined && v.target === undefined && !outputs.ociLayout && !outputs.tarball && !fullRefTags) {
     throw new UsageError('missing --target (-t): where to push, e.g. -t registry.example.com/team/app:1.0 (or --output oci:DIR / tarball:FILE)');
   }
-  const target = v.target === undefined ? undefined : reference('target', v.target);
-  if (target?.digest) throw new UsageError(`--target ${v.target}: name a tag, not a digest; the digest is what the push produces`);
+  // `-t app:$SHA -t app:latest`, as docker build takes it: the first is the target, the others
+  // are pushed like `--tag REF`s (full references, in any repository).
+  const [target, ...moreTargets] = (v.target ?? []).map((t) => {
+    const ref = reference('target', t);
+    if (ref.digest) throw new UsageError(`--target ${t}: name a tag, not a digest; the digest is what the push produces`);
+    return ref;
+  });
 
   const tags = (v.tag ?? []).map((t) => {
     if (isTag(t)) return t;
@@ -234,7 +256,7 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {
     ...(v.chown !== undefined ? { chown: value('chown', v.chown, parseOwner) } : {}),
     keepSpecialBits: v['keep-setuid'] ?? false,
     ...(target ? { target } : {}),
-    tags,
+    tags: [...moreTargets, ...tags],
     ...outputs,
     ...(v['digest-file'] !== undefined ? { digestFile: v['digest-file'] } : {}),
     insecureRegistries: v['insecure-registry'] ?? [],

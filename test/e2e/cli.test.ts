@@ -211,6 +211,17 @@ describe('OCI bases, platforms and outputs', () => {
     await craneManifest(`${registry.host}/other/tagonly:2`);
   });
 
+  test('-t repeated, as in docker build: every tag is pushed, one stdout line per repository', async () => {
+    const [sha, latest, other] = [`${registry.host}/app/multitag:abc123`, `${registry.host}/app/multitag:latest`, `${registry.host}/other/multitag:1`];
+    const r = await artificer(['-b', dockerBase.reference, '-f', 'server-binary', '-t', sha, '-t', latest, '-t', other], { cwd: work.path });
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    assert.deepEqual(lines.map((l) => l.split('@')[0]), [`${registry.host}/app/multitag`, `${registry.host}/other/multitag`]);
+    const digest = lines[0]!.split('@')[1]!;
+    const { exec, tool } = await import('../support/tools.ts');
+    for (const ref of [sha, latest, other]) assert.equal((await exec(tool('crane'), ['digest', ref])).stdout.trim(), digest, ref);
+  });
+
   test('--chown with a uid beyond ustar (OpenShift-style): the files belong to it in the container', async () => {
     const target = `${registry.host}/app/biguid:1`;
     const r = await artificer(['-b', dockerBase.reference, '-f', 'server-binary', '--chown', '1000680000:0', '-t', target], { cwd: work.path });

@@ -47,6 +47,11 @@ const good: Array<[string, string[], Record<string, string>, (o: ReturnType<type
   ['verbosity', ['-v', '-v'], {}, (o) => assert.equal(o.verbosity, 2)],
   ['scratch', ['-b', 'scratch'], {}, (o) => assert.equal(o.base, 'scratch')],
   ['insecure registries', ['--insecure-registry', 'reg.lan:5000'], {}, (o) => assert.deepEqual(o.insecureRegistries, ['reg.lan:5000'])],
+  ['-t repeated, as docker build takes it: the first is the target, the others are pushed like --tag REF', ['-t', 'localhost:5000/app:latest', '--tag', 'v1', '-t', 'other:5000/x:2'], {}, (o) => {
+    assert.equal(String(o.target), 'localhost:5000/app:1');
+    assert.deepEqual(o.tags.map(String), ['localhost:5000/app:latest', 'other:5000/x:2', 'v1']);
+    assert.deepEqual(resolveTags(o.target!, o.tags).map(String), ['localhost:5000/app:latest', 'other:5000/x:2', 'localhost:5000/app:v1']);
+  }],
 ];
 
 for (const [name, extra, env, check] of good) {
@@ -83,6 +88,27 @@ const bad: Array<[string, string[], Record<string, string>, RegExp]> = [
   ['SOURCE_DATE_EPOCH past what tar holds', ['-b', 'alpine', '-t', 'l:5000/a'], { SOURCE_DATE_EPOCH: '99999999999' }, /SOURCE_DATE_EPOCH="99999999999": .*at most 8589934591/],
   ['a uid over 32 bits', ['-b', 'alpine', '-t', 'l:5000/a', '--chown', '4294967296:0'], {}, /--chown/],
   ['concurrency', ['-b', 'alpine', '-t', 'l:5000/a', '-j', '0'], {}, /--concurrency "0"/],
+  ['a second -t by digest', ['-b', 'alpine', '-t', 'l:5000/a', '-t', `l:5000/b@sha256:${'a'.repeat(64)}`], {}, /--target l:5000\/b@sha256:a+: name a tag, not a digest/],
+  // A flag that takes one value is refused when given twice, not "the last one wins".
+  ...(
+    [
+      ['-b', 'alpine', '--baseimage'],
+      ['-c', '/x', '--cmd'],
+      ['--entrypoint', '/x', '--entrypoint'],
+      ['-w', '/x', '--workdir'],
+      ['-u', '1', '--user'],
+      ['--chown', '1:1', '--chown'],
+      ['--digest-file', 'd', '--digest-file'],
+      ['-j', '2', '--concurrency'],
+      ['-s', 'a.json', '--spec'],
+    ] as const
+  ).map(([flag, val, long]): [string, string[], Record<string, string>, RegExp] => [
+    `${flag} twice`,
+    [...(flag === '-b' ? [] : ['-b', 'alpine']), '-t', 'l:5000/a', flag, val, flag, val],
+    {},
+    new RegExp(`^${long}${flag === long ? '' : ` \\(${flag}\\)`} is given 2 times; it takes one value`),
+  ]),
+  ['-b and --baseimage together', ['-b', 'alpine', '--baseimage', 'busybox', '-t', 'l:5000/a'], {}, /^--baseimage \(-b\) is given 2 times/],
 ];
 
 for (const [name, argv, env, message] of bad) {
