@@ -25,7 +25,7 @@ Image:
                             --entrypoint '' clears the base's entrypoint.
   -e, --env K=V             Environment variable (repeatable), merged by key with the base's:
                             PATH stays unless you set it. -e LOGLEVEL=1
-  -w, --workdir DIR         Working directory: -w /app
+  -w, --workdir DIR         Working directory, an absolute path: -w /app
   -u, --user USER           User to run as: -u 65532 or -u 65532:65532 or -u nobody
   -l, --label K=V           Config label (repeatable): -l org.opencontainers.image.source=https://…
   -a, --annotation K=V      Manifest annotation, OCI bases only (repeatable).

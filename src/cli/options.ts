@@ -5,7 +5,7 @@ import { parsePlatform } from '../build/platform.ts';
 import { MAX_MTIME } from '../layer/tar.ts';
 import { isTag, parseReference, type Reference } from '../reference/reference.ts';
 import { splitCommand } from '../spec/split.ts';
-import { parseAssignment, parseEnvAssignment, parseOwner, parsePort } from '../spec/values.ts';
+import { parseAssignment, parseEnvAssignment, parseOwner, parsePort, parseUser, parseWorkdir } from '../spec/values.ts';
 
 /**
  * What the command line asks for, validated and typed. Produced by {@link parseOptions}, a pure
@@ -247,8 +247,8 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {
     env: (v.env ?? []).map((e) => value('env', e, parseEnvAssignment)),
     ...(v.cmd !== undefined ? { cmd: parseCommand('cmd', v.cmd) } : {}),
     ...(v.entrypoint !== undefined ? { entrypoint: parseCommand('entrypoint', v.entrypoint) } : {}),
-    ...(v.workdir !== undefined ? { workdir: v.workdir } : {}),
-    ...(v.user !== undefined ? { user: v.user } : {}),
+    ...(v.workdir !== undefined ? { workdir: value('workdir', v.workdir, parseWorkdir) } : {}),
+    ...(v.user !== undefined ? { user: value('user', v.user, parseUser) } : {}),
     labels,
     annotations,
     exposedPorts: (v.expose ?? []).map((p) => value('expose', p, parsePort)),

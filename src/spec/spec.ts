@@ -13,7 +13,7 @@ import type { Platform } from '../oci/types.ts';
 import { parsePlatform } from '../build/platform.ts';
 import { isTag, parseReference } from '../reference/reference.ts';
 import { splitCommand } from './split.ts';
-import { checkEnvKey, parseEnvAssignment, parseOwner, parsePort } from './values.ts';
+import { checkEnvKey, parseEnvAssignment, parseOwner, parsePort, parseUser, parseWorkdir } from './values.ts';
 
 /** Objects (or local files) to add: a file, or every file under a folder (`from` ending in `/`). */
 export interface PathFiles {
@@ -339,11 +339,13 @@ export function parseSpec(json: unknown, where = ''): BuildSpec {
   if (json.cmd !== undefined) spec.cmd = command(ctx, '/cmd', json.cmd);
   if (json.env !== undefined) spec.env = envList(ctx, '/env', json.env);
   if (json.workdir !== undefined) {
-    const w = str(ctx, '/workdir', json.workdir, { nonEmpty: true });
-    if (!w.startsWith('/')) ctx.fail('/workdir', `"${w}" must be an absolute path`);
-    spec.workdir = w;
+    const w = str(ctx, '/workdir', json.workdir);
+    spec.workdir = value(ctx, '/workdir', () => parseWorkdir(w));
   }
-  if (json.user !== undefined) spec.user = str(ctx, '/user', json.user, { nonEmpty: true });
+  if (json.user !== undefined) {
+    const u = str(ctx, '/user', json.user);
+    spec.user = value(ctx, '/user', () => parseUser(u));
+  }
   if (json.labels !== undefined) spec.labels = stringMap(ctx, '/labels', json.labels);
   if (json.annotations !== undefined) spec.annotations = stringMap(ctx, '/annotations', json.annotations);
   if (json.ports !== undefined) {

@@ -45,3 +45,19 @@ export function parseOwner(text: string): { uid: number; gid: number } {
   if (!m || uid > 0xffffffff || gid > 0xffffffff) throw new Error(`"${text}" must be numeric "uid:gid", e.g. "65532:65532"`);
   return { uid, gid };
 }
+
+/**
+ * A working directory: absolute, as the image spec asks and runtimes insist (runc refuses to
+ * start a container whose cwd is relative: "Cwd must be an absolute path").
+ */
+export function parseWorkdir(text: string): string {
+  if (text === '') throw new Error('must not be empty');
+  if (!text.startsWith('/')) throw new Error(`"${text}" must be an absolute path (start with "/")`);
+  return text;
+}
+
+/** A user (`65532`, `65532:65532`, `nobody`): not empty, which would mean the base's user by accident. */
+export function parseUser(text: string): string {
+  if (text === '') throw new Error('must not be empty (leave it out to keep the base image\'s user)');
+  return text;
+}

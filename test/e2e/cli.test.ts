@@ -250,6 +250,7 @@ describe('bad input: a specific message, a non-zero exit, nothing pushed', () =>
     ['bad --env', (t) => ['-b', dockerBase.reference, '-f', 'server-binary', '-e', 'NOEQUALS', '-t', t], 2, /--env "NOEQUALS": "NOEQUALS" must be KEY=VALUE/],
     ['bad --expose', (t) => ['-b', dockerBase.reference, '-f', 'server-binary', '--expose', 'web', '-t', t], 2, /--expose "web"/],
     ['bad --chown', (t) => ['-b', dockerBase.reference, '-f', 'server-binary', '--chown', 'root', '-t', t], 2, /--chown "root"/],
+    ['a relative --workdir, which runc refuses', (t) => ['-b', dockerBase.reference, '-f', 'server-binary', '-w', 'app', '-t', t], 2, /--workdir "app": "app" must be an absolute path/],
     ['an output inside the files', (t) => ['-b', dockerBase.reference, '-f', '.', '-o', 'oci:out/layout', '-t', t], 2, /--output oci:\S+out\/layout is inside the files to add \(\S+\): the image would contain its own output/],
   ];
   for (const [name, args, code, message] of cases) {

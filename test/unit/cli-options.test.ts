@@ -46,6 +46,7 @@ const good: Array<[string, string[], Record<string, string>, (o: ReturnType<type
   ['labels, annotations', ['-l', 'a=1', '-a', 'org.opencontainers.image.source=x'], {}, (o) => assert.deepEqual([o.labels, o.annotations], [{ a: '1' }, { 'org.opencontainers.image.source': 'x' }])],
   ['verbosity', ['-v', '-v'], {}, (o) => assert.equal(o.verbosity, 2)],
   ['scratch', ['-b', 'scratch'], {}, (o) => assert.equal(o.base, 'scratch')],
+  ['workdir, user', ['-w', '/app', '-u', '65532:65532'], {}, (o) => assert.deepEqual([o.workdir, o.user], ['/app', '65532:65532'])],
   ['insecure registries', ['--insecure-registry', 'reg.lan:5000'], {}, (o) => assert.deepEqual(o.insecureRegistries, ['reg.lan:5000'])],
   ['-t repeated, as docker build takes it: the first is the target, the others are pushed like --tag REF', ['-t', 'localhost:5000/app:latest', '--tag', 'v1', '-t', 'other:5000/x:2'], {}, (o) => {
     assert.equal(String(o.target), 'localhost:5000/app:1');
@@ -88,6 +89,10 @@ const bad: Array<[string, string[], Record<string, string>, RegExp]> = [
   ['SOURCE_DATE_EPOCH past what tar holds', ['-b', 'alpine', '-t', 'l:5000/a'], { SOURCE_DATE_EPOCH: '99999999999' }, /SOURCE_DATE_EPOCH="99999999999": .*at most 8589934591/],
   ['a uid over 32 bits', ['-b', 'alpine', '-t', 'l:5000/a', '--chown', '4294967296:0'], {}, /--chown/],
   ['concurrency', ['-b', 'alpine', '-t', 'l:5000/a', '-j', '0'], {}, /--concurrency "0"/],
+  // The spec's rules (src/spec/values.ts): runc refuses a relative cwd, an empty user means nothing.
+  ['a relative --workdir', ['-b', 'alpine', '-t', 'l:5000/a', '-w', 'app'], {}, /^--workdir "app": "app" must be an absolute path/],
+  ['an empty --workdir', ['-b', 'alpine', '-t', 'l:5000/a', '-w', ''], {}, /^--workdir "": must not be empty/],
+  ['an empty --user', ['-b', 'alpine', '-t', 'l:5000/a', '-u', ''], {}, /^--user "": must not be empty/],
   ['a second -t by digest', ['-b', 'alpine', '-t', 'l:5000/a', '-t', `l:5000/b@sha256:${'a'.repeat(64)}`], {}, /--target l:5000\/b@sha256:a+: name a tag, not a digest/],
   // A flag that takes one value is refused when given twice, not "the last one wins".
   ...(
