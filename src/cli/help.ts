@@ -16,6 +16,8 @@ Image:
                             root under its own name; a directory keeps its name.
                               -f server        → /server
                               -f conf/         → /conf/…
+                              -f .             → the current directory's contents at /
+                                                 (also app/.; with :/srv/ under /srv)
                               -f dist/:/app/   → dist's contents under /app
                               -f server:/usr/local/bin/server
                               -f server:/usr/bin/   → /usr/bin/server (also /usr/bin/.)

@@ -9,7 +9,7 @@ import type { EntrySource, LayerEntry } from '../layer/entry.ts';
 import type { Logger, ProgressEvent } from '../log.ts';
 import type { Reference } from '../reference/reference.ts';
 import { bundleEntries } from '../source/bundle.ts';
-import { directoryDestination, fileDestination } from '../source/destination.ts';
+import { directoryDestination, fileDestination, namesContents } from '../source/destination.ts';
 import { localSource, parseLocalSpec, type LocalSpec } from '../source/local.ts';
 import { parseSpecText, resolveTags, specToRequest, type BuildSpec } from '../spec/index.ts';
 import { HELP } from './help.ts';
@@ -209,7 +209,7 @@ function describeLayer(files: readonly LocalSpec[], cwd: string): string {
       // missing, a symlink loop, a name too long: the walk reports it as the source error it is
     }
     // Where the walk puts it, by the same rules (so /usr/bin/, /usr/bin/. and usr/bin/server agree).
-    const dest = dir ? directoryDestination(to, path.basename(abs), from) : fileDestination(to, path.basename(abs), from);
+    const dest = dir ? directoryDestination(to, namesContents(from) ? '' : path.basename(abs), from) : fileDestination(to, path.basename(abs), from);
     return dir ? `/${dest}${dest === '' ? '' : '/'}` : `/${dest}`;
   });
   return `artificer: COPY ${dests.join(' ')}`.slice(0, 1024);

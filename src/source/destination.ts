@@ -38,6 +38,17 @@ function namesDirectory(to: string): boolean {
   return /(^|\/)\.{0,2}$/.test(to);
 }
 
+/**
+ * Whether a directory source names its *contents* rather than itself: `.`, or a path whose last
+ * component is `.` (`app/.`, `./`), as `cp -r app/. x` and Docker's `COPY . /x` mean. Its contents
+ * then land in `to`, the root when `to` is empty. Under the directory's own name, `-f .` put
+ * everything under the name of the checkout's directory, so the digest depended on where the
+ * repository was cloned. `conf/` still names the directory itself (`/conf/…`).
+ */
+export function namesContents(from: string): boolean {
+  return /(^|\/)\.\/*$/.test(from);
+}
+
 /** Where a directory's contents land: in `to`, or under the directory's own name when `to` is empty. */
 export function directoryDestination(to: string, basename: string, origin: string): string {
   return imagePath(to === '' ? basename : to, origin);

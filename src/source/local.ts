@@ -16,7 +16,7 @@ import path from 'node:path';
 import { asSourceError, SourceError } from '../errors.ts';
 import type { EntrySource, EntryType, LayerEntry } from '../layer/entry.ts';
 import { SLAB_BYTES, type BufferPool } from '../layer/pool.ts';
-import { directoryDestination, fileDestination } from './destination.ts';
+import { directoryDestination, fileDestination, namesContents } from './destination.ts';
 
 /** One `--files` argument: a local path and where it goes in the image. */
 export interface LocalSpec {
@@ -58,7 +58,8 @@ export function parseLocalSpec(arg: string): LocalSpec {
  * Local files and directories as a re-openable {@link EntrySource}.
  *
  * - `--files server` → `/server`; `--files conf/` → `/conf/…` (a directory keeps its basename;
- *   a trailing slash does not change that); `dist/:/app/` puts dist's contents under `/app`;
+ *   a trailing slash does not change that); `--files .` and `--files app/.` put the contents at
+ *   `/` (see namesContents); `dist/:/app/` puts dist's contents under `/app`;
  *   `server:/usr/local/bin/server` renames; `server:/usr/bin/` puts it into `/usr/bin/`.
  * - A directory spec adds what is in the directory, not the directory it lands in (an empty
  *   one excepted): see walkSpec.
@@ -140,8 +141,9 @@ function walkSpec(spec: LocalSpec, cwd: string): LayerEntry[] {
   const base = path.basename(abs);
   const out: LayerEntry[] = [];
   if (st.isDirectory()) {
-    // A directory's contents go to `to` (or to /basename when no destination was given).
-    const root = directoryDestination(spec.to, base, shown);
+    // A directory's contents go to `to` (or to /basename when no destination was given, unless
+    // the source is `.` or `dir/.`, which name the contents: then to the root).
+    const root = directoryDestination(spec.to, namesContents(spec.from) ? '' : base, shown);
     walkDir(abs, shown, root, out);
     // The directory the contents land in is not itself an entry (unless nothing else would make
     // it exist): it may be the base's own (/bin on a merged-usr base is a symlink, /tmp is

@@ -108,6 +108,30 @@ describe('the seed command', () => {
     const history = (await craneConfig(target('c'))).history as Array<{ created_by?: string }>;
     assert.equal(history.at(-1)?.created_by, 'artificer: COPY /server-binary /conf/');
   });
+
+  test("-f . adds the directory's contents at /: the same digest whatever the checkout is called", async () => {
+    const checkouts = [path.join(work.path, 'checkout-a'), path.join(work.path, 'ci-job-1234')];
+    for (const dir of checkouts) await makeInputs(dir);
+    const target = (t: string) => `${registry.host}/app/dot:${t}`;
+    const runs = [
+      await artificer(['-b', dockerBase.reference, '-f', '.', '-c', '/server-binary', '-t', target('a')], { cwd: checkouts[0] }),
+      await artificer(['-b', dockerBase.reference, '-f', '.', '-c', '/server-binary', '-t', target('b')], { cwd: checkouts[1] }),
+      await artificer(['-b', dockerBase.reference, '-f', 'ci-job-1234/.', '-c', '/server-binary', '-t', target('c')], { cwd: work.path }),
+    ];
+    for (const r of runs) assert.equal(r.code, 0, r.stderr);
+    assert.equal(new Set(runs.map((r) => r.stdout.trim().split('@')[1])).size, 1, runs.map((r) => r.stdout).join(''));
+    const run = await pullAndRun(target('a'));
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /^server says hello\n[^]*conf: loaded\n$/);
+    const history = (await craneConfig(target('a'))).history as Array<{ created_by?: string }>;
+    assert.equal(history.at(-1)?.created_by, 'artificer: COPY /');
+
+    const srv = `${registry.host}/app/dot:srv`;
+    const r = await artificer(['-b', dockerBase.reference, '-f', 'checkout-a/.:/srv/', '-t', srv], { cwd: work.path });
+    assert.equal(r.code, 0, r.stderr);
+    const ls = await pullAndRun(srv, { args: ['ls', '/srv', '/srv/conf'] });
+    assert.equal(ls.stdout, '/srv:\nconf\nserver-binary\n\n/srv/conf:\napp.conf\n', ls.stderr);
+  });
 });
 
 describe('OCI bases, platforms and outputs', () => {

@@ -72,6 +72,15 @@ describe('localSource', () => {
     assert.deepEqual(await paths([{ from: './server', to: 'opt//x/../y' }], cwd), ['opt/y']);
   });
 
+  it('`.` and `dir/.` name the contents, as cp -r dir/. and COPY . do: at / or under DEST, never under a directory name', async () => {
+    const conf = ['app.yaml', 'sub/', 'sub/x'];
+    assert.deepEqual(await paths([{ from: '.', to: '' }], path.join(cwd, 'conf')), conf);
+    assert.deepEqual(await paths([{ from: './', to: '' }], path.join(cwd, 'conf')), conf);
+    assert.deepEqual(await paths([{ from: 'conf/.', to: '' }], cwd), conf);
+    assert.deepEqual(await paths([{ from: 'conf/.', to: '/srv/' }], cwd), ['srv/app.yaml', 'srv/sub/', 'srv/sub/x']);
+    assert.deepEqual(await paths([{ from: 'conf/', to: '' }], cwd), ['conf/app.yaml', 'conf/sub/', 'conf/sub/x'], 'conf/ keeps its name');
+  });
+
   it('contents of a directory at / have no root entry', async () => {
     assert.deepEqual(await paths([{ from: 'conf', to: '/' }], cwd), ['app.yaml', 'sub/', 'sub/x']);
   });
