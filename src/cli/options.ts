@@ -172,6 +172,7 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {
     if (!m) throw new UsageError(`--output "${o}": expected oci:DIR or tarball:FILE`);
     const key = m[1] === 'oci' ? 'ociLayout' : 'tarball';
     if (outputs[key]) throw new UsageError(`--output ${m[1]}: given twice`);
+    if (o === 'tarball:-') throw new UsageError('--output tarball:-: stdout carries the pushed digests, not a tarball; name a file, e.g. -o tarball:image.tar');
     outputs[key] = m[2]!;
   }
   const fullRefTags = (v.tag ?? []).some((t) => !isTag(t));

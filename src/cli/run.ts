@@ -2,7 +2,7 @@ import { createReadStream, realpathSync, statSync } from 'node:fs';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import path from 'node:path';
-import { isInside, outputInside } from '../build/outputs/paths.ts';
+import { isInside, outputInside, outputProblem } from '../build/outputs/paths.ts';
 import type { BuildRequest } from '../build/request.ts';
 import { ArtificerError, InvalidSpecError, SourceError, UsageError, asOutputError, asSourceError } from '../errors.ts';
 import type { EntrySource, LayerEntry } from '../layer/entry.ts';
@@ -146,8 +146,25 @@ function refuseOutputsInside(sources: readonly string[], outputs: { ociLayout?: 
   }
 }
 
+/**
+ * Outputs are written after the push, once the tags are live: one that cannot be written (a
+ * missing directory, a typo) is refused here, before the first request to a registry.
+ */
+function refuseUnwritableOutputs(opts: CliOptions, io: Io): void {
+  const outputs = [
+    ['--output oci:', opts.ociLayout, 'directory'],
+    ['--output tarball:', opts.tarball, 'file'],
+    ['--digest-file ', opts.digestFile, 'file'],
+  ] as const;
+  for (const [flag, given, kind] of outputs) {
+    const problem = given === undefined ? undefined : outputProblem(path.resolve(io.cwd, given), kind);
+    if (problem) throw new UsageError(`${flag}${given}: ${problem}; nothing was pushed`);
+  }
+}
+
 /** Turns parsed options into the one build request the engine takes. */
 async function toRequest(opts: CliOptions, io: Io): Promise<BuildRequest> {
+  refuseUnwritableOutputs(opts, io);
   const outputs = { ...(opts.ociLayout ? { ociLayout: path.resolve(io.cwd, opts.ociLayout) } : {}), ...(opts.tarball ? { tarball: path.resolve(io.cwd, opts.tarball) } : {}) };
   if (opts.spec !== undefined) {
     const file = path.resolve(io.cwd, opts.spec);

@@ -275,6 +275,12 @@ describe('bad input: a specific message, a non-zero exit, nothing pushed', () =>
     ['bad --expose', (t) => ['-b', dockerBase.reference, '-f', 'server-binary', '--expose', 'web', '-t', t], 2, /--expose "web"/],
     ['bad --chown', (t) => ['-b', dockerBase.reference, '-f', 'server-binary', '--chown', 'root', '-t', t], 2, /--chown "root"/],
     ['a relative --workdir, which runc refuses', (t) => ['-b', dockerBase.reference, '-f', 'server-binary', '-w', 'app', '-t', t], 2, /--workdir "app": "app" must be an absolute path/],
+    // Outputs are written after the tags: one that cannot be written is refused before any request.
+    ['a digest file in a missing directory', (t) => ['-b', dockerBase.reference, '-f', 'server-binary', '--digest-file', 'outs/nodir/d', '-t', t], 2, /--digest-file outs\/nodir\/d: its directory \S+\/outs\/nodir does not exist; nothing was pushed/],
+    ['a tarball in a missing directory', (t) => ['-b', dockerBase.reference, '-f', 'server-binary', '-o', 'tarball:outs/nodir/x.tar', '-t', t], 2, /--output tarball:outs\/nodir\/x\.tar: its directory \S+\/outs\/nodir does not exist/],
+    ['a tarball that is a directory', (t) => ['-b', dockerBase.reference, '-f', 'server-binary', '-o', 'tarball:conf', '-t', t], 2, /--output tarball:conf: \S+\/conf is a directory/],
+    ['an OCI layout below a file', (t) => ['-b', dockerBase.reference, '-f', 'conf/', '-o', 'oci:server-binary/sub/layout', '-t', t], 2, /--output oci:server-binary\/sub\/layout: it cannot be created: \S+\/server-binary is not a directory/],
+    ['a tarball on stdout', (t) => ['-b', dockerBase.reference, '-f', 'server-binary', '-o', 'tarball:-', '-t', t], 2, /--output tarball:-: stdout carries the pushed digests/],
     ['an output inside the files', (t) => ['-b', dockerBase.reference, '-f', '.', '-o', 'oci:out/layout', '-t', t], 2, /--output oci:\S+out\/layout is inside the files to add \(\S+\): the image would contain its own output/],
   ];
   for (const [name, args, code, message] of cases) {
@@ -299,8 +305,8 @@ describe('bad input: a specific message, a non-zero exit, nothing pushed', () =>
 
   test('an output that cannot be written', async () => {
     const r = await artificer(['-b', dockerBase.reference, '-f', 'server-binary', '-o', 'tarball:/nonexistent-dir/image.tar'], { cwd: work.path });
-    assert.equal(r.code, 1);
-    assert.match(r.stderr, /cannot write \/nonexistent-dir\/image.tar: no such file or directory/);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /--output tarball:\/nonexistent-dir\/image.tar: its directory \/nonexistent-dir does not exist; nothing was pushed/);
     assert.doesNotMatch(r.stderr, /\n\s+at /);
   });
 

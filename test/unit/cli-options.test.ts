@@ -77,6 +77,7 @@ const bad: Array<[string, string[], Record<string, string>, RegExp]> = [
   ['cmd unterminated quote', ['-b', 'alpine', '-t', 'l:5000/a', '-c', '/a "b'], {}, /unterminated double quote/],
   ['platform junk', ['-b', 'alpine', '-t', 'l:5000/a', '-p', 'amd64'], {}, /invalid platform "amd64"/],
   ['platform all and more', ['-b', 'alpine', '-t', 'l:5000/a', '-p', 'all', '-p', 'linux/amd64'], {}, /cannot be combined/],
+  ['a tarball on stdout', ['-b', 'alpine', '-t', 'l:5000/a', '-o', 'tarball:-'], {}, /--output tarball:-: stdout carries the pushed digests, not a tarball; name a file/],
   ['output junk', ['-b', 'alpine', '-o', 'dir:/x'], {}, /expected oci:DIR or tarball:FILE/],
   ['unknown flag', ['-b', 'alpine', '-t', 'l:5000/a', '--frobnicate'], {}, /Unknown option '--frobnicate'.*artificer --help/],
   ['positional', ['-b', 'alpine', '-t', 'l:5000/a', 'extra'], {}, /Unexpected argument 'extra'/],

@@ -10,7 +10,7 @@ import type { ResolvedBase } from '../../src/build/base.ts';
 import { build } from '../../src/build/build.ts';
 import { assembleImage } from '../../src/build/image.ts';
 import { writeOciLayout } from '../../src/build/outputs/oci-layout.ts';
-import { isInside, outputInside } from '../../src/build/outputs/paths.ts';
+import { isInside, outputInside, outputProblem } from '../../src/build/outputs/paths.ts';
 import { DigestMismatchError, OutputError, SourceError } from '../../src/errors.ts';
 import type { Layer } from '../../src/layer/layer.ts';
 import { sha256 } from '../../src/oci/digest.ts';
@@ -142,4 +142,20 @@ describe('outputInside: which source an output would be written into', () => {
     // A symlink inside the tree stays a link in the layer: what is written behind it is not walked.
     assert.equal(outputInside([proj], path.join(proj, 'out', 'img')), undefined);
   });
+});
+
+test('outputProblem: a file needs its directory, a layout its nearest existing ancestor (it is made with mkdir -p)', async () => {
+  await using t = await tempDir('output-problem');
+  const p = (rel: string) => path.join(t.path, rel);
+  await mkdir(p('dir'));
+  await writeFile(p('file'), 'x');
+  assert.equal(outputProblem(p('dir/image.tar'), 'file'), undefined);
+  assert.equal(outputProblem(p('file'), 'file'), undefined, 'an existing file is replaced');
+  assert.equal(outputProblem(p('nodir/image.tar'), 'file'), `its directory ${p('nodir')} does not exist`);
+  assert.equal(outputProblem(p('file/image.tar'), 'file'), `its directory ${p('file')} is not a directory`);
+  assert.equal(outputProblem(p('dir'), 'file'), `${p('dir')} is a directory`);
+  assert.equal(outputProblem(p('dir'), 'directory'), undefined);
+  assert.equal(outputProblem(p('new/nested/layout'), 'directory'), undefined);
+  assert.equal(outputProblem(p('file'), 'directory'), `${p('file')} is not a directory`);
+  assert.equal(outputProblem(p('file/sub/layout'), 'directory'), `it cannot be created: ${p('file')} is not a directory`);
 });

@@ -1,4 +1,4 @@
-import { realpathSync } from 'node:fs';
+import { accessSync, constants, realpathSync, statSync, type Stats } from 'node:fs';
 import path from 'node:path';
 
 /**
@@ -45,5 +45,50 @@ function resolveExisting(p: string): string {
       tail.unshift(path.basename(head));
       head = parent;
     }
+  }
+}
+
+/**
+ * Why an output at `abs` could not be written, or undefined when it can. Outputs are written
+ * last, after the tags are live, so a caller that knows them up front (the CLI) checks them
+ * before the first request to a registry: a typo in a path must not leave a pushed image and a
+ * failed job. `file` (a tarball, a digest file) is written into its directory, which nothing
+ * creates: it must exist and be writable, and the file must not be a directory. `directory` (an
+ * OCI layout) is created with its missing parents, so the nearest one that exists must be a
+ * writable directory, as must the layout's directory when it exists.
+ *
+ * Writable means what access(2) says; root passes it everywhere but on a read-only file system.
+ */
+export function outputProblem(abs: string, kind: 'file' | 'directory'): string | undefined {
+  const st = statIfAny(abs);
+  if (kind === 'file') {
+    if (st?.isDirectory()) return `${abs} is a directory`;
+    const problem = directoryProblem(path.dirname(abs));
+    return problem && `its directory ${problem}`;
+  }
+  if (st) return directoryProblem(abs);
+  let dir = path.dirname(abs);
+  while (!statIfAny(dir) && path.dirname(dir) !== dir) dir = path.dirname(dir);
+  const problem = directoryProblem(dir);
+  return problem && `it cannot be created: ${problem}`;
+}
+
+function directoryProblem(dir: string): string | undefined {
+  const st = statIfAny(dir);
+  if (!st) return `${dir} does not exist`;
+  if (!st.isDirectory()) return `${dir} is not a directory`;
+  try {
+    accessSync(dir, constants.W_OK | constants.X_OK);
+  } catch {
+    return `${dir} is not writable`;
+  }
+  return undefined;
+}
+
+function statIfAny(p: string): Stats | undefined {
+  try {
+    return statSync(p);
+  } catch {
+    return undefined; // missing, or a component is not a directory: nothing there to use
   }
 }
