@@ -55,8 +55,9 @@ Output:
       --digest-file FILE    Write the pushed digest (sha256:…) to FILE.
                             Output paths are checked before anything is pushed: a file's
                             directory must exist (an OCI layout's is created).
-      --insecure-registry H Talk plain HTTP to registry host H[:PORT] (repeatable). Loopback
-                            hosts (localhost, 127.0.0.1) use HTTP already, as docker does.
+      --insecure-registry H Talk plain HTTP to registry host H[:PORT] (repeatable; a leading
+                            http:// is accepted). Loopback hosts (localhost, 127.0.0.1) use
+                            HTTP already, as docker does.
   -j, --concurrency N       Blob uploads in flight (default 4).
 
 Other:

@@ -4,6 +4,7 @@ import type { Platform } from '../oci/types.ts';
 import { parsePlatform } from '../build/platform.ts';
 import { MAX_MTIME } from '../layer/tar.ts';
 import { isTag, parseReference, type Reference } from '../reference/reference.ts';
+import { endpointFor } from '../registry/endpoint.ts';
 import { splitCommand } from '../spec/split.ts';
 import { parseAssignment, parseEnvAssignment, parseOwner, parsePort, parseUser, parseWorkdir } from '../spec/values.ts';
 
@@ -144,6 +145,23 @@ function reference(flag: string, text: string): Reference {
   }
 }
 
+/**
+ * `--insecure-registry HOST[:PORT]`, as it is matched against the registries of references. An
+ * `http://` in front (a URL pasted from a browser) is dropped; it was kept and then never
+ * matched, so HTTPS was tried anyway. Any other scheme, a path or credentials is refused.
+ */
+function insecureRegistry(text: string): string {
+  const host = text.replace(/^http:\/\//i, '').replace(/\/$/, '');
+  const refuse = (why: string) => new UsageError(`--insecure-registry "${text}": ${why}; expected HOST or HOST:PORT, e.g. --insecure-registry reg.lan:5000`);
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(host)) throw refuse('only plain http:// can be named (the flag means plain HTTP)');
+  try {
+    endpointFor(host, [host]);
+  } catch {
+    throw refuse('not a registry host');
+  }
+  return host;
+}
+
 /** Parses argv (without `node` and the script) and the environment into {@link CliOptions}. */
 export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {}): CliOptions {
   let parsed;
@@ -260,7 +278,7 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {
     tags: [...moreTargets, ...tags],
     ...outputs,
     ...(v['digest-file'] !== undefined ? { digestFile: v['digest-file'] } : {}),
-    insecureRegistries: v['insecure-registry'] ?? [],
+    insecureRegistries: (v['insecure-registry'] ?? []).map(insecureRegistry),
     ...(concurrency !== undefined ? { concurrency } : {}),
     mtime: parseSourceDateEpoch(env),
   };

@@ -207,6 +207,13 @@ export class Authenticator {
       });
     } catch (err) {
       if (signal.aborted) throw new AbortedError('aborted', { cause: err });
+      if (answeredPlainHttp(err)) {
+        // Not worth a retry: it will answer in plain HTTP again.
+        throw new NetworkError(
+          `cannot reach registry ${ep.registry} (GET ${url}): the TLS handshake failed (${PLAIN_HTTP_CODE}): the registry seems to speak plain HTTP, not HTTPS; if so, pass --insecure-registry ${ep.registry} (insecureRegistries in the library)`,
+          { cause: err, temporary: false },
+        );
+      }
       throw new NetworkError(`cannot reach registry ${ep.registry} (GET ${url}): ${describe(err)}`, { cause: err });
     }
     await res.body.dump();
@@ -481,6 +488,17 @@ function sameIssuer(a: Challenge | null | undefined, b: Challenge): boolean {
 /** Prefer Bearer over Basic when a registry offers both. */
 function pickChallenge(challenges: Challenge[]): Challenge | undefined {
   return challenges.find((c) => c.scheme === 'bearer') ?? challenges.find((c) => c.scheme === 'basic');
+}
+
+const PLAIN_HTTP_CODE = 'ERR_SSL_WRONG_VERSION_NUMBER';
+
+/**
+ * Whether a TLS handshake failed because the server answered in plain text: OpenSSL reads the
+ * "HTTP/1.1 400" a plain-HTTP server sends back as a TLS record of an unknown version. Docker
+ * reports the same case as "http: server gave HTTP response to HTTPS client".
+ */
+function answeredPlainHttp(err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === PLAIN_HTTP_CODE;
 }
 
 export function describe(err: unknown): string {

@@ -1,6 +1,8 @@
 // The CLI against registries with auth, across registries, through faults, and with --spec.
 import assert from 'node:assert/strict';
 import { chmod, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { connect, createServer, type AddressInfo, type Server } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { artificer } from '../support/cli.ts';
@@ -86,6 +88,42 @@ describe('auth', () => {
     assert.doesNotMatch(r.stderr, /eyJ[A-Za-z0-9_-]{10,}/, 'no JWT in debug output');
     assert.ok(!r.stderr.includes(token.password!));
     const run = await pullAndRun(target, { creds: { username: token.username!, password: token.password! } });
+    assert.equal(run.stdout, 'hello world\n');
+  });
+});
+
+describe('a plain-HTTP registry that is not on loopback', () => {
+  // Loopback registries get plain HTTP anyway, so the registry is reached through this host's
+  // own non-loopback address, by a TCP relay to it.
+  const address = Object.values(networkInterfaces()).flat().find((i) => i && i.family === 'IPv4' && !i.internal)?.address;
+  let relay: Server | undefined;
+  let host = '';
+  before(async () => {
+    if (!address) return;
+    const [, port] = plain.host.split(':');
+    relay = createServer((socket) => {
+      const upstream = connect(Number(port), '127.0.0.1');
+      socket.on('error', () => upstream.destroy()).pipe(upstream).on('error', () => socket.destroy()).pipe(socket);
+    });
+    await new Promise<void>((resolve) => relay!.listen(0, address, resolve));
+    host = `${address}:${(relay.address() as AddressInfo).port}`;
+  });
+  after(() => relay?.close());
+
+  test('spoken to in TLS: the error says it speaks plain HTTP and names the flag, without the OpenSSL dump', { skip: !address && 'no non-loopback IPv4 address here' }, async () => {
+    const started = Date.now();
+    const r = await artificer(build(`${host}/insecure/app:1`), { cwd: work.path });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`cannot reach registry ${host.replace(/\./g, '\\.')} .*the registry seems to speak plain HTTP, not HTTPS; if so, pass --insecure-registry ${host.replace(/\./g, '\\.')}`));
+    assert.doesNotMatch(r.stderr, /tls_validate_record_header|deps\/openssl/);
+    assert.ok(Date.now() - started < 5000, 'not retried: the answer will not change');
+  });
+
+  test('--insecure-registry http://HOST:PORT is the same as HOST:PORT', { skip: !address && 'no non-loopback IPv4 address here' }, async () => {
+    const r = await artificer(build(`${host}/insecure/app:1`, ['--insecure-registry', `http://${host}`]), { cwd: work.path });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.split('@')[0], `${host}/insecure/app`);
+    const run = await pullAndRun(`${plain.host}/insecure/app:1`);
     assert.equal(run.stdout, 'hello world\n');
   });
 });

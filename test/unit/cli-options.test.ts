@@ -48,6 +48,7 @@ const good: Array<[string, string[], Record<string, string>, (o: ReturnType<type
   ['scratch', ['-b', 'scratch'], {}, (o) => assert.equal(o.base, 'scratch')],
   ['workdir, user', ['-w', '/app', '-u', '65532:65532'], {}, (o) => assert.deepEqual([o.workdir, o.user], ['/app', '65532:65532'])],
   ['insecure registries', ['--insecure-registry', 'reg.lan:5000'], {}, (o) => assert.deepEqual(o.insecureRegistries, ['reg.lan:5000'])],
+  ['an insecure registry written as an http:// URL', ['--insecure-registry', 'http://reg.lan:5000', '--insecure-registry', 'HTTP://10.0.0.7/'], {}, (o) => assert.deepEqual(o.insecureRegistries, ['reg.lan:5000', '10.0.0.7'])],
   ['-t repeated, as docker build takes it: the first is the target, the others are pushed like --tag REF', ['-t', 'localhost:5000/app:latest', '--tag', 'v1', '-t', 'other:5000/x:2'], {}, (o) => {
     assert.equal(String(o.target), 'localhost:5000/app:1');
     assert.deepEqual(o.tags.map(String), ['localhost:5000/app:latest', 'other:5000/x:2', 'v1']);
@@ -78,6 +79,9 @@ const bad: Array<[string, string[], Record<string, string>, RegExp]> = [
   ['platform junk', ['-b', 'alpine', '-t', 'l:5000/a', '-p', 'amd64'], {}, /invalid platform "amd64"/],
   ['platform all and more', ['-b', 'alpine', '-t', 'l:5000/a', '-p', 'all', '-p', 'linux/amd64'], {}, /cannot be combined/],
   ['a tarball on stdout', ['-b', 'alpine', '-t', 'l:5000/a', '-o', 'tarball:-'], {}, /--output tarball:-: stdout carries the pushed digests, not a tarball; name a file/],
+  ['an https:// insecure registry', ['-b', 'alpine', '-t', 'l:5000/a', '--insecure-registry', 'https://reg.lan:5000'], {}, /--insecure-registry "https:\/\/reg.lan:5000": only plain http:\/\/ can be named/],
+  ['an insecure registry with a path', ['-b', 'alpine', '-t', 'l:5000/a', '--insecure-registry', 'http://reg.lan:5000/v2/'], {}, /--insecure-registry "http:\/\/reg.lan:5000\/v2\/": not a registry host; expected HOST or HOST:PORT/],
+  ['an insecure registry with credentials', ['-b', 'alpine', '-t', 'l:5000/a', '--insecure-registry', 'u:p@reg.lan'], {}, /not a registry host/],
   ['output junk', ['-b', 'alpine', '-o', 'dir:/x'], {}, /expected oci:DIR or tarball:FILE/],
   ['unknown flag', ['-b', 'alpine', '-t', 'l:5000/a', '--frobnicate'], {}, /Unknown option '--frobnicate'.*artificer --help/],
   ['positional', ['-b', 'alpine', '-t', 'l:5000/a', 'extra'], {}, /Unexpected argument 'extra'/],
