@@ -20,9 +20,13 @@ export function requireLinux(p: Platform): void {
   }
 }
 
-/** Parses `os/arch[/variant]` ("linux/arm64", "linux/arm/v7"); only Linux (see {@link requireLinux}). */
+/**
+ * Parses `os/arch[/variant]` ("linux/arm64", "linux/arm/v7"); only Linux (see {@link requireLinux}).
+ * In lower case, as docker and containerd normalise it (`LINUX/AMD64` is linux/amd64): image
+ * indexes write platforms in lower case, and an upper-case name matched none of them.
+ */
 export function parsePlatform(text: string): Platform {
-  const parts = text.split('/');
+  const parts = text.toLowerCase().split('/');
   if (parts.length < 2 || parts.length > 3 || parts.some((p) => !/^[a-z0-9_.-]+$/i.test(p))) {
     throw new UsageError(`invalid platform "${text}": expected os/arch or os/arch/variant, e.g. linux/amd64 or linux/arm/v7`);
   }

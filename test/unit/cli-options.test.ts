@@ -36,6 +36,8 @@ const good: Array<[string, string[], Record<string, string>, (o: ReturnType<type
   ['chown', ['--chown', '65532:65533'], {}, (o) => assert.deepEqual(o.chown, { uid: 65532, gid: 65533 })],
   ['platforms', ['-p', 'linux/amd64,linux/arm64', '-p', 'linux/arm/v7'], {}, (o) =>
     assert.deepEqual(o.platforms, [{ os: 'linux', architecture: 'amd64' }, { os: 'linux', architecture: 'arm64' }, { os: 'linux', architecture: 'arm', variant: 'v7' }])],
+  ['platforms in upper case, once each', ['-p', 'LINUX/AMD64,linux/amd64', '-p', 'Linux/Arm64'], {}, (o) =>
+    assert.deepEqual(o.platforms, [{ os: 'linux', architecture: 'amd64' }, { os: 'linux', architecture: 'arm64' }])],
   ['platform all', ['-p', 'all'], {}, (o) => assert.equal(o.platforms, 'all')],
   ['--tag REF alone is where to push', ['-b', 'alpine', '-f', 'x', '--tag', 'reg.example/app:1'], {}, (o) => assert.equal(String(o.tags[0]), 'reg.example/app:1')],
   ["--entrypoint '' clears it, as docker run's does", ['--entrypoint', ''], {}, (o) => assert.deepEqual(o.entrypoint, [])],

@@ -94,3 +94,9 @@ test('a bare linux/arm means arm/v7, as docker and containerd normalise it (alpi
   const bare = entry({ os: 'linux', architecture: 'arm' }, 10);
   assert.deepEqual(selectEntries([v6, bare], [{ os: 'linux', architecture: 'arm', variant: 'v7' }], 'b'), [bare]);
 });
+
+test('a platform is matched in lower case, as docker normalises it', () => {
+  assert.deepEqual(parsePlatform('LINUX/AMD64'), { os: 'linux', architecture: 'amd64' });
+  assert.deepEqual(parsePlatform('Linux/ARM/V7'), { os: 'linux', architecture: 'arm', variant: 'v7' });
+  assert.deepEqual(selectEntries([arm64, amd64, armv7], [parsePlatform('LINUX/AMD64'), parsePlatform('linux/ARM/v7')], 'b'), [amd64, armv7]);
+});
