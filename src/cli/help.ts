@@ -7,7 +7,7 @@ Usage:
 
 Prints one line per repository pushed to on stdout: REGISTRY/REPO@sha256:…
 Everything else (progress, -v logs, errors) goes to stderr. Exit status: 0 success,
-1 build or registry failure, 2 bad flags or input.
+1 build or registry failure, 2 bad flags or input, 130 / 143 stopped by SIGINT / SIGTERM.
 
 Image:
   -b, --baseimage REF       Image to start FROM, or "scratch" for none.

@@ -6,6 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import module from 'node:module';
+import os from 'node:os';
 import process from 'node:process';
 import v8 from 'node:v8';
 
@@ -33,10 +34,15 @@ const packageJson = new URL(import.meta.url.includes('/dist/src/') ? '../../../p
 const pkg = JSON.parse(readFileSync(packageJson, 'utf8')) as { version: string };
 
 const controller = new AbortController();
+// The shell's convention for a process stopped by a signal: 128 + its number, so 130 for
+// SIGINT (Ctrl-C) and 143 for SIGTERM (what CI runners and `docker stop` send).
+let signalled: number | undefined;
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.on(sig, () => {
-    if (controller.signal.aborted) process.exit(130);
+    const status = 128 + os.constants.signals[sig];
+    if (controller.signal.aborted) process.exit(status);
     process.stderr.write(`\nartificer: ${sig}: stopping (press again to exit at once)\n`);
+    signalled = status;
     controller.abort();
   });
 }
@@ -49,4 +55,4 @@ const code = await runCli(process.argv.slice(2), {
   signal: controller.signal,
   version: pkg.version,
 });
-process.exitCode = controller.signal.aborted ? 130 : code;
+process.exitCode = signalled ?? code;

@@ -339,6 +339,29 @@ describe('Ctrl-C', () => {
   });
 });
 
+describe('SIGTERM', () => {
+  test('SIGTERM during the upload stops the build with 143 (128 + 15), not the 130 of Ctrl-C', async () => {
+    const { spawn } = await import('node:child_process');
+    const { BIN } = await import('../support/cli.ts');
+    proxy.reset();
+    proxy.failNext(1, { delayMs: 10_000, method: 'PATCH' });
+    const child = spawn(process.execPath, [BIN, ...build(`${proxy.host}/terminated/app:1`)], {
+      cwd: work.path,
+      env: { PATH: process.env.PATH, HOME: process.env.HOME },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d));
+    for (let i = 0; i < 100 && !proxy.requests.some((r) => r.method === 'PATCH'); i++) await new Promise((r) => setTimeout(r, 50));
+    child.kill('SIGTERM');
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    assert.equal(code, 143, stderr);
+    assert.match(stderr, /SIGTERM: stopping/);
+    proxy.reset();
+    await assert.rejects(craneManifest(`${plain.host}/terminated/app:1`));
+  });
+});
+
 describe('a registry that lies', () => {
   test('a manifest digest other than the one sent is an error, not a success', async () => {
     proxy.reset();
