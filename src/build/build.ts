@@ -119,7 +119,7 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
       // image is written as its OCI twin, the same config and layer bytes under OCI names.
       const oci = base.family === 'oci' ? { images, index } : assemble('oci');
       const dir = req.outputs.ociLayout;
-      await writeOciLayout(dir, { registry: ctx.registry, base, layer, images: oci.images, index: oci.index, tag: targets[0]?.tags[0], ...(signal ? { signal } : {}) }).catch(
+      await writeOciLayout(dir, { registry: ctx.registry, base, layer, images: oci.images, index: oci.index, tags: targets.flatMap((t) => t.tags), ...(signal ? { signal } : {}) }).catch(
         outputFailed(dir, signal),
       );
     }

@@ -51,6 +51,7 @@ Output:
                             --tag latest   --tag other.example.com/app:1.0
                             Without -t, full references (REF) are where to push.
   -o, --output oci:DIR      Also (or instead) write an OCI image layout: -o oci:./image
+                            (one entry per tag, found as oci:./image:TAG; "latest" if none)
   -o, --output tarball:FILE Also (or instead) write a "docker load" tarball: -o tarball:app.tar
       --digest-file FILE    Write the pushed digest (sha256:…) to FILE.
                             Output paths are checked before anything is pushed: a file's

@@ -209,6 +209,22 @@ describe('OCI bases, platforms and outputs', () => {
     assert.match(fromTarball.stdout, /LOGLEVEL=2/);
   });
 
+  test('--output oci:DIR records every tag: skopeo finds the one image under each', async () => {
+    const layout = path.join(work.path, 'layout-tags');
+    const r = await artificer(['-b', dockerBase.reference, '-f', 'server-binary', '-f', 'conf/', '-c', '/server-binary', '-t', `${registry.host}/app/layouttags:1`, '--tag', 'latest', '-t', `${registry.host}/other/layouttags:2`, '-o', `oci:${layout}`], { cwd: work.path });
+    assert.equal(r.code, 0, r.stderr);
+    const { exec, tool } = await import('../support/tools.ts');
+    const digests = new Set<string>();
+    for (const tag of ['1', 'latest', '2']) {
+      const inspected = JSON.parse((await exec(tool('skopeo'), ['inspect', `oci:${layout}:${tag}`])).stdout) as { Digest: string };
+      digests.add(inspected.Digest);
+    }
+    assert.equal(digests.size, 1, [...digests].join(' '));
+    const run = await runLayout(layout, 'latest');
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /^server says hello\n/);
+  });
+
   test("the base's directories stay as they are: /tmp keeps its sticky bit, a symlinked directory is followed", async () => {
     // A first image whose /opt is a symlink to usr/local (a merged-usr base has /bin -> usr/bin).
     const links = path.join(work.path, 'links');

@@ -98,7 +98,7 @@ test('a new layer whose bytes are not its digest blames the content', async () =
   const base: ResolvedBase = { family: 'oci', images: [{ platform: { os: 'linux', architecture: 'amd64' } }], multiPlatform: false };
   const image = assembleImage(base, base.images[0]!, { config: {}, layer: { mtime: 0 }, annotations: {} }, { descriptor, diffId: digests.diffId });
   await assert.rejects(
-    writeOciLayout(path.join(t.path, 'img'), { registry: {} as Registry, base, layer, images: [image], index: undefined, tag: undefined }),
+    writeOciLayout(path.join(t.path, 'img'), { registry: {} as Registry, base, layer, images: [image], index: undefined, tags: [] }),
     (err: unknown) => {
       assert.ok(err instanceof DigestMismatchError, String(err));
       assert.equal(err.message, `blob: digest mismatch: expected ${descriptor.digest}, content has ${sha256(bytes)}`);

@@ -20,8 +20,11 @@ export interface OciLayoutInput {
   readonly layer: Layer;
   readonly images: readonly AssembledImage[];
   readonly index: Blob | undefined;
-  /** Recorded as `org.opencontainers.image.ref.name`; default `latest`. */
-  readonly tag: string | undefined;
+  /**
+   * Each recorded as an `org.opencontainers.image.ref.name` entry for the one image (skopeo,
+   * umoci and crane then find it as `DIR:TAG` by any of them); `latest` when there are none.
+   */
+  readonly tags: readonly string[];
   readonly signal?: AbortSignal;
 }
 
@@ -96,6 +99,9 @@ function indexProblem(value: unknown): string | undefined {
  * Writes the image as an OCI image layout (https://github.com/opencontainers/image-spec/blob/main/image-layout.md):
  * every blob (base layers included, so the layout stands alone), then `index.json` last and
  * atomically. An existing layout is extended; an entry with the same ref name is replaced.
+ * Several tags give several entries for the one manifest: `skopeo inspect oci:DIR:TAG` and
+ * `umoci unpack --image DIR:TAG` accept that, but `oci:DIR` without a tag is then ambiguous to
+ * skopeo ("more than one image"), as it is for any layout holding two entries.
  *
  * `dir` must not be inside the files the layer is built from (see `outputInside`): the layer is
  * re-read here, after the layout's first files were created.
@@ -127,11 +133,11 @@ export async function writeOciLayout(dir: string, input: OciLayoutInput): Promis
 
   const indexFile = join(dir, 'index.json');
   const index: ImageIndex = existing ?? { schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests: [] };
-  const tag = input.tag ?? 'latest';
+  const tags = input.tags.length ? [...new Set(input.tags)] : ['latest'];
   const top = (input.index ?? input.images[0]!.manifest).descriptor;
   const { platform: _platform, ...entry } = top;
-  const manifests = index.manifests.filter((m) => m.annotations?.[REF_NAME_ANNOTATION] !== tag);
-  manifests.push({ ...entry, annotations: { [REF_NAME_ANNOTATION]: tag } });
+  const manifests = index.manifests.filter((m) => !tags.includes(m.annotations?.[REF_NAME_ANNOTATION] ?? ''));
+  for (const tag of tags) manifests.push({ ...entry, annotations: { [REF_NAME_ANNOTATION]: tag } });
   const tmp = `${indexFile}.partial-${randomBytes(6).toString('hex')}`;
   await writeFile(tmp, JSON.stringify({ ...index, manifests }));
   await rename(tmp, indexFile);
