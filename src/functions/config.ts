@@ -9,7 +9,7 @@
  * | `ARTIFICER_GOOGLE_REGISTRIES` | test/dev knob: extra hosts that receive the service account's token, like *.pkg.dev |
  * | `ARTIFICER_REBUILD_PREFIX` | `gs://bucket/prefix/`: where Artifact Registry notifications look for specs to rebuild |
  * | `ARTIFICER_REBUILD_TOPIC` | `projects/P/topics/T`: where a base-image notification publishes one `{bucket, object}` rebuild message per affected spec (each spec then builds in its own invocation, with its own deadline and retries) |
- * | `ARTIFICER_MAX_EVENT_AGE` | seconds; a temporary failure of an older event is recorded as failed instead of retried (default 3600) |
+ * | `ARTIFICER_MAX_EVENT_AGE` | seconds, at least 60; a temporary failure of an older event is recorded as failed instead of retried, and an older event whose generation has no record (its runs were killed) is recorded as failed without a build (default 3600) |
  * | `ARTIFICER_BUILD_TIMEOUT` | seconds one build may take before its first tag; past it the build is abandoned and recorded as failed (default 500: under the function's 540 s timeout, so the record is still written); a started tag set is finished |
  * | `ARTIFICER_REGISTRY_RETRY_ATTEMPTS` | attempts per registry request inside one run (default: the client's, 5) |
  * | `ARTIFICER_LOG_LEVEL` | `debug` \| `info` (default) \| `warning` |
@@ -36,6 +36,12 @@ export interface FunctionConfig {
 }
 
 export const DEFAULT_MAX_EVENT_AGE_SECONDS = 3600;
+/**
+ * Least `ARTIFICER_MAX_EVENT_AGE`: an event older than it whose spec generation has no record is
+ * recorded as failed without a build (its earlier runs were killed), so it must leave room for
+ * the first delivery, which may come some seconds after the upload.
+ */
+export const MIN_MAX_EVENT_AGE_SECONDS = 60;
 export const DEFAULT_BUILD_TIMEOUT_SECONDS = 500;
 
 function list(v: string | undefined): string[] {
@@ -82,13 +88,17 @@ export function parseFunctionConfig(env: Readonly<Record<string, string | undefi
     throw new UsageError(`ARTIFICER_LOG_LEVEL must be debug, info or warning, got "${env.ARTIFICER_LOG_LEVEL}"`);
   }
   const attempts = positiveInt('ARTIFICER_REGISTRY_RETRY_ATTEMPTS', env.ARTIFICER_REGISTRY_RETRY_ATTEMPTS, undefined);
+  const maxEventAge = positiveInt('ARTIFICER_MAX_EVENT_AGE', env.ARTIFICER_MAX_EVENT_AGE, DEFAULT_MAX_EVENT_AGE_SECONDS) ?? 0;
+  if (maxEventAge < MIN_MAX_EVENT_AGE_SECONDS) {
+    throw new UsageError(`ARTIFICER_MAX_EVENT_AGE must be at least ${MIN_MAX_EVENT_AGE_SECONDS} seconds (an older event whose spec has no record is recorded as failed without a build), got "${env.ARTIFICER_MAX_EVENT_AGE}"`);
+  }
   return {
     allowedTargets,
     insecureRegistries: list(env.ARTIFICER_INSECURE_REGISTRIES),
     googleRegistries: parseGoogleRegistries(env.ARTIFICER_GOOGLE_REGISTRIES),
     ...(rebuild ? { rebuild } : {}),
     ...(rebuildTopic ? { rebuildTopic } : {}),
-    maxEventAgeMs: (positiveInt('ARTIFICER_MAX_EVENT_AGE', env.ARTIFICER_MAX_EVENT_AGE, DEFAULT_MAX_EVENT_AGE_SECONDS) ?? 0) * 1000,
+    maxEventAgeMs: maxEventAge * 1000,
     buildTimeoutMs: Math.max(1, positiveInt('ARTIFICER_BUILD_TIMEOUT', env.ARTIFICER_BUILD_TIMEOUT, DEFAULT_BUILD_TIMEOUT_SECONDS) ?? 0) * 1000,
     ...(attempts !== undefined ? { registryRetryAttempts: Math.max(1, attempts) } : {}),
     logLevel: level,

@@ -5,7 +5,10 @@
  * Idempotent per spec generation: an event whose generation is no longer the live one, or
  * already has a record, does nothing. A user mistake is recorded as `failed` and the handler
  * returns (Eventarc would retry a throw forever); a temporary failure throws so Eventarc
- * retries, until the event is older than `maxEventAgeMs`, then it is recorded as `failed`.
+ * retries, until the event is older than `maxEventAgeMs`, then it is recorded as `failed`. An
+ * event that arrives already that old, for a generation without a record, is recorded as
+ * `failed` without a build: its earlier runs were killed by the platform (memory, timeout), which
+ * leaves no record, and Eventarc would redeliver it for a day.
  */
 import type { Bucket, Storage } from '@google-cloud/storage';
 import { build } from '../build/build.ts';
@@ -153,8 +156,23 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
     }
   };
 
-  let result: BuildResult | undefined;
   let objectBytes = 0;
+  /** Records a failure and says so in the event's line. */
+  const fail = async (reason: string, partial: { digest?: string; tags?: readonly string[] }, code?: string): Promise<Outcome> => {
+    const written = await record({ status: 'failed', error: reason, ...partial });
+    const extra = { code, objectBytes, ...partial };
+    if (typeof written === 'object') {
+      return done('failed', 'ERROR', `build failed, and the record could not be written (${message(written.error)}): ${recordError(reason)}`, { ...extra, recorded: false });
+    }
+    return done(
+      written === 'written' ? 'failed' : written,
+      'ERROR',
+      written === 'written' ? `build failed: ${recordError(reason)}` : `build failed, record not written (${written}): ${recordError(reason)}`,
+      extra,
+    );
+  };
+
+  let result: BuildResult | undefined;
   let tagging = false;
   let inputs = '';
   // A build that outlives the function is killed without a record; give up a little earlier
@@ -172,6 +190,19 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
         status: state.record[RECORD_KEYS.status],
         digest: state.record[RECORD_KEYS.digest],
       });
+    }
+
+    // A run the platform killed (out of memory, a crash, the function's timeout) reaches no catch
+    // block and writes no record: Eventarc redelivers its event for up to 24 h, and each delivery
+    // is killed the same way. Past the age limit the event is not built again but settled.
+    const age = now() - run.time.getTime();
+    if (age >= config.maxEventAgeMs) {
+      const why = `the event is ${Math.round(age / 1000)} s old (ARTIFICER_MAX_EVENT_AGE: ${config.maxEventAgeMs / 1000} s) and earlier attempts since ${run.time.toISOString()} did not finish (the function was probably killed: timeout or memory)`;
+      if (state.record[RECORD_KEYS.generation] === run.generation && state.record[RECORD_KEYS.status]) {
+        // A rebuild: the record of an earlier build of this generation still says what its tags name.
+        return done('failed', 'ERROR', `not rebuilt: ${why}; the record of the earlier build is kept`, { status: state.record[RECORD_KEYS.status] });
+      }
+      return await fail(why, {});
     }
 
     const spec = await readSpec(bucket, run.name, run.generation, state.size);
@@ -228,17 +259,7 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
     const reason = isTemporary(err) ? `gave up after retrying for ${Math.round(age / 1000)} s: ${message(err)}` : message(err);
     // Some tags moved before one failed: the record says which, and to what.
     const partial = err instanceof TagsIncompleteError ? { digest: err.digest, tags: err.tagged } : {};
-    const written = await record({ status: 'failed', error: reason, ...partial });
-    const extra = { code: err instanceof ArtificerError ? err.code : undefined, objectBytes, ...partial };
-    if (typeof written === 'object') {
-      return done('failed', 'ERROR', `build failed, and the record could not be written (${message(written.error)}): ${recordError(reason)}`, { ...extra, recorded: false });
-    }
-    return done(
-      written === 'written' ? 'failed' : written,
-      'ERROR',
-      written === 'written' ? `build failed: ${recordError(reason)}` : `build failed, record not written (${written}): ${recordError(reason)}`,
-      extra,
-    );
+    return fail(reason, partial, err instanceof ArtificerError ? err.code : undefined);
   }
 
   const image = result.images[0] ?? '';
@@ -301,6 +322,10 @@ const FANOUT_READS = 8;
  */
 export async function onRebuildMessage(deps: HandlerDeps, msg: RebuildMessage): Promise<Outcome[]> {
   const { logger } = deps;
+  const age = (): number => (deps.now ?? Date.now)() - msg.time.getTime();
+  /** A temporary failure is thrown (Pub/Sub redelivers) until the message is `maxEventAgeMs` old; then false: log it and acknowledge. */
+  const retry = (err: unknown): boolean => isTemporary(err) && age() < deps.config.maxEventAgeMs;
+  const gaveUp = (err: unknown): string => (isTemporary(err) ? `gave up after retrying for ${Math.round(age() / 1000)} s: ${message(err)}` : message(err));
   if (msg.kind === 'ignored') {
     logger.warn(`rebuild message ignored: ${msg.reason}`);
     return [];
@@ -311,9 +336,9 @@ export async function onRebuildMessage(deps: HandlerDeps, msg: RebuildMessage): 
     try {
       state = await readState(deps.storage.bucket(msg.bucket).file(msg.object));
     } catch (err) {
-      if (isTemporary(err)) throw err;
+      if (retry(err)) throw err;
       // Not ours to read (another bucket, no permission): retrying will not change that.
-      logger.error(`rebuild of ${url}: ${message(err)}`, { spec: url, trigger: 'rebuild' });
+      logger.error(`rebuild of ${url}: ${gaveUp(err)}`, { spec: url, trigger: 'rebuild' });
       return ['failed'];
     }
     if (!state) {
@@ -335,13 +360,13 @@ export async function onRebuildMessage(deps: HandlerDeps, msg: RebuildMessage): 
     names = files.filter((f) => isSpecObject(f.name)).map((f) => f.name);
   } catch (err) {
     const e = storageError(err, `gs://${where.bucket}/${where.prefix}`, 'listing specs to rebuild');
-    if (isTemporary(e)) throw e;
-    logger.error(`base image ${msg.tag} changed, but the specs cannot be listed: ${e.message}`, { base: msg.tag });
+    if (retry(e)) throw e;
+    logger.error(`base image ${msg.tag} changed, but the specs cannot be listed: ${gaveUp(e)}`, { base: msg.tag });
     return [];
   }
 
   const affected: string[] = [];
-  let retry: unknown;
+  let unreadable: unknown;
   const check = async (name: string): Promise<void> => {
     try {
       const state = await readState(bucket.file(name));
@@ -353,7 +378,7 @@ export async function onRebuildMessage(deps: HandlerDeps, msg: RebuildMessage): 
       if (outputs === undefined || outputs.some((t) => sameTag(t, msg.tag))) return;
       affected.push(name);
     } catch (err) {
-      if (isTemporary(err)) retry ??= err;
+      if (isTemporary(err)) unreadable ??= err;
       // A broken spec was recorded as failed when it was uploaded; it cannot say what its base is.
       else logger.warn(`base image ${msg.tag} changed: skipping gs://${where.bucket}/${name}: ${message(err)}`, { base: msg.tag });
     }
@@ -371,10 +396,10 @@ export async function onRebuildMessage(deps: HandlerDeps, msg: RebuildMessage): 
         affected.map((object) => ({ bucket: where.bucket, object, base: msg.tag })),
       );
     } catch (err) {
-      if (isTemporary(err)) throw err;
+      if (retry(err)) throw err;
       // Batches before the failing one went out: those specs are queued, the rest are not.
       const queued = err instanceof PublishError ? err.published : 0;
-      logger.error(`base image ${msg.tag} changed, but ${affected.length - queued} rebuild(s) could not be queued on ${topic}: ${message(err)}`, {
+      logger.error(`base image ${msg.tag} changed, but ${affected.length - queued} rebuild(s) could not be queued on ${topic}: ${gaveUp(err)}`, {
         base: msg.tag,
         specs: affected.slice(queued),
         queued: affected.slice(0, queued),
@@ -383,12 +408,11 @@ export async function onRebuildMessage(deps: HandlerDeps, msg: RebuildMessage): 
     }
   }
   logger.info(`base image ${msg.tag} changed: queued ${affected.length} spec rebuild(s) on ${topic}`, { base: msg.tag, specs: affected });
-  if (retry !== undefined) {
+  if (unreadable !== undefined) {
     // Redelivered until the message is too old (each delivery queues the readable specs again,
     // which rebuild to the same digests); then the unreadable ones are given up on, and said so.
-    const age = (deps.now ?? Date.now)() - msg.time.getTime();
-    if (age < deps.config.maxEventAgeMs) throw retry;
-    logger.error(`base image ${msg.tag} changed: gave up on specs that could not be read for ${Math.round(age / 1000)} s: ${message(retry)}`, { base: msg.tag });
+    if (retry(unreadable)) throw unreadable;
+    logger.error(`base image ${msg.tag} changed: gave up on specs that could not be read for ${Math.round(age() / 1000)} s: ${message(unreadable)}`, { base: msg.tag });
   }
   return affected.map(() => 'queued');
 }

@@ -20,6 +20,7 @@ import { startRegistry, type RunningRegistry } from '../support/registry.ts';
 import { tempDir } from '../support/tmp.ts';
 import { exec, hasTool, tool } from '../support/tools.ts';
 import { parseScope } from '../support/token-server.ts';
+import { freePort } from '../support/ports.ts';
 import { MAX_DECODED_BYTES, pinGcsSource, READ_AHEAD_MAX_BYTES, READ_AHEAD_OBJECTS } from '../../src/functions/gcs-source.ts';
 import { createStorage } from '../../src/functions/storage.ts';
 import { createLayer } from '../../src/layer/layer.ts';
@@ -141,9 +142,10 @@ function functionEnv(): Record<string, string> {
 async function withGcsFaults(
   body: (gcsProxy: FaultProxy, instance: RunningFunction) => Promise<void>,
   target: 'buildOnUpload' | 'rebuildOnMessage' = 'buildOnUpload',
+  env: Record<string, string> = {},
 ): Promise<void> {
   const gcsProxy = await startFaultProxy(gcs.url);
-  const instance = await startFunction({ target, env: { ...functionEnv(), STORAGE_EMULATOR_HOST: gcsProxy.url } });
+  const instance = await startFunction({ target, env: { ...functionEnv(), ...env, STORAGE_EMULATOR_HOST: gcsProxy.url } });
   try {
     await body(gcsProxy, instance);
   } finally {
@@ -372,13 +374,28 @@ describe('buildOnUpload', { concurrency: false }, () => {
   test('a transient failure of an event older than ARTIFICER_MAX_EVENT_AGE is recorded as failed', async () => {
     await upload('old/app.txt', 'old');
     const spec = await uploadSpec('old/artificer.json', { target: target('apps/old'), files: ['app.txt'] });
-    proxy.failNext(1, { status: 503, match: /\/manifests\/v1$/, method: 'PUT' });
-    const res = await deliverStorageEvent(fn.url, objectEventData(spec), { time: new Date(Date.now() - 3_600_000) });
+    // Young enough to be built (600 s is the limit), past the limit when the push fails.
+    proxy.failNext(1, { status: 503, match: /\/manifests\/v1$/, method: 'PUT', delayMs: 4000 });
+    const res = await deliverStorageEvent(fn.url, objectEventData(spec), { time: new Date(Date.now() - 598_000) });
     assert.equal(res.status, 204);
     const rec = await record('old/artificer.json');
     assert.equal(rec['artificer-status'], 'failed');
     assert.match(rec['artificer-error']!, /gave up after retrying/);
     assert.equal(rec['artificer-digest'], undefined);
+  });
+
+  test('an event past ARTIFICER_MAX_EVENT_AGE whose generation has no record (earlier runs killed) is recorded as failed, not built', async () => {
+    await upload('killed/app.txt', 'killed');
+    const spec = await uploadSpec('killed/artificer.json', { target: target('apps/killed'), files: ['app.txt'] });
+    const time = new Date(Date.now() - 700_000);
+    proxy.reset();
+    const res = await deliverStorageEvent(fn.url, objectEventData(spec), { time });
+    assert.equal(res.status, 204, 'acknowledged: Eventarc stops redelivering');
+    const rec = await record('killed/artificer.json');
+    assert.equal(rec['artificer-status'], 'failed', JSON.stringify(rec));
+    assert.equal(rec['artificer-generation'], spec.generation);
+    assert.ok(rec['artificer-error']!.includes(`earlier attempts since ${time.toISOString()} did not finish (the function was probably killed: timeout or memory)`), rec['artificer-error']);
+    assert.deepEqual(proxy.requests.filter((r) => r.path.includes('/apps/killed/')), [], 'nothing was built');
   });
 
   test('a build that outlives ARTIFICER_BUILD_TIMEOUT is abandoned and recorded as failed, nothing tagged', async () => {
@@ -493,6 +510,65 @@ describe('the function process', { concurrency: false }, () => {
     assert.equal((await deliverStorageEvent(fn.url, objectEventData(spec))).status, 204);
     assert.equal((await record('warnings/artificer.json'))['artificer-status'], 'succeeded');
     assert.doesNotMatch(fn.output(), /Warning/);
+  });
+});
+
+describe('rebuildOnMessage: temporary failures stop at ARTIFICER_MAX_EVENT_AGE', { concurrency: false }, () => {
+  const OLD = (): Date => new Date(Date.now() - 700_000); // the limit is 600 s
+  const fanoutEnv = async (): Promise<Record<string, string>> => ({
+    ARTIFICER_REBUILD_PREFIX: `gs://${BUCKET}/agefan/`,
+    ARTIFICER_REBUILD_TOPIC: 'projects/p/topics/artificer-rebuild',
+    // Nothing listens there: every publish fails with a connection error (temporary).
+    PUBSUB_EMULATOR_HOST: `127.0.0.1:${await freePort()}`,
+  });
+  const deliver = (instance: RunningFunction, payload: unknown, time: Date): Promise<{ status: number; body: string }> =>
+    deliverPubsubEvent(instance.url, 'projects/p/topics/artificer-rebuild', payload, { id: `age-${Date.now()}-${Math.random()}`, time });
+
+  test('an old rebuild of a recorded generation is not built again (its runs were killed); the record is kept', async () => {
+    await upload('agefan/app.txt', 'agefan');
+    const spec = await uploadSpec('agefan/artificer.json', { target: target('apps/agefan'), files: ['app.txt'] });
+    assert.equal((await deliverStorageEvent(fn.url, objectEventData(spec))).status, 204);
+    const before = await record('agefan/artificer.json');
+    assert.equal(before['artificer-status'], 'succeeded');
+    await withGcsFaults(
+      async (_gcsProxy, rebuild) => {
+        assert.equal((await deliver(rebuild, { bucket: BUCKET, object: 'agefan/artificer.json' }, OLD())).status, 204);
+        const line = await rebuild.waitForLog((l) => l.spec === `gs://${BUCKET}/agefan/artificer.json` && typeof l.outcome === 'string');
+        assert.equal(line.severity, 'ERROR');
+        assert.match(String(line.message), /not rebuilt: .*did not finish \(the function was probably killed: timeout or memory\); the record of the earlier build is kept/);
+      },
+      'rebuildOnMessage',
+      await fanoutEnv(),
+    );
+    assert.deepEqual(await record('agefan/artificer.json'), before);
+  });
+
+  test('the spec cannot be read, the specs cannot be listed, the rebuilds cannot be queued: past the age, logged and acknowledged', async () => {
+    await withGcsFaults(
+      async (gcsProxy, rebuild) => {
+        // [what, message, fault, error logged, whether the young message is tried too (the 503
+        // cases take the storage client's own retries, seconds each: tried once, old)]
+        const cases: Array<[string, unknown, () => void, RegExp, boolean?]> = [
+          // 503 for as long as the storage client's own retries last.
+          ['reading the spec', { bucket: BUCKET, object: 'agefan/artificer.json' }, () => gcsProxy.failNext(100, { status: 503, method: 'GET', match: /agefan%2Fartificer\.json/ }), /rebuild of .*agefan\/artificer\.json: gave up after retrying for \d+ s: .*reading the spec object metadata/],
+          ['listing the specs', { action: 'INSERT', tag: base }, () => gcsProxy.failNext(100, { status: 503, method: 'GET', match: /\/o\?/ }), /the specs cannot be listed: gave up after retrying for \d+ s/],
+          ['queueing the rebuilds', { action: 'INSERT', tag: base }, () => {}, /1 rebuild\(s\) could not be queued on .*: gave up after retrying for \d+ s/, true],
+        ];
+        for (const [what, payload, fault, message, young] of cases) {
+          if (young) assert.equal((await deliver(rebuild, payload, new Date())).status, 500, `${what}: a young message comes back`);
+          fault();
+          const seen = rebuild.logs().length;
+          assert.equal((await deliver(rebuild, payload, OLD())).status, 204, `${what}: an old one is acknowledged`);
+          gcsProxy.reset();
+          await rebuild.waitForLog(() => rebuild.logs().slice(seen).some((l) => l.severity === 'ERROR'));
+          const errors = rebuild.logs().slice(seen).filter((l) => l.severity === 'ERROR');
+          assert.equal(errors.length, 1, `${what}: ${JSON.stringify(errors)}`);
+          assert.match(String(errors[0]!.message), message, what);
+        }
+      },
+      'rebuildOnMessage',
+      await fanoutEnv(),
+    );
   });
 });
 

@@ -50,6 +50,7 @@ describe('parseFunctionConfig', () => {
     [{ ARTIFICER_REBUILD_PREFIX: 'specs/' }, /gs:\/\/bucket/],
     [{ ARTIFICER_REBUILD_TOPIC: 'artificer-rebuild' }, /full topic name like projects\/my-project\/topics\/artificer-rebuild/],
     [{ ARTIFICER_MAX_EVENT_AGE: '-1' }, /non-negative integer/],
+    [{ ARTIFICER_MAX_EVENT_AGE: '0' }, /at least 60 seconds/],
     [{ ARTIFICER_LOG_LEVEL: 'loud' }, /debug, info or warning/],
     [{ SOURCE_DATE_EPOCH: '99999999999' }, /at most 8589934591/],
   ];
