@@ -144,9 +144,10 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
    * Eventarc redeliver, and rebuild, for as long as the write fails), unless it is temporary and
    * the event young enough to retry.
    */
+  let base: string | undefined; // the spec's, once read: every record from then on names it
   const record = async (rec: BuildRecord): Promise<WriteOutcome | { readonly error: unknown }> => {
     try {
-      return await writeRecord(file, run.generation, rec);
+      return await writeRecord(file, run.generation, base === undefined ? rec : { ...rec, base });
     } catch (err) {
       if (retryable(err)) {
         done('failed', 'WARNING', `temporary failure writing the record, the event will be retried: ${message(err)}`, { retry: true });
@@ -206,6 +207,7 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
     }
 
     const spec = await readSpec(bucket, run.name, run.generation, state.size);
+    base = recordedBase(spec);
     const specTarget = parseReference(spec.target);
     checkAllowed([specTarget, ...resolveTags(specTarget, spec.tags)], config.allowedTargets);
     const pinned = await pinGcsSource({ bucket, specName: run.name, files: spec.files, signal: deadline });
@@ -280,6 +282,19 @@ export async function onObjectFinalized(deps: HandlerDeps, event: StorageObjectE
   return runSpec(deps, { ...event, skipRecorded: true, trigger: 'upload' });
 }
 
+/**
+ * A spec's base as the record keeps it ({@link RECORD_KEYS.base}): the parsed reference in full
+ * (`docker.io/library/busybox:1`), which {@link sameTag} compares with a notification's tag.
+ */
+function recordedBase(spec: BuildSpec): string {
+  if (spec.base === 'scratch') return spec.base;
+  try {
+    return parseReference(spec.base).toString();
+  } catch {
+    return spec.base; // validated when the spec was parsed; kept verbatim if it ever is not
+  }
+}
+
 /** Whether a spec's base names the same repository and tag as an Artifact Registry notification. */
 function sameTag(a: string, b: string): boolean {
   try {
@@ -307,6 +322,22 @@ function outputsOf(spec: BuildSpec): string[] | undefined {
 
 /** Spec objects read at once while a base-image fan-out looks for the affected ones. */
 const FANOUT_READS = 8;
+/** Objects per listing page while a base-image fan-out looks for specs (the API's most). */
+const FANOUT_PAGE = 1000;
+/**
+ * `matchGlob` for spec objects: `**` matches any characters, `/` included
+ * (https://cloud.google.com/storage/docs/json_api/v1/objects/list#list-objects-and-prefixes-using-glob),
+ * so this takes `artificer.json` and `*.artificer.json` in any folder (and a few non-specs such as
+ * `xartificer.json`, which {@link isSpecObject} drops).
+ */
+const SPEC_GLOB = '**artificer.json';
+
+/** A listed object's generation and custom metadata (objects.list returns both; no extra request). */
+interface Listed {
+  readonly name: string;
+  readonly generation: string;
+  readonly custom: Readonly<Record<string, unknown>>;
+}
 
 /**
  * `google.cloud.pubsub.topic.v1.messagePublished`: rebuild one spec, or queue a rebuild of every
@@ -354,20 +385,18 @@ export async function onRebuildMessage(deps: HandlerDeps, msg: RebuildMessage): 
     return [];
   }
   const bucket = deps.storage.bucket(where.bucket);
-  let names: string[];
-  try {
-    const [files] = await bucket.getFiles({ prefix: where.prefix, autoPaginate: true });
-    names = files.filter((f) => isSpecObject(f.name)).map((f) => f.name);
-  } catch (err) {
-    const e = storageError(err, `gs://${where.bucket}/${where.prefix}`, 'listing specs to rebuild');
-    if (retry(e)) throw e;
-    logger.error(`base image ${msg.tag} changed, but the specs cannot be listed: ${gaveUp(e)}`, { base: msg.tag });
-    return [];
-  }
-
   const affected: string[] = [];
   let unreadable: unknown;
-  const check = async (name: string): Promise<void> => {
+  let read = 0;
+  let passed = 0;
+  const check = async ({ name, generation, custom }: Listed): Promise<void> => {
+    // The live generation's record names its base: a spec on another base is not downloaded.
+    const recorded = custom[RECORD_KEYS.base];
+    if (custom[RECORD_KEYS.generation] === generation && typeof recorded === 'string' && !sameTag(recorded, msg.tag)) {
+      passed++;
+      return;
+    }
+    read++;
     try {
       const state = await readState(bucket.file(name));
       if (!state) return;
@@ -383,9 +412,29 @@ export async function onRebuildMessage(deps: HandlerDeps, msg: RebuildMessage): 
       else logger.warn(`base image ${msg.tag} changed: skipping gs://${where.bucket}/${name}: ${message(err)}`, { base: msg.tag });
     }
   };
-  for (let next = 0; next < names.length; ) {
-    const batch = names.slice(next, (next += FANOUT_READS));
-    await Promise.all(batch.map(check));
+  // Page by page: a prefix may hold many specs (and, without matchGlob, all their artifacts).
+  // fake-gcs-server v1.55.1 ignores matchGlob (it lists every object), so the names are filtered
+  // here as well.
+  let query: Record<string, unknown> | null = { prefix: where.prefix, matchGlob: SPEC_GLOB, autoPaginate: false, maxResults: FANOUT_PAGE };
+  while (query) {
+    let page: Listed[];
+    try {
+      const [files, next] = (await bucket.getFiles(query)) as unknown as [Array<{ name: string; metadata: Record<string, unknown> }>, Record<string, unknown> | null | undefined];
+      page = files
+        .filter((f) => isSpecObject(f.name))
+        .map((f) => ({ name: f.name, generation: String(f.metadata.generation), custom: (f.metadata.metadata ?? {}) as Record<string, unknown> }));
+      query = next ?? null;
+    } catch (err) {
+      const e = storageError(err, `gs://${where.bucket}/${where.prefix}`, 'listing specs to rebuild');
+      if (retry(e)) throw e;
+      // Specs of the pages before are not queued either: the notification is dropped whole.
+      logger.error(`base image ${msg.tag} changed, but the specs cannot be listed: ${gaveUp(e)}`, { base: msg.tag });
+      return [];
+    }
+    for (let next = 0; next < page.length; ) {
+      const batch = page.slice(next, (next += FANOUT_READS));
+      await Promise.all(batch.map(check));
+    }
   }
   affected.sort();
 
@@ -407,7 +456,8 @@ export async function onRebuildMessage(deps: HandlerDeps, msg: RebuildMessage): 
       return affected.map((_, i) => (i < queued ? 'queued' : 'failed'));
     }
   }
-  logger.info(`base image ${msg.tag} changed: queued ${affected.length} spec rebuild(s) on ${topic}`, { base: msg.tag, specs: affected });
+  // specsRead: specs downloaded to learn their base; specsPassed: skipped on their record's base.
+  logger.info(`base image ${msg.tag} changed: queued ${affected.length} spec rebuild(s) on ${topic}`, { base: msg.tag, specs: affected, specsRead: read, specsPassed: passed });
   if (unreadable !== undefined) {
     // Redelivered until the message is too old (each delivery queues the readable specs again,
     // which rebuild to the same digests); then the unreadable ones are given up on, and said so.

@@ -34,6 +34,12 @@ export const RECORD_KEYS = {
   layerDiffId: 'artificer-layer-diffid',
   layerSize: 'artificer-layer-size',
   layerInputs: 'artificer-layer-inputs',
+  /**
+   * The spec's base as parsed (`registry/repository:tag`, `@digest` if pinned; `scratch`): lets
+   * the base-image fan-out pass over a spec on another base without downloading it. Written
+   * beside every record made once the spec was read.
+   */
+  base: 'artificer-base',
 } as const;
 
 /** Longest `artificer-error` value; Cloud Storage allows 8 KiB of custom metadata in total. */
@@ -46,10 +52,11 @@ export interface RecordedLayer {
   readonly inputs: string;
 }
 
+/** `base`: the spec's base ({@link RECORD_KEYS.base}), once the spec was read. */
 export type BuildRecord =
-  | { readonly status: 'succeeded'; readonly digest: string; readonly image: string; readonly tags: readonly string[]; readonly layer?: RecordedLayer }
+  | { readonly status: 'succeeded'; readonly digest: string; readonly image: string; readonly tags: readonly string[]; readonly layer?: RecordedLayer; readonly base?: string }
   /** `digest` and `tags` only when some tags were moved before the failure: exactly those. */
-  | { readonly status: 'failed'; readonly error: string; readonly digest?: string; readonly tags?: readonly string[] };
+  | { readonly status: 'failed'; readonly error: string; readonly digest?: string; readonly tags?: readonly string[]; readonly base?: string };
 
 export interface ObjectState {
   readonly generation: string;
@@ -156,6 +163,7 @@ export async function writeRecord(file: File, generation: string, record: BuildR
     [RECORD_KEYS.layerDiffId]: layer ? layer.digests.diffId : null,
     [RECORD_KEYS.layerSize]: layer ? String(layer.digests.size) : null,
     [RECORD_KEYS.layerInputs]: layer ? layer.inputs : null,
+    [RECORD_KEYS.base]: record.base ?? null,
   };
   for (let attempt = 0; ; attempt++) {
     const state = await readState(file);

@@ -11,7 +11,8 @@ import { after, before, describe, test } from 'node:test';
 import type { Bucket } from '@google-cloud/storage';
 import { isTemporary } from '../../src/functions/handler.ts';
 import { PublishError, RestPublisher } from '../../src/functions/pubsub.ts';
-import { deliverStorageEvent, objectEventData, startFunction, type RunningFunction } from '../support/functions.ts';
+import { startFaultProxy } from '../support/fault-proxy.ts';
+import { deliverPubsubEvent, deliverStorageEvent, objectEventData, startFunction, type RunningFunction } from '../support/functions.ts';
 import { gcloudStorageEnv, startGcs, type RunningGcs } from '../support/gcs.ts';
 import { pushBusyboxBase } from '../support/images.ts';
 import { metadataEnv, startMetadataServer, type RunningMetadataServer } from '../support/metadata-server.ts';
@@ -165,5 +166,53 @@ describe('Cloud Function end to end', { concurrency: false }, () => {
     assert.equal(rec['artificer-digest'], digest);
     const run = await pullAndRun(rec['artificer-image']!, { insecure: true, args: ['sh', '-c', 'echo $PATCHED; greet'] });
     assert.equal(run.stdout.trim(), '1\ngreetings from gcloud', 'the rebuilt image is on the patched base, with its files');
+  });
+
+  test('the fan-out lists only specs, and downloads no spec whose record names another base', async () => {
+    const other = `${registry.host}/base/other:1`; // never pushed: its specs fail, on record
+    const spec = (name: string, body: Record<string, unknown>): Promise<void> => bucket.file(name).save(JSON.stringify(body), { resumable: false });
+    await bucket.file('fan/other/app.bin').save('x'.repeat(1000), { resumable: false });
+    await spec('fan/on-base/artificer.json', { base, target: `${registry.host}/apps/fan-on:1` });
+    await spec('fan/other/artificer.json', { base: other, target: `${registry.host}/apps/fan-other:1`, files: ['app.bin'] });
+    await spec('fan/unrecorded/artificer.json', { base: other, target: `${registry.host}/apps/fan-unrecorded:1` });
+    for (const name of ['fan/on-base/artificer.json', 'fan/other/artificer.json']) {
+      const [meta] = await bucket.file(name).getMetadata();
+      assert.equal((await deliverStorageEvent(upload.url, objectEventData(meta as Record<string, unknown>))).status, 204);
+    }
+    const onBase = await record('fan/on-base/artificer.json');
+    assert.equal(onBase['artificer-status'], 'succeeded', JSON.stringify(onBase));
+    assert.equal(onBase['artificer-base'], base, 'a success names its base');
+    const failed = await record('fan/other/artificer.json');
+    assert.equal(failed['artificer-status'], 'failed', JSON.stringify(failed));
+    assert.equal(failed['artificer-base'], other, 'so does a failure after the spec was read');
+
+    await pubsub.createTopic('fanout-probe'); // no subscription: nothing is built from it
+    const gcsProxy = await startFaultProxy(gcs.url);
+    const fan = await startFunction({
+      target: 'rebuildOnMessage',
+      env: {
+        ...metadataEnv(md.host),
+        STORAGE_EMULATOR_HOST: gcsProxy.url,
+        ARTIFICER_ALLOWED_TARGETS: `${registry.host}/apps/`,
+        ARTIFICER_REBUILD_PREFIX: `gs://${BUCKET}/fan/`,
+        ARTIFICER_REBUILD_TOPIC: `projects/${pubsub.project}/topics/fanout-probe`,
+        PUBSUB_EMULATOR_HOST: pubsub.host,
+      },
+    });
+    try {
+      const res = await deliverPubsubEvent(fan.url, `projects/${pubsub.project}/topics/gcr`, { action: 'INSERT', tag: base });
+      assert.equal(res.status, 204, fan.output().slice(-2000));
+      const line = await fan.waitForLog((l) => l.base === base && Array.isArray(l.specs));
+      // The unrecorded spec (no record) is read to learn its base: it is not on this one.
+      assert.deepEqual(line.specs, ['fan/on-base/artificer.json'], JSON.stringify(line));
+      const downloaded = gcsProxy.requests.filter((r) => r.method === 'GET' && r.path.includes('alt=media')).map((r) => decodeURIComponent(r.path.split('?')[0]!.split('/o/')[1]!));
+      assert.deepEqual(downloaded.sort(), ['fan/on-base/artificer.json', 'fan/unrecorded/artificer.json']);
+      assert.deepEqual([line.specsRead, line.specsPassed], [2, 1]);
+      const lists = gcsProxy.requests.filter((r) => r.method === 'GET' && /\/o\?/.test(r.path));
+      assert.ok(lists.length > 0 && lists.every((r) => new URL(r.path, 'http://x').searchParams.get('matchGlob') === '**artificer.json'), JSON.stringify(lists));
+    } finally {
+      await fan.stop();
+      await gcsProxy.stop();
+    }
   });
 });

@@ -16,6 +16,7 @@ function fakeStorage(names = ['a/artificer.json', 'b/artificer.json']): Storage 
   const file = (name: string) => ({
     name,
     bucket: { name: 'specs' },
+    metadata: { generation: '1', metadata: {} },
     async getMetadata() {
       if (name === 'b/artificer.json') throw Object.assign(new Error('Service Unavailable'), { code: 503 });
       return [{ generation: '1', metageneration: '1', size: 100, metadata: {} }];
