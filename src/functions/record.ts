@@ -42,8 +42,22 @@ export const RECORD_KEYS = {
   base: 'artificer-base',
 } as const;
 
-/** Longest `artificer-error` value; Cloud Storage allows 8 KiB of custom metadata in total. */
-export const MAX_ERROR_LENGTH = 1024;
+/**
+ * Cloud Storage's limit on an object's custom metadata: 8 KiB for all keys and values together,
+ * counted in bytes (https://cloud.google.com/storage/quotas, "Objects"; the storage.v1 RPC
+ * reference's ServiceConstants also name 4 KiB per value). A record over it is refused (400), so
+ * every field is bounded in UTF-8 bytes and the whole record stays within {@link MAX_RECORD_BYTES}.
+ */
+export const CUSTOM_METADATA_LIMIT_BYTES = 8 * 1024;
+/**
+ * Most a record's keys and values take, in UTF-8 bytes: half of {@link CUSTOM_METADATA_LIMIT_BYTES},
+ * leaving the rest to the object's other metadata (gcloud's `goog-reserved-*`, the uploader's).
+ */
+export const MAX_RECORD_BYTES = 4 * 1024;
+/** Longest `artificer-error` value, in UTF-8 bytes. */
+export const MAX_ERROR_BYTES = 1024;
+/** Longest `artificer-base` value, in bytes; a longer one is left out (the fan-out then reads the spec). */
+export const MAX_BASE_BYTES = 512;
 
 /** The new layer of a successful build, and what it was made of (see {@link recordedLayer}). */
 export interface RecordedLayer {
@@ -68,13 +82,13 @@ export interface ObjectState {
 }
 
 /**
- * Longest `artificer-tags` value. Cloud Storage allows 4 KiB per custom metadata value and
- * 8 KiB in all; a spec may name any number of tags.
+ * Longest `artificer-tags` value, in UTF-8 bytes (see {@link CUSTOM_METADATA_LIMIT_BYTES}); a
+ * spec may name any number of tags.
  */
-export const MAX_TAGS_LENGTH = 2048;
+export const MAX_TAGS_BYTES = 2048;
 
 /**
- * The record's tag fields: as many whole tags as fit in {@link MAX_TAGS_LENGTH} characters,
+ * The record's tag fields: as many whole tags as fit in {@link MAX_TAGS_BYTES} bytes,
  * comma-separated, and how many did not fit (never a cut-off reference).
  */
 export function recordTags(tags: readonly string[]): { tags: string; omitted: number } {
@@ -82,7 +96,7 @@ export function recordTags(tags: readonly string[]): { tags: string; omitted: nu
   let kept = 0;
   for (const tag of tags) {
     const next = kept === 0 ? tag : `${value},${tag}`;
-    if (next.length > MAX_TAGS_LENGTH) break;
+    if (Buffer.byteLength(next) > MAX_TAGS_BYTES) break;
     value = next;
     kept++;
   }
@@ -115,10 +129,28 @@ export function recordedLayer(record: Readonly<Record<string, string>>, inputs: 
   return { digest: digest as Digest, diffId: diffId as Digest, size: Number(sizeText) };
 }
 
-/** A bounded, credential-free, one-line error message for the record. */
+/**
+ * `s` cut to at most `max` UTF-8 bytes, ending in `…` when cut; never half a character (a cut
+ * is moved back to the start of the character it would split, surrogate pairs included).
+ */
+export function truncateUtf8(s: string, max: number): string {
+  const bytes = Buffer.from(s, 'utf8');
+  if (bytes.length <= max) return s;
+  let end = max - Buffer.byteLength('…');
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--; // a continuation byte: back to its lead
+  return `${bytes.subarray(0, end).toString('utf8')}…`;
+}
+
+/** A bounded ({@link MAX_ERROR_BYTES}), credential-free, one-line error message for the record. */
 export function recordError(message: string): string {
-  const line = redactSecrets(message).replace(/\s+/g, ' ').trim();
-  return line.length <= MAX_ERROR_LENGTH ? line : `${line.slice(0, MAX_ERROR_LENGTH - 1)}…`;
+  return truncateUtf8(redactSecrets(message).replace(/\s+/g, ' ').trim(), MAX_ERROR_BYTES);
+}
+
+/** Bytes Cloud Storage counts for custom metadata: every key and value, UTF-8 (a null deletes, and counts nothing). */
+export function metadataBytes(fields: Readonly<Record<string, string | null>>): number {
+  let n = 0;
+  for (const [k, v] of Object.entries(fields)) if (v !== null) n += Buffer.byteLength(k) + Buffer.byteLength(v);
+  return n;
 }
 
 /** The live object's generation, metageneration and record; undefined when it was deleted. */
@@ -146,25 +178,7 @@ export type WriteOutcome = 'written' | 'superseded' | 'deleted';
  * written) when the object is now a newer generation, 'deleted' when it is gone.
  */
 export async function writeRecord(file: File, generation: string, record: BuildRecord, now = new Date()): Promise<WriteOutcome> {
-  const tags = record.tags?.length ? recordTags(record.tags) : undefined;
-  const layer = record.status === 'succeeded' ? record.layer : undefined;
-  const fields: Record<string, string | null> = {
-    [RECORD_KEYS.status]: record.status,
-    [RECORD_KEYS.generation]: generation,
-    [RECORD_KEYS.builtAt]: now.toISOString(),
-    // null deletes a key left by an earlier record
-    [RECORD_KEYS.digest]: record.digest ?? null,
-    [RECORD_KEYS.image]: record.status === 'succeeded' ? record.image : null,
-    [RECORD_KEYS.tags]: tags ? tags.tags : null,
-    [RECORD_KEYS.tagsOmitted]: tags && tags.omitted > 0 ? String(tags.omitted) : null,
-    [RECORD_KEYS.error]: record.status === 'failed' ? recordError(record.error) : null,
-    // Only beside the image that contains it: a failed record says nothing of a layer.
-    [RECORD_KEYS.layer]: layer ? layer.digests.digest : null,
-    [RECORD_KEYS.layerDiffId]: layer ? layer.digests.diffId : null,
-    [RECORD_KEYS.layerSize]: layer ? String(layer.digests.size) : null,
-    [RECORD_KEYS.layerInputs]: layer ? layer.inputs : null,
-    [RECORD_KEYS.base]: record.base ?? null,
-  };
+  const fields = recordFields(generation, record, now);
   for (let attempt = 0; ; attempt++) {
     const state = await readState(file);
     if (!state) return 'deleted';
@@ -184,4 +198,33 @@ export async function writeRecord(file: File, generation: string, record: BuildR
       throw storageError(err, `gs://${file.bucket.name}/${file.name}`, 'writing the build record');
     }
   }
+}
+
+/**
+ * The custom metadata a record writes (a null deletes a key left by an earlier record). Every
+ * value is bounded, so the whole stays within {@link MAX_RECORD_BYTES}: references are at most
+ * 255 + 128 + 72 ASCII characters (the distribution spec's name and tag limits, a digest), tags
+ * {@link MAX_TAGS_BYTES}, the error {@link MAX_ERROR_BYTES}.
+ */
+export function recordFields(generation: string, record: BuildRecord, now: Date): Record<string, string | null> {
+  const tags = record.tags?.length ? recordTags(record.tags) : undefined;
+  const layer = record.status === 'succeeded' ? record.layer : undefined;
+  const base = record.base !== undefined && Buffer.byteLength(record.base) <= MAX_BASE_BYTES ? record.base : null;
+  return {
+    [RECORD_KEYS.status]: record.status,
+    [RECORD_KEYS.generation]: generation,
+    [RECORD_KEYS.builtAt]: now.toISOString(),
+    // null deletes a key left by an earlier record
+    [RECORD_KEYS.digest]: record.digest ?? null,
+    [RECORD_KEYS.image]: record.status === 'succeeded' ? record.image : null,
+    [RECORD_KEYS.tags]: tags ? tags.tags : null,
+    [RECORD_KEYS.tagsOmitted]: tags && tags.omitted > 0 ? String(tags.omitted) : null,
+    [RECORD_KEYS.error]: record.status === 'failed' ? recordError(record.error) : null,
+    // Only beside the image that contains it: a failed record says nothing of a layer.
+    [RECORD_KEYS.layer]: layer ? layer.digests.digest : null,
+    [RECORD_KEYS.layerDiffId]: layer ? layer.digests.diffId : null,
+    [RECORD_KEYS.layerSize]: layer ? String(layer.digests.size) : null,
+    [RECORD_KEYS.layerInputs]: layer ? layer.inputs : null,
+    [RECORD_KEYS.base]: base,
+  };
 }

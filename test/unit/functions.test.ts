@@ -11,7 +11,7 @@ import { isTemporaryGcsError } from '../../src/functions/gcs-source.ts';
 import { crc32c, crc32cValidator } from '../../src/functions/crc32c.ts';
 import { createStorage } from '../../src/functions/storage.ts';
 import { CRC32C } from '@google-cloud/storage';
-import { layerInputs, MAX_TAGS_LENGTH, RECORD_KEYS, recordedLayer, recordError, recordTags } from '../../src/functions/record.ts';
+import { layerInputs, MAX_ERROR_BYTES, MAX_RECORD_BYTES, MAX_TAGS_BYTES, metadataBytes, RECORD_KEYS, recordedLayer, recordError, recordFields, recordTags } from '../../src/functions/record.ts';
 import { createLayer, LAYER_FORMAT } from '../../src/layer/layer.ts';
 import type { LayerEntry } from '../../src/layer/entry.ts';
 import { metadataEnv, startMetadataServer } from '../support/metadata-server.ts';
@@ -82,7 +82,7 @@ test('isTemporaryGcsError: what a retry can fix', () => {
 test('recordTags: whole tags only, within the metadata value limit, and how many were left out', () => {
   const tags = Array.from({ length: 80 }, (_, i) => `europe-docker.pkg.dev/acme-prod/apps/service-${i}:release-2026.11.${i}`);
   const { tags: value, omitted } = recordTags(tags);
-  assert.ok(value.length <= MAX_TAGS_LENGTH, String(value.length));
+  assert.ok(Buffer.byteLength(value) <= MAX_TAGS_BYTES, String(value.length));
   const kept = value.split(',');
   assert.deepEqual(kept, tags.slice(0, kept.length), 'a prefix of the list, no tag cut in half');
   assert.equal(omitted, tags.length - kept.length);
@@ -257,8 +257,44 @@ test('logger: JSON lines with severity, secrets redacted, level filter', () => {
 test('recordError: one line, bounded, redacted', () => {
   assert.equal(recordError('a\n  b ya29.x'), 'a b REDACTED');
   const long = recordError('x'.repeat(5000));
-  assert.equal(long.length, 1024);
+  assert.equal(Buffer.byteLength(long), 1024);
   assert.ok(long.endsWith('…'));
+});
+
+test('recordError: bounded in UTF-8 bytes (what Cloud Storage counts), never half a character', () => {
+  // 1, 2, 3 and 4 bytes a character (the last a surrogate pair in a JS string), at every offset.
+  for (const ch of ['x', 'é', '€', '😀']) {
+    for (let pad = 0; pad < 4; pad++) {
+      const value = recordError(`${'x'.repeat(pad)}${ch.repeat(3000)}`);
+      const bytes = Buffer.byteLength(value);
+      assert.ok(bytes <= MAX_ERROR_BYTES && bytes > MAX_ERROR_BYTES - 4 - 3, `${ch} +${pad}: ${bytes} bytes`);
+      assert.ok(!value.includes('\ufffd') && value.isWellFormed(), `${ch} +${pad}: a character was split`);
+      assert.ok(value.endsWith(`${ch}…`), `${ch} +${pad}`);
+    }
+  }
+  assert.equal(recordError('é'.repeat(512)), 'é'.repeat(512), 'exactly 1024 bytes: kept whole');
+});
+
+test('recordFields: a worst-case record stays within MAX_RECORD_BYTES of custom metadata', () => {
+  const repo = `us-docker.pkg.dev/${'p'.repeat(200)}/app`; // 255 characters with the host: the most a name may be
+  const tags = Array.from({ length: 300 }, (_, i) => `${repo}:${String(i).padEnd(128, 't')}`);
+  const digest = `sha256:${'a'.repeat(64)}` as const;
+  const base = `${repo.replace('us-docker', 'eu-docker')}:${'b'.repeat(128)}`;
+  const now = new Date();
+  const succeeded = recordFields('1764355200000000', {
+    status: 'succeeded', digest, image: `${repo}@${digest}`, tags, base,
+    layer: { digests: { digest, diffId: digest, size: 2 ** 50 }, inputs: 'c'.repeat(64) },
+  }, now);
+  const failed = recordFields('1764355200000000', { status: 'failed', error: '失敗 😀 '.repeat(2000), digest, tags, base }, now);
+  for (const fields of [succeeded, failed]) {
+    assert.equal(fields[RECORD_KEYS.base], base);
+    assert.ok(Number(fields[RECORD_KEYS.tagsOmitted]) > 0);
+    assert.ok(metadataBytes(fields) <= MAX_RECORD_BYTES, `${metadataBytes(fields)} bytes`);
+  }
+  // Bytes, not characters: 2,000 × 8 characters of up to 4 bytes each.
+  assert.ok(Buffer.byteLength(failed[RECORD_KEYS.error]!) <= MAX_ERROR_BYTES);
+  // A base too long to keep is left out (the fan-out then reads the spec), never cut.
+  assert.equal(recordFields('1', { status: 'failed', error: 'x', base: `${base}${'x'.repeat(600)}` }, now)[RECORD_KEYS.base], null);
 });
 
 describe('bundle re-packer', () => {
