@@ -84,6 +84,20 @@ type PinnedItem =
  */
 export class MissingObjectError extends SourceError {}
 
+/**
+ * The spec's files are still arriving: an object it names was created after the spec, less than
+ * {@link UPLOAD_QUIET_MS} ago. Retried like a {@link MissingObjectError} (the same grace).
+ */
+export class UploadInProgressError extends MissingObjectError {}
+
+/**
+ * How long no object a spec names may have been created, when one was created after the spec,
+ * before the build takes what is there. `gcloud storage cp -r` of a folder holding the spec
+ * uploads in parallel, in no order; an object newer than the spec proves that the upload went on
+ * after the spec landed, and may still be going on. A spec uploaded after its files never waits.
+ */
+export const UPLOAD_QUIET_MS = 5000;
+
 /** True for Cloud Storage / network errors worth retrying (429, 408, 5xx, resets, timeouts). */
 export function isTemporaryGcsError(err: unknown): boolean {
   if (err instanceof ArtificerError) return err.temporary;
@@ -145,6 +159,8 @@ export interface PinnedSource {
    * tar bytes is versioned by LAYER_FORMAT.)
    */
   readonly fingerprint: string;
+  /** The object (of those pinned) created last, and when (ms since the epoch); undefined with none. */
+  readonly newest?: { readonly name: string; readonly created: number };
 }
 
 /**
@@ -163,12 +179,16 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
   const items: PinnedItem[] = [];
   let objects = 0;
   let bytes = 0;
+  // Not part of PinnedObject: its creation time says nothing of its content (the fingerprint).
+  let newest: { name: string; created: number } | undefined;
 
   const pin = (f: File, dest: string, mode: number | undefined): PinnedObject => {
     const md = f.metadata as Record<string, unknown>;
     const size = Number(md.size ?? 0);
     objects++;
     bytes += size;
+    const created = Date.parse(String(md.timeCreated ?? ''));
+    if (!Number.isNaN(created) && (!newest || created > newest.created)) newest = { name: f.name, created };
     const gzipEncoded = /(^|,)\s*gzip\s*($|,)/i.test(String(md.contentEncoding ?? ''));
     const symlink = (md.metadata as Record<string, unknown> | undefined)?.[SYMLINK_KEY] === 'true';
     return { name: f.name, generation: String(md.generation), size, dest, mode: objectMode(md, mode), gzipEncoded, symlink };
@@ -373,7 +393,7 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
   };
   // The directories' mode is this module's constant, not an object's: in the fingerprint too.
   const fingerprint = createHash('sha256').update(JSON.stringify({ bucket: opts.bucket.name, dirMode: DEFAULT_DIR_MODE, items })).digest('hex');
-  return { source, objects, bytes, fingerprint };
+  return { source, objects, bytes, fingerprint, ...(newest ? { newest } : {}) };
 }
 
 /** A symlink placeholder ({@link SYMLINK_KEY}) that cannot be added; `why` continues the sentence. */

@@ -21,7 +21,7 @@ import { MAX_SPEC_BYTES, parseSpecText, type BuildSpec } from '../spec/spec.ts';
 import { resolveTags, specToRequest } from '../spec/request.ts';
 import { isAllowedTarget, type FunctionConfig } from './config.ts';
 import { isSpecObject, type RebuildMessage, type StorageObjectEvent } from './events.ts';
-import { isTemporaryGcsError, MissingObjectError, pinGcsSource, storageError } from './gcs-source.ts';
+import { isTemporaryGcsError, MissingObjectError, pinGcsSource, storageError, UPLOAD_QUIET_MS, UploadInProgressError } from './gcs-source.ts';
 import type { JsonLogger } from './logger.ts';
 import { PublishError, type Publisher } from './pubsub.ts';
 import { layerInputs, readState, RECORD_KEYS, recordedLayer, recordError, writeRecord, type BuildRecord, type WriteOutcome } from './record.ts';
@@ -211,6 +211,21 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
     const specTarget = parseReference(spec.target);
     checkAllowed([specTarget, ...resolveTags(specTarget, spec.tags)], config.allowedTargets);
     const pinned = await pinGcsSource({ bucket, specName: run.name, files: spec.files, signal: deadline });
+    // An object created after the spec: the upload went on after its commit marker (cp -r of the
+    // folder). Wait until it has been quiet for a while, then build what is there, re-pinned.
+    // Only for the spec's own upload: by a rebuild, objects newer than the spec are the usual
+    // case (artifacts replaced, the spec kept), and the spec marks no batch.
+    const newest = pinned.newest;
+    if (run.trigger === 'upload' && newest && newest.created > state.created) {
+      const quiet = now() - newest.created;
+      if (quiet < UPLOAD_QUIET_MS) {
+        throw new UploadInProgressError(
+          `gs://${run.bucket}/${newest.name}`,
+          `was created ${((newest.created - state.created) / 1000).toFixed(1)} s after the spec, ${(quiet / 1000).toFixed(1)} s ago: the upload is still in progress (upload the spec last: it is the commit marker); waiting for ${UPLOAD_QUIET_MS / 1000} s without a new object`,
+        );
+      }
+      fields.uploadedAfterSpec = newest.name;
+    }
     objectBytes = pinned.bytes;
     const { request: specRequest, target } = specToRequest(spec, pinned.source, {
       sourceDateEpoch: config.sourceDateEpoch,
@@ -253,7 +268,8 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
         ? new AbortedError(`the build did not finish within ${config.buildTimeoutMs / 1000} s (ARTIFICER_BUILD_TIMEOUT); nothing was tagged`, { cause: caught })
         : caught;
     if (retryable(err)) {
-      const why = err instanceof MissingObjectError ? 'a file the spec names is not uploaded yet' : 'temporary failure';
+      const why =
+        err instanceof UploadInProgressError ? 'the spec\'s files are still being uploaded' : err instanceof MissingObjectError ? 'a file the spec names is not uploaded yet' : 'temporary failure';
       done('failed', 'WARNING', `${why}, the event will be retried: ${message(err)}`, { retry: true, eventAgeMs: now() - run.time.getTime() });
       throw err;
     }

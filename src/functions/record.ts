@@ -77,6 +77,8 @@ export interface ObjectState {
   readonly metageneration: string;
   /** Byte length of the live generation. */
   readonly size: number;
+  /** When the live generation was created (ms since the epoch; NaN if Cloud Storage did not say). */
+  readonly created: number;
   /** The record's fields currently on the object (artificer-* keys). */
   readonly record: Readonly<Record<string, string>>;
 }
@@ -168,7 +170,7 @@ export async function readState(file: File): Promise<ObjectState | undefined> {
     const v = custom[key];
     if (typeof v === 'string') record[key] = v;
   }
-  return { generation: String(md.generation), metageneration: String(md.metageneration), size: Number(md.size ?? 0), record };
+  return { generation: String(md.generation), metageneration: String(md.metageneration), size: Number(md.size ?? 0), created: Date.parse(String(md.timeCreated ?? '')), record };
 }
 
 export type WriteOutcome = 'written' | 'superseded' | 'deleted';

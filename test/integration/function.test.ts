@@ -21,7 +21,7 @@ import { tempDir } from '../support/tmp.ts';
 import { exec, hasTool, tool } from '../support/tools.ts';
 import { parseScope } from '../support/token-server.ts';
 import { freePort } from '../support/ports.ts';
-import { MAX_DECODED_BYTES, pinGcsSource, READ_AHEAD_MAX_BYTES, READ_AHEAD_OBJECTS } from '../../src/functions/gcs-source.ts';
+import { MAX_DECODED_BYTES, pinGcsSource, READ_AHEAD_MAX_BYTES, READ_AHEAD_OBJECTS, UPLOAD_QUIET_MS } from '../../src/functions/gcs-source.ts';
 import { createStorage } from '../../src/functions/storage.ts';
 import { createLayer } from '../../src/layer/layer.ts';
 import { localSource } from '../../src/source/local.ts';
@@ -445,7 +445,7 @@ describe('buildOnUpload', { concurrency: false }, () => {
     });
   }
 
-  test('files uploaded after their spec (cp -r order): the event is retried, then builds', async () => {
+  test('files uploaded after their spec (cp -r order): the event is retried until they are there and quiet, then builds', async () => {
     const spec = await uploadSpec('late/artificer.json', { target: target('apps/late'), files: ['app.txt', 'conf/'] });
     const early = await deliverStorageEvent(fn.url, objectEventData(spec), { id: 'late-1' });
     assert.equal(early.status, 500, 'thrown: Eventarc retries');
@@ -454,9 +454,34 @@ describe('buildOnUpload', { concurrency: false }, () => {
     assert.match(String(line.message), /not uploaded yet, the event will be retried: .*late\/app\.txt/);
     await upload('late/app.txt', 'late');
     await upload('late/conf/a.conf', 'a');
+    // Every file is there now, but created after the spec, moments ago: the upload may go on.
+    const seen = fn.logs().length;
+    const during = await deliverStorageEvent(fn.url, objectEventData(spec), { id: 'late-1' });
+    assert.equal(during.status, 500, 'files newer than the spec, and recent: retried');
+    assert.deepEqual(await record('late/artificer.json'), {}, 'still no record');
+    await fn.waitForLog(() => fn.logs().slice(seen).some((l) => l.retry === true));
+    const waiting = fn.logs().slice(seen).find((l) => l.retry === true)!;
+    assert.match(String(waiting.message), /still being uploaded, the event will be retried: .*late\/conf\/a\.conf: was created [\d.]+ s after the spec, .*upload the spec last/);
+    // A file replaced in the meantime is the one built: objects are pinned when the build starts.
+    await upload('late/app.txt', 'late, replaced');
+    await new Promise((r) => setTimeout(r, UPLOAD_QUIET_MS + 200));
     const retried = await deliverStorageEvent(fn.url, objectEventData(spec), { id: 'late-1' });
     assert.equal(retried.status, 204);
-    assert.equal((await record('late/artificer.json'))['artificer-status'], 'succeeded');
+    const rec = await record('late/artificer.json');
+    assert.equal(rec['artificer-status'], 'succeeded', JSON.stringify(rec));
+    const built = await fn.waitForLog((l) => l.spec === `gs://${BUCKET}/late/artificer.json` && l.outcome === 'succeeded');
+    assert.equal(built.objectBytes, 'late, replaced'.length + 1);
+  });
+
+  test('files uploaded before their spec (the spec last, as a commit marker): built at once, no wait', async () => {
+    await upload('first/app.txt', 'first');
+    await upload('first/conf/a.conf', 'a');
+    const spec = await uploadSpec('first/artificer.json', { target: target('apps/first'), files: ['app.txt', 'conf/'] });
+    const started = Date.now();
+    const res = await deliverStorageEvent(fn.url, objectEventData(spec));
+    assert.equal(res.status, 204, res.body);
+    assert.ok(Date.now() - started < UPLOAD_QUIET_MS, 'no quiet period waited for');
+    assert.equal((await record('first/artificer.json'))['artificer-status'], 'succeeded');
   });
 
   const badBundles: Array<[string, Array<{ header: Record<string, unknown>; body?: string }>, RegExp]> = [
