@@ -82,6 +82,29 @@ resource "google_cloud_run_service_iam_member" "builder_invokes_rebuild" {
   member   = "serviceAccount:${google_service_account.builder.email}"
 }
 
+# Cloud Build builds the functions' images as this account (build_config.service_account), not
+# as the default compute service account: since July 2024 new projects no longer grant that one
+# the roles a build needs (https://cloud.google.com/build/docs/cloud-build-service-account-updates).
+# Roles for a function's build service account, as Google lists them:
+# https://cloud.google.com/functions/docs/securing/build-custom-sa and
+# https://cloud.google.com/run/docs/configuring/services/build-service-account
+# (the latter names storage.objectAdmin; reading the source is all a build here does in Cloud
+# Storage, so objectViewer). Project-wide, because the places they apply to are Cloud Functions'
+# own and made on the first deploy: the gcf-v2-sources-* bucket the source is copied to, the
+# gcf-artifacts repository the image goes to. Whoever applies this needs
+# iam.serviceAccountUser on this account (an owner has it).
+resource "google_service_account" "build" {
+  account_id   = "artificer-build"
+  display_name = "artificer function builds (Cloud Build)"
+}
+
+resource "google_project_iam_member" "build_roles" {
+  for_each = toset(["roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectViewer"])
+  project  = var.project
+  role     = each.value
+  member   = "serviceAccount:${google_service_account.build.email}"
+}
+
 # Cloud Storage publishes the bucket's events to Pub/Sub for Eventarc.
 data "google_storage_project_service_account" "gcs" {}
 
@@ -139,8 +162,9 @@ resource "google_cloudfunctions2_function" "build_on_upload" {
   location = var.region
 
   build_config {
-    runtime     = "nodejs24"
-    entry_point = "buildOnUpload"
+    runtime         = "nodejs24"
+    entry_point     = "buildOnUpload"
+    service_account = google_service_account.build.id
     source {
       storage_source {
         bucket = google_storage_bucket.sources.name
@@ -153,6 +177,7 @@ resource "google_cloudfunctions2_function" "build_on_upload" {
     available_memory                 = "512Mi"
     available_cpu                    = var.function_cpu
     timeout_seconds                  = 540
+    max_instance_count               = var.max_instance_count
     max_instance_request_concurrency = 1
     service_account_email            = google_service_account.builder.email
     environment_variables            = local.function_env
@@ -170,7 +195,7 @@ resource "google_cloudfunctions2_function" "build_on_upload" {
     }
   }
 
-  depends_on = [google_project_service.apis, google_project_iam_member.gcs_pubsub_publisher]
+  depends_on = [google_project_service.apis, google_project_iam_member.gcs_pubsub_publisher, google_project_iam_member.build_roles]
 }
 
 resource "google_cloudfunctions2_function" "rebuild_on_message" {
@@ -178,8 +203,9 @@ resource "google_cloudfunctions2_function" "rebuild_on_message" {
   location = var.region
 
   build_config {
-    runtime     = "nodejs24"
-    entry_point = "rebuildOnMessage"
+    runtime         = "nodejs24"
+    entry_point     = "rebuildOnMessage"
+    service_account = google_service_account.build.id
     source {
       storage_source {
         bucket = google_storage_bucket.sources.name
@@ -192,6 +218,7 @@ resource "google_cloudfunctions2_function" "rebuild_on_message" {
     available_memory                 = "512Mi"
     available_cpu                    = var.function_cpu
     timeout_seconds                  = 540
+    max_instance_count               = var.max_instance_count
     max_instance_request_concurrency = 1
     service_account_email            = google_service_account.builder.email
     environment_variables            = local.function_env
@@ -206,7 +233,7 @@ resource "google_cloudfunctions2_function" "rebuild_on_message" {
     service_account_email = google_service_account.builder.email
   }
 
-  depends_on = [google_project_service.apis]
+  depends_on = [google_project_service.apis, google_project_iam_member.build_roles]
 }
 
 # Base-image patches: Artifact Registry's notifications (topic "gcr") trigger the same function.
@@ -226,9 +253,12 @@ resource "google_eventarc_trigger" "base_updates" {
     }
   }
 
+  # Eventarc wants the Cloud Run service's short name; service_config[0].service is the full
+  # resource name, projects/P/locations/R/services/NAME (Cloud Functions v2 API, ServiceConfig.service:
+  # https://cloud.google.com/functions/docs/reference/rest/v2/projects.locations.functions#serviceconfig).
   destination {
     cloud_run_service {
-      service = google_cloudfunctions2_function.rebuild_on_message.service_config[0].service
+      service = regex("[^/]+$", google_cloudfunctions2_function.rebuild_on_message.service_config[0].service)
       region  = var.region
     }
   }

@@ -13,3 +13,7 @@ output "rebuild_topic" {
 output "service_account" {
   value = google_service_account.builder.email
 }
+
+output "build_service_account" {
+  value = google_service_account.build.email
+}

@@ -52,3 +52,9 @@ variable "function_cpu" {
   type        = string
   default     = "2"
 }
+
+variable "max_instance_count" {
+  description = "Most instances of each function at once. Each takes one event at a time, so this bounds the builds running together (and what a burst of uploads or a base-image fan-out costs)."
+  type        = number
+  default     = 10
+}
