@@ -88,8 +88,8 @@ resource "google_cloud_run_service_iam_member" "builder_invokes_rebuild" {
 # Roles for a function's build service account, as Google lists them:
 # https://cloud.google.com/functions/docs/securing/build-custom-sa and
 # https://cloud.google.com/run/docs/configuring/services/build-service-account
-# (the latter names storage.objectAdmin; reading the source is all a build here does in Cloud
-# Storage, so objectViewer). Project-wide, because the places they apply to are Cloud Functions'
+# (the latter, the page for Cloud Run functions, names storage.objectAdmin: the build reads the
+# source and writes its cache objects). Project-wide, because the places they apply to are Cloud Functions'
 # own and made on the first deploy: the gcf-v2-sources-* bucket the source is copied to, the
 # gcf-artifacts repository the image goes to. Whoever applies this needs
 # iam.serviceAccountUser on this account (an owner has it).
@@ -99,7 +99,7 @@ resource "google_service_account" "build" {
 }
 
 resource "google_project_iam_member" "build_roles" {
-  for_each = toset(["roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectViewer"])
+  for_each = toset(["roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectAdmin"])
   project  = var.project
   role     = each.value
   member   = "serviceAccount:${google_service_account.build.email}"
