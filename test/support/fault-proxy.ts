@@ -28,6 +28,12 @@ export interface FaultOptions {
   responseHeaders?: Record<string, string>;
   /** Forward, but send this status instead of the upstream's (a registry that answers another 2xx, as ECR does). */
   responseStatus?: number;
+  /**
+   * Forward with the path (and query) rewritten as `path.replace(pattern, replacement)`: the
+   * registry answers another request than the one sent (a mount POST stripped of its query gets
+   * the ordinary upload session a registry declining the mount opens).
+   */
+  rewritePath?: readonly [pattern: RegExp, replacement: string];
   /** Only requests whose path (with query) matches. */
   match?: RegExp;
   /** Only requests with this method (case-insensitive). */
@@ -41,7 +47,7 @@ export interface ProxiedRequest {
   /** Status sent to the client; undefined when the connection was reset or broke. */
   status?: number;
   /** Which fault was injected, if any. */
-  fault?: 'status' | 'reset' | 'delay' | 'slow-body' | 'headers' | 'lost-answer' | 'cut-answer' | 'restatus';
+  fault?: 'status' | 'reset' | 'delay' | 'slow-body' | 'headers' | 'lost-answer' | 'cut-answer' | 'restatus' | 'rewrite';
   /** Requests being handled when this one arrived, itself included (1: it was alone). */
   inFlight: number;
 }
@@ -126,13 +132,14 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     loseAnswer = false,
     cutAfterBytes?: number,
     responseStatus?: number,
+    path = req.url,
   ): Promise<void> {
     const upstream = http.request({
       protocol: target.protocol,
       hostname: target.hostname,
       port: target.port,
       method: req.method,
-      path: req.url,
+      path,
       headers: forwardHeaders(req.headers),
       agent,
     });
@@ -249,7 +256,9 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     else if (rule?.loseAnswer) entry.fault = 'lost-answer';
     else if (rule?.cutAnswerAfterBytes !== undefined) entry.fault = 'cut-answer';
     else if (rule?.responseStatus) entry.fault = 'restatus';
-    await forward(req, res, entry, rule?.bodyDelayMs, rule?.responseHeaders, rule?.loseAnswer, rule?.cutAnswerAfterBytes, rule?.responseStatus);
+    else if (rule?.rewritePath) entry.fault = 'rewrite';
+    const path = rule?.rewritePath ? entry.path.replace(rule.rewritePath[0], rule.rewritePath[1]) : req.url;
+    await forward(req, res, entry, rule?.bodyDelayMs, rule?.responseHeaders, rule?.loseAnswer, rule?.cutAnswerAfterBytes, rule?.responseStatus, path);
   }
 
   const server = http.createServer((req, res) => {
@@ -276,8 +285,8 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     requests,
     failNext(n, opts) {
       if (!Number.isInteger(n) || n < 1) throw new Error(`failNext: n must be a positive integer, got ${n}`);
-      if (!opts.status && !opts.reset && !opts.delayMs && !opts.bodyDelayMs && !opts.responseHeaders && !opts.responseStatus && !opts.loseAnswer && opts.cutAnswerAfterBytes === undefined) {
-        throw new Error('failNext: say what to do (status, reset, delayMs, bodyDelayMs, responseHeaders, responseStatus, loseAnswer or cutAnswerAfterBytes)');
+      if (!opts.status && !opts.reset && !opts.delayMs && !opts.bodyDelayMs && !opts.responseHeaders && !opts.responseStatus && !opts.rewritePath && !opts.loseAnswer && opts.cutAnswerAfterBytes === undefined) {
+        throw new Error('failNext: say what to do (status, reset, delayMs, bodyDelayMs, responseHeaders, responseStatus, rewritePath, loseAnswer or cutAnswerAfterBytes)');
       }
       rules.push({ ...opts, left: n });
     },
