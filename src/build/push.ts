@@ -125,12 +125,16 @@ export class BlobPusher {
         this.#logger.debug('blob exists', { repository: repositoryName(target), digest: desc.digest });
         return;
       }
+      // A declined mount may come with an upload session (202 Accepted): the copy goes into it.
+      let session: string | undefined;
       if (origin.kind === 'registry' && origin.repo.registry === target.registry && origin.repo.repository !== target.repository) {
-        if (await this.#registry.mountBlob(target, desc.digest, origin.repo, signal)) {
+        const mount = await this.#registry.mountBlob(target, desc.digest, origin.repo, signal);
+        if (mount.mounted) {
           this.#onProgress?.({ kind: 'mount', digest: desc.digest, bytes: desc.size, total: desc.size, done: true });
           this.#logger.debug('blob mounted', { repository: repositoryName(target), digest: desc.digest, from: repositoryName(origin.repo) });
           return;
         }
+        session = mount.session;
       }
       let uploaded: UploadedBlob;
       if (origin.kind === 'bytes') {
@@ -140,7 +144,7 @@ export class BlobPusher {
       } else {
         const from = origin.repo;
         const open = (): Readable => lazyStream(async (fetchSignal) => (await this.#registry.getBlob(from, desc.digest, fetchSignal)).stream, signal);
-        uploaded = await this.#registry.uploadBlob(target, { open, digest: desc.digest, size: desc.size, replayable: true }, signal);
+        uploaded = await this.#registry.uploadBlob(target, { open, digest: desc.digest, size: desc.size, replayable: true }, signal, session);
         this.#logger.debug('blob copied', { repository: repositoryName(target), digest: desc.digest, from: repositoryName(from) });
       }
       this.#onProgress?.({ kind: origin.kind === 'bytes' ? 'upload' : 'copy', digest: uploaded.digest, bytes: uploaded.size, total: desc.size, done: true });

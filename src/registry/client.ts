@@ -34,7 +34,7 @@ import { challengeScopes, parseWwwAuthenticate } from './challenge.ts';
 import { anonymous } from './credentials.ts';
 import { endpointFor, mayFollow, type Endpoint } from './endpoint.ts';
 import { isRetryable, retryPolicy, setRetryAfter, parseRetryAfter, withRetry, type RetryPolicy } from './retry.ts';
-import type { BlobBody, CredentialProvider, FetchedManifest, Registry, Repository, UploadedBlob, UploadReservation } from './types.ts';
+import type { BlobBody, CredentialProvider, FetchedManifest, MountResult, Registry, Repository, UploadedBlob, UploadReservation } from './types.ts';
 
 /** An artificer error (other than a network one) in `err` or its causes: what a request body's stream failed with. */
 function bodyError(err: unknown): ArtificerError | undefined {
@@ -297,8 +297,8 @@ export class RegistryClient implements Registry {
     return res;
   }
 
-  async mountBlob(repo: Repository, digest: Digest, from: Repository, signal?: AbortSignal): Promise<boolean> {
-    if (from.registry !== repo.registry) return false;
+  async mountBlob(repo: Repository, digest: Digest, from: Repository, signal?: AbortSignal): Promise<MountResult> {
+    if (from.registry !== repo.registry) return { mounted: false };
     return this.#step(`mounting blob ${digest} from ${from.repository} into ${repositoryName(repo)}`, true, signal, async () => {
       let sent: Sent;
       try {
@@ -314,26 +314,26 @@ export class RegistryClient implements Registry {
         // too, reports that (go-containerregistry PRs #1406, #1681 fall back the same way).
         if (!(err instanceof UnauthorizedError || err instanceof DeniedError)) throw err;
         this.#logger.debug('mount not authorized, falling back to upload', { digest, from: repositoryName(from), to: repositoryName(repo), error: describe(err) });
-        return false;
+        return { mounted: false };
       }
       const { res, url, source } = sent;
       if (res.statusCode === 201) {
         await res.body.dump();
-        return true;
+        return { mounted: true };
       }
       if (res.statusCode === 202) {
+        // Declined, with an ordinary upload session opened instead (ECR does this unless a
+        // manifest in the source references the blob, aws/containers-roadmap#2860): handed to
+        // the upload that follows, as ggcr's remote.write does, instead of a DELETE and a POST.
         await res.body.dump();
-        // The registry opened an ordinary upload session instead; cancel it, best effort.
-        const location = header(res, 'location');
-        if (location) await this.#cancelUpload(repo, location, signal);
-        return false;
+        return header(res, 'location') ? { mounted: false, session: this.#location(res, url) } : { mounted: false };
       }
       if (res.statusCode === 401 || res.statusCode === 403) {
         // Typically no pull right on the source repository; an ordinary upload may still work
         // and, if it does not, reports the real problem.
         await res.body.dump();
         this.#logger.debug('mount refused, falling back to upload', { digest, from: repositoryName(from), to: repositoryName(repo), status: res.statusCode });
-        return false;
+        return { mounted: false };
       }
       throw await this.#error(res, 'POST', url, repo, `push ${repo.repository}`, source);
     });
@@ -365,8 +365,11 @@ export class RegistryClient implements Registry {
    * A replayable body is retried as a whole (a failed PATCH or PUT needs a fresh session). For a
    * single-pass stream the POST and the bodiless PUT are retried like any step, only the request
    * that consumes the stream runs once.
+   *
+   * `opened`, a session the registry opened already (a declined mount's), takes the place of the
+   * first POST; see {@link Registry.uploadBlob}.
    */
-  async uploadBlob(repo: Repository, body: BlobBody, signal?: AbortSignal): Promise<UploadedBlob> {
+  async uploadBlob(repo: Repository, body: BlobBody, signal?: AbortSignal, opened?: string): Promise<UploadedBlob> {
     const what = `pushing ${body.digest ? `blob ${body.digest}` : 'blob'} to ${repositoryName(repo)}`;
     let content = body;
     if ('bytes' in body) {
@@ -378,27 +381,60 @@ export class RegistryClient implements Registry {
       content = { bytes: body.bytes, digest: actual };
     }
     if ('bytes' in content || content.replayable) {
+      const replayable = content;
+      if (opened !== undefined) {
+        const done = await this.#uploadIntoOpened(repo, replayable, opened, what, signal);
+        if (done) return done;
+      }
       return this.#step(what, true, signal, async () => {
-        const prepared = requestBody(content);
+        const prepared = requestBody(replayable);
         const session = await this.#openUpload(repo, signal).catch((err: unknown) => {
           prepared.discard();
           throw err;
         });
-        if (content.digest) {
-          const size = 'bytes' in content ? content.bytes.byteLength : (content.size ?? 0);
-          return this.#commitUpload(repo, session, { digest: content.digest, size }, prepared, signal);
-        }
-        const sent = await this.#sendContent(repo, prepared, content.digest, session, signal);
-        return this.#commitUpload(repo, sent.location, sent.blob, undefined, signal);
+        return this.#uploadInto(repo, replayable, prepared, session, signal);
       });
     }
     const prepared = requestBody(body);
-    const session = await this.#step(what, true, signal, () => this.#openUpload(repo, signal)).catch((err: unknown) => {
+    const session = opened ?? await this.#step(what, true, signal, () => this.#openUpload(repo, signal)).catch((err: unknown) => {
       prepared.discard();
       throw err;
     });
     const sent = await this.#step(what, false, signal, () => this.#sendContent(repo, prepared, body.digest, session, signal));
     return this.#step(what, true, signal, () => this.#commitUpload(repo, sent.location, sent.blob, undefined, signal));
+  }
+
+  /** Sends `content` into the open `session` and commits it: one PUT when its digest is known, else PATCH then PUT. */
+  async #uploadInto(repo: Repository, content: BlobBody, prepared: PreparedBody, session: string, signal?: AbortSignal): Promise<UploadedBlob> {
+    if (content.digest) {
+      const size = 'bytes' in content ? content.bytes.byteLength : (content.size ?? 0);
+      return this.#commitUpload(repo, session, { digest: content.digest, size }, prepared, signal);
+    }
+    const sent = await this.#sendContent(repo, prepared, content.digest, session, signal);
+    return this.#commitUpload(repo, sent.location, sent.blob, undefined, signal);
+  }
+
+  /**
+   * One attempt of a replayable upload into a session the registry opened already (a declined
+   * mount's). A session that attempt leaves uncommitted is cancelled, as a failed session is
+   * never sent a retry. Resolves undefined when an ordinary upload is worth trying: a failure a
+   * retry may cure, or a session the registry no longer knows (404); anything else is the answer.
+   */
+  async #uploadIntoOpened(repo: Repository, content: BlobBody, session: string, what: string, signal?: AbortSignal): Promise<UploadedBlob | undefined> {
+    const prepared = requestBody(content);
+    try {
+      return await this.#uploadInto(repo, content, prepared, session, signal);
+    } catch (err) {
+      prepared.discard();
+      // Wrong content has cancelled it already. Not under the build's signal (an abort may be
+      // what failed the attempt), but bounded, as a reservation's release is.
+      if (!(err instanceof DigestMismatchError)) await this.#cancelUpload(repo, session, AbortSignal.timeout(RELEASE_TIMEOUT_MS));
+      if (signal?.aborted && !(err instanceof AbortedError)) throw new AbortedError(`${what}: aborted`, { cause: err });
+      const sessionLost = err instanceof RegistryError && err.status === 404;
+      if (!sessionLost && !isRetryable(err, this.#policy)) throw withContext(err, what);
+      this.#logger.debug('upload into the session the registry opened failed (uploading anew)', { repository: repositoryName(repo), error: describe(err) });
+      return undefined;
+    }
   }
 
   reserveUpload(repo: Repository, signal?: AbortSignal): UploadReservation {

@@ -85,15 +85,33 @@ export interface UploadReservation {
   release(): Promise<void>;
 }
 
+/**
+ * What a cross-repository mount did. A registry that declines may answer 202 Accepted with an
+ * ordinary upload session, which the client MAY use (distribution spec, "Mounting a blob from
+ * another repository"; go-containerregistry's remote.write does): `session` is its Location.
+ * Amazon ECR declines unless a manifest in the source repository references the blob
+ * (aws/containers-roadmap#2860), so a new base's blobs there usually take this path.
+ */
+export type MountResult = { readonly mounted: true } | { readonly mounted: false; readonly session?: string };
+
 /** What the build and push code needs of a registry client. */
 export interface Registry {
   getManifest(repo: Repository, reference: string, signal?: AbortSignal): Promise<FetchedManifest>;
   hasBlob(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<boolean>;
   getBlob(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<{ stream: Readable; size: number }>;
   getBlobBytes(repo: Repository, digest: Digest, signal?: AbortSignal): Promise<Buffer>;
-  /** Cross-repository mount. Resolves false when the registry did not mount (then upload). */
-  mountBlob(repo: Repository, digest: Digest, from: Repository, signal?: AbortSignal): Promise<boolean>;
-  uploadBlob(repo: Repository, body: BlobBody, signal?: AbortSignal): Promise<UploadedBlob>;
+  /**
+   * Cross-repository mount. When the registry did not mount, upload next, passing the `session`
+   * it may have opened to {@link uploadBlob}.
+   */
+  mountBlob(repo: Repository, digest: Digest, from: Repository, signal?: AbortSignal): Promise<MountResult>;
+  /**
+   * `session`: an upload session the registry already opened (a declined mount's {@link
+   * MountResult}), used instead of opening one. The upload owns it from then on. A replayable
+   * body goes into it once: when that fails the session is cancelled, and a retry opens a fresh
+   * one. A single-pass body goes into it as into the session it would have opened.
+   */
+  uploadBlob(repo: Repository, body: BlobBody, signal?: AbortSignal, session?: string): Promise<UploadedBlob>;
   /**
    * Opens an upload session now for bytes known only later (an image's config, which needs the
    * new layer's diffID): their upload is then one request instead of two. Optional; without

@@ -141,7 +141,7 @@ describe('token auth', () => {
     const dst = { registry: reg.host, repository: 'tok/derived' };
     const { digest } = await client.uploadBlob(src, { bytes: randomBytes(500) });
     const n = reg.tokenServer!.requests.length;
-    assert.equal(await client.mountBlob(dst, digest, src), true);
+    assert.deepEqual(await client.mountBlob(dst, digest, src), { mounted: true });
     const asked = reg.tokenServer!.requests.slice(n).map((r) => r.scopes);
     assert.deepEqual(asked, [['repository:tok/base:pull', 'repository:tok/derived:pull,push']]);
     assert.equal(await client.hasBlob(dst, digest), true);
@@ -158,7 +158,7 @@ describe('token auth', () => {
       const src = { registry: limited.host, repository: 'open/src' };
       const { digest } = await client.uploadBlob(src, { bytes: randomBytes(64) });
       const dst = { registry: limited.host, repository: 'open/dst' };
-      assert.equal(await client.mountBlob(dst, digest, { registry: limited.host, repository: 'secret/src' }), false);
+      assert.equal((await client.mountBlob(dst, digest, { registry: limited.host, repository: 'secret/src' })).mounted, false);
       assert.equal(await client.hasBlob(dst, digest), false);
       // The fallback the build does next still works with the same client.
       await client.uploadBlob(dst, { bytes: await client.getBlobBytes(src, digest) });
@@ -184,7 +184,7 @@ describe('token auth', () => {
       const { digest } = await client.uploadBlob(src, { bytes });
       const dst = { registry: refusing.host, repository: 'open/dst' };
       const n = refusing.tokenServer!.requests.length;
-      assert.equal(await client.mountBlob(dst, digest, { registry: refusing.host, repository: 'secret/src' }), false);
+      assert.deepEqual(await client.mountBlob(dst, digest, { registry: refusing.host, repository: 'secret/src' }), { mounted: false });
       assert.ok(
         refusing.tokenServer!.requests.slice(n).some((r) => r.granted === undefined && r.scopes.includes('repository:secret/src:pull')),
         'the token server was asked for the mount and refused',

@@ -126,13 +126,15 @@ describe('RegistryClient against docker-registry without auth', () => {
     const { digest } = await client.uploadBlob(repo, { bytes: data });
     const other = { registry: reg.host, repository: 'test/other' };
     assert.equal(await client.hasBlob(other, digest), false);
-    assert.equal(await client.mountBlob(other, digest, repo), true);
+    assert.deepEqual(await client.mountBlob(other, digest, repo), { mounted: true });
     assert.equal(await client.hasBlob(other, digest), true);
   });
 
-  test('a mount of a missing blob returns false (the registry opened an upload instead)', async () => {
+  test('a mount of a missing blob is declined, with the upload session the registry opened instead', async () => {
     const missing = sha256(randomBytes(10));
-    assert.equal(await client.mountBlob({ registry: reg.host, repository: 'test/other' }, missing, repo), false);
+    const mount = await client.mountBlob({ registry: reg.host, repository: 'test/other' }, missing, repo);
+    assert.equal(mount.mounted, false);
+    assert.match((!mount.mounted && mount.session) || '', new RegExp(`^${reg.url}/v2/test/other/blobs/uploads/`));
   });
 
   for (const family of ['docker', 'oci'] as const) {

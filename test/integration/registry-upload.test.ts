@@ -5,7 +5,9 @@ import { after, before, beforeEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
+import { BlobPusher } from '../../src/build/push.ts';
 import { DigestMismatchError } from '../../src/errors.ts';
+import { silentLogger } from '../../src/log.ts';
 import { sha256 } from '../../src/oci/digest.ts';
 import { MediaTypes } from '../../src/oci/types.ts';
 import { RegistryClient } from '../../src/registry/client.ts';
@@ -136,4 +138,58 @@ test('a manifest PUT answered 202 (old distribution) is a success', async () => 
   assert.equal(await client.putManifest(repo, 'accepted', manifest, MediaTypes.ociManifest), sha256(manifest));
   assert.deepEqual(calls(), ['PUT 202']);
   assert.equal((await client.getManifest(repo, 'accepted')).digest, sha256(manifest));
+});
+
+// A registry that declines a cross-repository mount may open an ordinary upload session and
+// answer 202 Accepted with its Location, which the client MAY use (distribution spec, "Mounting
+// a blob from another repository"; ggcr's remote.write does). docker-registry declines when the
+// source repository lacks the blob; Amazon ECR whenever no manifest in the source references it
+// (aws/containers-roadmap#2860), which is every blob of a base pushed there by digest alone.
+// Cancelling that session and opening another cost two round trips per base blob.
+const lacksIt = (): Repository => ({ registry: proxy.host, repository: 'upload/lacks-it' });
+const session = (path: string): string => path.split('?')[0]!;
+
+test("a declined mount's session (202) takes the upload: no DELETE, no second POST", async () => {
+  const data = randomBytes(3000);
+  const digest = sha256(data);
+  const dst = { registry: proxy.host, repository: 'upload/mount-declined' };
+  const mount = await client.mountBlob(dst, digest, lacksIt());
+  assert.ok(!mount.mounted && mount.session, `the 202 came with its session: ${JSON.stringify(mount)}`);
+  assert.deepEqual(await client.uploadBlob(dst, { bytes: data, digest }, undefined, mount.session), { digest, size: 3000 });
+  assert.deepEqual(calls(), ['POST 202', 'PUT 201']);
+  assert.deepEqual(await client.getBlobBytes(dst, digest), data);
+});
+
+test("a failed upload into a declined mount's session cancels it, and the retry opens a fresh one", async () => {
+  const data = randomBytes(3000);
+  const digest = sha256(data);
+  const dst = { registry: proxy.host, repository: 'upload/mount-retried' };
+  const mount = await client.mountBlob(dst, digest, lacksIt());
+  assert.ok(!mount.mounted && mount.session);
+  proxy.failNext(1, { status: 500, method: 'PUT', match: /\/blobs\/uploads\// });
+  assert.deepEqual(await client.uploadBlob(dst, { bytes: data, digest }, undefined, mount.session), { digest, size: 3000 });
+  assert.deepEqual(calls(), ['POST 202', 'PUT 500', 'DELETE 204', 'POST 202', 'PUT 201']);
+  const [, failed, cancelled, , retried] = proxy.requests.filter((r) => r.method !== 'GET');
+  assert.equal(session(cancelled!.path), session(failed!.path), 'the failed session is the one cancelled');
+  assert.notEqual(session(retried!.path), session(failed!.path), 'the retry is not sent into it');
+  assert.deepEqual(await client.getBlobBytes(dst, digest), data);
+});
+
+test('a base blob whose mount is declined is copied into the session the 202 opened', async () => {
+  const data = randomBytes(5000);
+  const base = { registry: proxy.host, repository: 'upload/base' };
+  const { digest } = await client.uploadBlob(base, { bytes: data });
+  proxy.reset();
+  // docker-registry mounts whatever its source repository has; ECR would decline this one. The
+  // proxy strips the mount query, so the registry opens the ordinary session ECR answers with.
+  proxy.failNext(1, { method: 'POST', match: /[?&]mount=/, rewritePath: [/\?.*$/, ''] });
+  const target = { registry: proxy.host, repository: 'upload/derived' };
+  const pusher = new BlobPusher(client, { concurrency: 2, logger: silentLogger });
+  await pusher.ensure(target, { mediaType: MediaTypes.ociLayerGzip, digest, size: data.length }, { kind: 'registry', repo: base });
+  assert.equal(proxy.pendingFaults(), 0);
+  assert.deepEqual(
+    proxy.requests.filter((r) => r.method !== 'GET').map((r) => `${r.method} ${r.fault ? `${r.fault} ` : ''}${r.status}`),
+    ['HEAD 404', 'POST rewrite 202', 'PUT 201'],
+  );
+  assert.deepEqual(await client.getBlobBytes(target, digest), data);
 });
