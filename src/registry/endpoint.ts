@@ -55,16 +55,23 @@ export function addressKind(hostname: string): AddressKind | undefined {
   const zeros = (n: number): boolean => g.slice(0, n).every((x) => x === 0);
   if (zeros(8)) return 'forbidden'; // ::
   if (zeros(7) && g[7] === 1) return 'private'; // ::1
+  const embedded = embeddedIPv4(g);
+  if (embedded) return ipv4Kind(embedded);
+  if ((g[0]! & 0xffc0) === 0xfe80 || (g[0]! & 0xff00) === 0xff00) return 'forbidden';
+  if (g[0] === 0xfd00 && g[1] === 0x0ec2 && g.slice(2, 7).every((x) => x === 0) && g[7] === 0x254) return 'forbidden';
+  if ((g[0]! & 0xfe00) === 0xfc00 || (g[0]! & 0xffc0) === 0xfec0) return 'private';
+  return 'public';
+}
+
+/** The IPv4 address an IPv6 one carries (see {@link addressKind}), as four bytes. */
+function embeddedIPv4(g: readonly number[]): number[] | undefined {
+  const zeros = (n: number): boolean => g.slice(0, n).every((x) => x === 0);
   const embedded =
     (zeros(5) && g[5] === 0xffff) || // ::ffff:a.b.c.d
     (zeros(4) && g[4] === 0xffff && g[5] === 0) || // ::ffff:0:a.b.c.d
     zeros(6) || // ::a.b.c.d
     (g[0] === 0x64 && g[1] === 0xff9b && g.slice(2, 6).every((x) => x === 0)); // 64:ff9b::a.b.c.d
-  if (embedded) return ipv4Kind([g[6]! >> 8, g[6]! & 0xff, g[7]! >> 8, g[7]! & 0xff]);
-  if ((g[0]! & 0xffc0) === 0xfe80 || (g[0]! & 0xff00) === 0xff00) return 'forbidden';
-  if (g[0] === 0xfd00 && g[1] === 0x0ec2 && g.slice(2, 7).every((x) => x === 0) && g[7] === 0x254) return 'forbidden';
-  if ((g[0]! & 0xfe00) === 0xfc00 || (g[0]! & 0xffc0) === 0xfec0) return 'private';
-  return 'public';
+  return embedded ? [g[6]! >> 8, g[6]! & 0xff, g[7]! >> 8, g[7]! & 0xff] : undefined;
 }
 
 function ipv4Kind([a, b]: number[]): AddressKind {
@@ -156,13 +163,50 @@ export function isPrivateHost(hostname: string): boolean {
 }
 
 /**
+ * The private network a `private` address of {@link addressKind} is on: `loopback` (127.0.0.0/8,
+ * ::1, `localhost` names) or `lan` (RFC 1918, 100.64.0.0/10, fc00::/7, fec0::/10). Undefined for
+ * any other address, and for a host name.
+ */
+export type PrivateNetwork = 'loopback' | 'lan';
+
+export function privateNetwork(hostname: string): PrivateNetwork | undefined {
+  if (addressKind(hostname) !== 'private') return undefined;
+  const h = canonicalHost(hostname);
+  if (h === 'localhost' || h.endsWith('.localhost')) return 'loopback';
+  if (isIPv4(h)) return h.startsWith('127.') ? 'loopback' : 'lan';
+  const g = ipv6Groups(h);
+  if (g.slice(0, 7).every((x) => x === 0) && g[7] === 1) return 'loopback'; // ::1
+  return embeddedIPv4(g)?.[0] === 127 ? 'loopback' : 'lan';
+}
+
+const NO_NETWORKS: ReadonlySet<PrivateNetwork> = new Set();
+
+/**
+ * The private networks a registry's host name resolved to (its addresses, as DNS gave them): empty
+ * unless every address is private, so a name with a public address is a public registry.
+ */
+export function registryNetworks(addresses: readonly string[]): ReadonlySet<PrivateNetwork> {
+  const networks = addresses.map(privateNetwork);
+  if (!networks.length || networks.some((n) => n === undefined)) return NO_NETWORKS;
+  return new Set(networks as PrivateNetwork[]);
+}
+
+/**
  * Whether a registry may send us to `target` (a token realm, an upload `Location`, a redirect):
  * never to the metadata server or a link-local address, and to a private or loopback address
  * only when the registry itself is one (a LAN registry with its own token server is normal; a
- * public registry pointing inside our network is not). Host names are judged as written.
+ * public registry pointing inside our network is not). Target host names are judged as written.
+ *
+ * The registry is one when written as a private address, or when its name resolved to addresses
+ * on the target's private network (`networks`, see {@link registryNetworks}): Harbor or
+ * distribution with an S3 storage driver on MinIO redirects blob GETs to the MinIO address
+ * (http://10.1.2.3:9000/…), while users address the registry by name (harbor.corp.example).
+ * Only the same network: a LAN registry may not send us to our own loopback.
  */
-export function mayFollow(registry: string, target: URL): boolean {
+export function mayFollow(registry: string, target: URL, networks: ReadonlySet<PrivateNetwork> = NO_NETWORKS): boolean {
   if (target.protocol !== 'https:' && target.protocol !== 'http:') return false;
   if (isForbiddenRealmHost(target.hostname)) return false;
-  return !isPrivateHost(target.hostname) || isPrivateHost(splitHostPort(registry).host);
+  if (!isPrivateHost(target.hostname) || isPrivateHost(splitHostPort(registry).host)) return true;
+  const network = privateNetwork(target.hostname);
+  return network !== undefined && networks.has(network);
 }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { addressKind, isPrivateHost, mayFollow, type AddressKind } from '../../src/registry/endpoint.ts';
+import { addressKind, isPrivateHost, mayFollow, privateNetwork, registryNetworks, type AddressKind, type PrivateNetwork } from '../../src/registry/endpoint.ts';
 
 test('private, loopback and unique-local addresses', () => {
   for (const h of ['127.0.0.1', 'localhost', '[::1]', '10.1.2.3', '172.16.0.1', '172.31.255.255', '192.168.1.1', '100.64.0.1', '[fd12::1]', '::ffff:10.0.0.1']) {
@@ -65,4 +65,39 @@ test('where a registry may send us', () => {
     ['127.0.0.1:5000', 'http://[::ffff:a9fe:a9fe]/', false],
   ];
   for (const [registry, target, ok] of rows) assert.equal(mayFollow(registry, new URL(target)), ok, `${registry} → ${target}`);
+});
+
+test('which private network an address is on', () => {
+  const rows: Array<[string, PrivateNetwork | undefined]> = [
+    ['127.0.0.1', 'loopback'], ['127.1', 'loopback'], ['::1', 'loopback'], ['[::ffff:7f00:1]', 'loopback'], ['foo.localhost', 'loopback'],
+    ['10.1.2.3', 'lan'], ['172.16.0.1', 'lan'], ['192.168.1.1', 'lan'], ['100.64.0.1', 'lan'], ['fd12::1', 'lan'], ['::ffff:10.0.0.1', 'lan'],
+    ['169.254.169.254', undefined], ['fe80::1', undefined], ['8.8.8.8', undefined], ['harbor.corp.example', undefined],
+  ];
+  for (const [host, network] of rows) assert.equal(privateNetwork(host), network, host);
+  assert.deepEqual(registryNetworks(['10.1.2.3', 'fd00::5']), new Set(['lan']));
+  assert.deepEqual(registryNetworks(['10.1.2.3', '203.0.113.7']), new Set(), 'a name with a public address is a public registry');
+  assert.deepEqual(registryNetworks([]), new Set());
+});
+
+// On-prem Harbor or distribution storing blobs on MinIO redirects blob GETs to the MinIO address
+// (http://10.1.2.3:9000/…) while users name the registry (harbor.corp.example): the name's
+// addresses say whether the registry is on that private network.
+test('a registry whose name resolved to a private network may send us there, and only there', () => {
+  const lan = new Set<PrivateNetwork>(['lan']);
+  const loopback = new Set<PrivateNetwork>(['loopback']);
+  const rows: Array<[string, string, ReadonlySet<PrivateNetwork>, boolean]> = [
+    ['harbor.corp.example', 'http://10.1.2.3:9000/registry/docker/registry/v2/blobs/data', lan, true],
+    ['harbor.corp.example', 'http://[fd00::5]:9000/blob', lan, true],
+    ['harbor.corp.example', 'http://10.1.2.3:9000/blob', new Set(), false],
+    ['harbor.corp.example', 'http://127.0.0.1:9000/blob', lan, false],
+    ['harbor.corp.example', 'http://[::1]:9000/blob', lan, false],
+    ['harbor.corp.example', 'http://10.1.2.3:9000/blob', loopback, false],
+    ['registry.test', 'http://127.0.0.1:9000/blob', loopback, true],
+    ['harbor.corp.example', 'http://169.254.169.254/computeMetadata/v1/', lan, false],
+    ['harbor.corp.example', 'http://[fe80::1]/', lan, false],
+    ['harbor.corp.example', 'http://metadata.google.internal/', lan, false],
+    ['harbor.corp.example', 'http://[::ffff:a9fe:a9fe]/', lan, false],
+    ['harbor.corp.example', 'file:///etc/passwd', lan, false],
+  ];
+  for (const [registry, target, networks, ok] of rows) assert.equal(mayFollow(registry, new URL(target), networks), ok, `${registry} (${[...networks]}) → ${target}`);
 });
