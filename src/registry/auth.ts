@@ -7,12 +7,13 @@
  * actions serves requests needing fewer. A resolved credential lives no longer than the first
  * token made from it, and is resolved again once when the token server refuses it.
  */
+import { lookup as dnsLookup } from 'node:dns/promises';
 import type { Dispatcher } from 'undici';
 import { request } from './http.ts';
 import { NetworkError, AbortedError, RegistryError, UnauthorizedError, isTemporaryStatus, redactUrl } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { challengeScopes, parseWwwAuthenticate, type Challenge } from './challenge.ts';
-import { isInsecure, mayFollow, type Endpoint } from './endpoint.ts';
+import { addressKind, isInsecure, mayFollow, registryNetworks, type Endpoint, type PrivateNetwork } from './endpoint.ts';
 import { readBounded } from './body.ts';
 import type { CredentialProvider, ResolvedCredential } from './types.ts';
 
@@ -58,6 +59,8 @@ interface HostState {
   /** undefined: not pinged yet; null: the registry wants no auth. */
   challenge?: Challenge | null;
   ping?: Shared<void>;
+  /** The private networks the registry's host name resolved to at the ping (see {@link registryNetworks}). */
+  networks?: ReadonlySet<PrivateNetwork>;
   credential?: CredentialEntry;
   tokens: CachedToken[];
   /** Token requests in flight, by scope set, so concurrent uploads share one. */
@@ -139,7 +142,14 @@ export interface AuthenticatorOptions {
   readonly logger: Logger;
   readonly userAgent: string;
   readonly dispatcher?: Dispatcher | undefined;
+  /** Resolves a registry's host name; node:dns `lookup` with `all` by default. */
+  readonly lookup?: Lookup | undefined;
 }
+
+/** All addresses of a host name, as node:dns `lookup(name, { all: true })` gives them. */
+export type Lookup = (hostname: string) => Promise<ReadonlyArray<{ readonly address: string }>>;
+
+const defaultLookup: Lookup = (hostname) => dnsLookup(hostname, { all: true });
 
 export class Authenticator {
   readonly #opts: AuthenticatorOptions;
@@ -194,8 +204,30 @@ export class Authenticator {
     await s.ping.wait(signal);
   }
 
+  /**
+   * The private networks the registry's host name resolves to, once per registry, during its
+   * ping: {@link mayFollow} then judges a redirect or Location synchronously. A name that does
+   * not resolve (a dispatcher that connects elsewhere) counts as public. Literal addresses need
+   * no lookup: they are judged as written.
+   */
+  networks(registry: string): ReadonlySet<PrivateNetwork> | undefined {
+    return this.#hosts.get(registry)?.networks;
+  }
+
+  async #resolveNetworks(ep: Endpoint): Promise<ReadonlySet<PrivateNetwork>> {
+    const hostname = new URL(ep.origin).hostname;
+    if (addressKind(hostname) !== undefined) return new Set();
+    try {
+      return registryNetworks((await (this.#opts.lookup ?? defaultLookup)(hostname)).map((a) => a.address));
+    } catch (err) {
+      this.#opts.logger.debug('resolving the registry host failed (judged public)', { registry: ep.registry, error: describe(err) });
+      return new Set();
+    }
+  }
+
   async #pingOnce(ep: Endpoint, s: HostState, signal: AbortSignal): Promise<void> {
     const url = `${ep.origin}/v2/`;
+    const resolving = s.networks ? Promise.resolve(s.networks) : this.#resolveNetworks(ep);
     const started = Date.now();
     let res: Dispatcher.ResponseData;
     try {
@@ -218,6 +250,7 @@ export class Authenticator {
     }
     await res.body.dump();
     this.#opts.logger.debug('http', { method: 'GET', url, status: res.statusCode, ms: Date.now() - started });
+    s.networks = await resolving;
     if (res.statusCode === 401) {
       s.challenge = pickChallenge(parseWwwAuthenticate(res.headers['www-authenticate'])) ?? null;
     } else if (isTemporaryStatus(res.statusCode)) {
@@ -374,7 +407,7 @@ export class Authenticator {
     } catch {
       throw new RegistryError(`registry ${ep.registry} sent an invalid token realm`, { method: 'GET', url: `${ep.origin}/v2/` });
     }
-    if (!mayFollow(ep.registry, realm) || realm.username || realm.password) {
+    if (!mayFollow(ep.registry, realm, this.networks(ep.registry)) || realm.username || realm.password) {
       throw new RegistryError(`refusing token realm ${redactUrl(realm.toString())} of registry ${ep.registry}: not an allowed token server address`, {
         method: 'GET',
         url: realm.toString(),

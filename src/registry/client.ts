@@ -28,7 +28,7 @@ import { silentLogger, type Logger } from '../log.ts';
 import { HashTap, isDigest, sha256 } from '../oci/digest.ts';
 import { repositoryName } from '../reference/reference.ts';
 import { MediaTypes, type Digest, type ImageIndex, type ImageManifest } from '../oci/types.ts';
-import { ANONYMOUS_SOURCE, Authenticator, describe } from './auth.ts';
+import { ANONYMOUS_SOURCE, Authenticator, describe, type Lookup } from './auth.ts';
 import { readBounded, readPrefix } from './body.ts';
 import { challengeScopes, parseWwwAuthenticate } from './challenge.ts';
 import { anonymous } from './credentials.ts';
@@ -62,6 +62,12 @@ export interface RegistryClientOptions {
   logger?: Logger;
   userAgent?: string;
   dispatcher?: Dispatcher;
+  /**
+   * Resolves a registry's host name to judge whether it is on a private network, whose
+   * addresses it may then redirect to (see `mayFollow`). node:dns by default; give the one the
+   * dispatcher connects with when it has its own.
+   */
+  lookup?: Lookup;
 }
 
 type Body = Buffer | Uint8Array | Readable | undefined;
@@ -195,6 +201,7 @@ export class RegistryClient implements Registry {
       logger: this.#logger,
       userAgent: this.#userAgent,
       dispatcher: this.#dispatcher,
+      lookup: opts.lookup,
     });
   }
 
@@ -612,7 +619,7 @@ export class RegistryClient implements Registry {
 
   /** Refuses a registry-provided URL (Location, redirect) that points somewhere it must not. */
   #follow(ep: Endpoint, target: URL, method: string): URL {
-    if (target.origin !== ep.origin && !mayFollow(ep.registry, target)) {
+    if (target.origin !== ep.origin && !mayFollow(ep.registry, target, this.#auth.networks(ep.registry))) {
       const shown = redactUrl(target.toString(), ep.origin);
       throw new RegistryError(`refusing to follow registry ${ep.registry} to ${shown}: not an address a registry may send us to`, { method, url: shown });
     }
