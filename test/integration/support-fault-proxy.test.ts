@@ -141,6 +141,16 @@ describe('fault proxy', () => {
     assert.ok(performance.now() - t >= 390);
   });
 
+  test('a pass rule forwards its requests unchanged, so the rule after it takes the next one', async () => {
+    proxy.failNext(2, { pass: true, method: 'GET', match: /^\/v2\/$/ });
+    proxy.failNext(1, { status: 503, method: 'GET', match: /^\/v2\/$/ });
+    const statuses = [];
+    for (let i = 0; i < 4; i++) statuses.push((await fetch(`${proxy.url}/v2/`)).status);
+    assert.deepEqual(statuses, [200, 200, 503, 200]);
+    assert.deepEqual(proxy.requests.map((r) => r.fault), [undefined, undefined, 'status', undefined]);
+    assert.equal(proxy.pendingFaults(), 0);
+  });
+
   test('answers 502 when the target is down, and rejects meaningless faults', async () => {
     const dead = await startFaultProxy(`http://127.0.0.1:${await freePort()}`);
     try {

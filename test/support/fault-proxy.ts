@@ -34,6 +34,8 @@ export interface FaultOptions {
    * the ordinary upload session a registry declining the mount opens).
    */
   rewritePath?: readonly [pattern: RegExp, replacement: string];
+  /** Forward unchanged: lets the rules queued after this one reach the (n+1)th such request. */
+  pass?: boolean;
   /** Only requests whose path (with query) matches. */
   match?: RegExp;
   /** Only requests with this method (case-insensitive). */
@@ -285,8 +287,8 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     requests,
     failNext(n, opts) {
       if (!Number.isInteger(n) || n < 1) throw new Error(`failNext: n must be a positive integer, got ${n}`);
-      if (!opts.status && !opts.reset && !opts.delayMs && !opts.bodyDelayMs && !opts.responseHeaders && !opts.responseStatus && !opts.rewritePath && !opts.loseAnswer && opts.cutAnswerAfterBytes === undefined) {
-        throw new Error('failNext: say what to do (status, reset, delayMs, bodyDelayMs, responseHeaders, responseStatus, rewritePath, loseAnswer or cutAnswerAfterBytes)');
+      if (!opts.pass && !opts.status && !opts.reset && !opts.delayMs && !opts.bodyDelayMs && !opts.responseHeaders && !opts.responseStatus && !opts.rewritePath && !opts.loseAnswer && opts.cutAnswerAfterBytes === undefined) {
+        throw new Error('failNext: say what to do (pass, status, reset, delayMs, bodyDelayMs, responseHeaders, responseStatus, rewritePath, loseAnswer or cutAnswerAfterBytes)');
       }
       rules.push({ ...opts, left: n });
     },
