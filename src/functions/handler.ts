@@ -9,7 +9,13 @@
  * event that arrives already that old, for a generation without a record, is recorded as
  * `failed` without a build: its earlier runs were killed by the platform (memory, timeout), which
  * leaves no record, and Eventarc would redeliver it for a day.
+ *
+ * Runs of one generation may overlap (an upload and a rebuild, two base updates, a redelivery
+ * while the first delivery still runs): each run claims the generation before it reads anything
+ * ({@link claimRun}), and moves a tag or writes the record only while the claim is still its own,
+ * so the run that started last owns the tags and the record.
  */
+import { randomUUID } from 'node:crypto';
 import type { Bucket, Storage } from '@google-cloud/storage';
 import { build } from '../build/build.ts';
 import type { BuildResult } from '../build/request.ts';
@@ -24,7 +30,7 @@ import { isSpecObject, type RebuildMessage, type StorageObjectEvent } from './ev
 import { isTemporaryGcsError, MissingObjectError, pinGcsSource, storageError, UPLOAD_QUIET_MS, UploadInProgressError } from './gcs-source.ts';
 import type { JsonLogger } from './logger.ts';
 import { PublishError, type Publisher } from './pubsub.ts';
-import { layerInputs, readState, RECORD_KEYS, recordedLayer, recordError, writeRecord, type BuildRecord, type WriteOutcome } from './record.ts';
+import { claimRun, layerInputs, readState, RECORD_KEYS, recordedLayer, recordError, writeRecord, type BuildRecord, type RecordGuard, type WriteOutcome } from './record.ts';
 
 export interface HandlerDeps {
   readonly storage: Storage;
@@ -99,8 +105,9 @@ function checkAllowed(targets: readonly Reference[], allowed: readonly string[])
 }
 
 /**
- * Thrown by the tag check when the generation being built is no longer the live one: the newer
- * upload's own event builds and tags (and records), so this run stops before moving any tag.
+ * Thrown by the tag check when the generation being built is no longer the live one, or a later
+ * run claimed it: the newer upload's event, or the later run, tags (and records), so this run
+ * stops before moving another tag.
  */
 class Superseded extends Error {
   readonly outcome: 'superseded' | 'deleted';
@@ -124,7 +131,9 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
   const now = deps.now ?? Date.now;
   const started = now();
   const url = `gs://${run.bucket}/${run.name}`;
-  const fields: Record<string, unknown> = { spec: url, generation: run.generation, trigger: run.trigger };
+  /** This run's claim ({@link claimRun}): in every log line, to tell overlapping runs apart. */
+  const runId = randomUUID();
+  const fields: Record<string, unknown> = { spec: url, generation: run.generation, trigger: run.trigger, run: runId };
   const bucket = deps.storage.bucket(run.bucket);
   const file = bucket.file(run.name);
   const done = (outcome: Outcome, severity: 'INFO' | 'WARNING' | 'ERROR' | 'DEBUG', msg: string, extra: Record<string, unknown> = {}): Outcome => {
@@ -145,9 +154,11 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
    * the event young enough to retry.
    */
   let base: string | undefined; // the spec's, once read: every record from then on names it
-  const record = async (rec: BuildRecord): Promise<WriteOutcome | { readonly error: unknown }> => {
+  // The claim the record requires: the one seen when the object was read, then this run's own.
+  let guard: RecordGuard | undefined;
+  const record = async (rec: BuildRecord, unrecorded = false): Promise<WriteOutcome | { readonly error: unknown }> => {
     try {
-      return await writeRecord(file, run.generation, base === undefined ? rec : { ...rec, base });
+      return await writeRecord(file, run.generation, base === undefined ? rec : { ...rec, base }, guard && { ...guard, unrecorded });
     } catch (err) {
       if (retryable(err)) {
         done('failed', 'WARNING', `temporary failure writing the record, the event will be retried: ${message(err)}`, { retry: true });
@@ -159,8 +170,8 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
 
   let objectBytes = 0;
   /** Records a failure and says so in the event's line. */
-  const fail = async (reason: string, partial: { digest?: string; tags?: readonly string[] }, code?: string): Promise<Outcome> => {
-    const written = await record({ status: 'failed', error: reason, ...partial });
+  const fail = async (reason: string, partial: { digest?: string; tags?: readonly string[] }, code?: string, unrecorded = false): Promise<Outcome> => {
+    const written = await record({ status: 'failed', error: reason, ...partial }, unrecorded);
     const extra = { code, objectBytes, ...partial };
     if (typeof written === 'object') {
       return done('failed', 'ERROR', `build failed, and the record could not be written (${message(written.error)}): ${recordError(reason)}`, { ...extra, recorded: false });
@@ -183,6 +194,7 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
   try {
     const state = await readState(file);
     if (!state) return done('deleted', 'INFO', `${url} was deleted; nothing to build`);
+    guard = { run: state.record[RECORD_KEYS.run] };
     if (state.generation !== run.generation) {
       return done('superseded', 'INFO', `${url} generation ${run.generation} was replaced by ${state.generation}; the newer upload builds`);
     }
@@ -203,8 +215,16 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
         // A rebuild: the record of an earlier build of this generation still says what its tags name.
         return done('failed', 'ERROR', `not rebuilt: ${why}; the record of the earlier build is kept`, { status: state.record[RECORD_KEYS.status] });
       }
-      return await fail(why, {});
+      // No claim: this builds nothing. Written only if no run started since the read and no
+      // record appeared (a run in progress then, which the read could not tell from a killed
+      // one, records its own outcome over this one when it ends).
+      return await fail(why, {}, undefined, true);
     }
+
+    const claimed = await claimRun(file, state, runId);
+    if (claimed === 'deleted') return done('deleted', 'INFO', `${url} was deleted; nothing to build`);
+    if (claimed === 'superseded') return done('superseded', 'INFO', `${url} generation ${run.generation} was replaced before the build started; the newer upload builds`);
+    guard = { run: runId };
 
     const spec = await readSpec(bucket, run.name, run.generation, state.size);
     base = recordedBase(spec);
@@ -245,15 +265,20 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
       logger: libLogger,
       ...(config.registryRetryAttempts !== undefined ? { retry: { attempts: config.registryRetryAttempts } } : {}),
     });
-    // Before each tag: is this still the newest upload? An older build that finishes after a
-    // newer one must not move the tags back (the newer one's record would then name an image
-    // the tags no longer point at).
+    // Before each tag: is this still the newest upload, and still this run's claim? An older
+    // build, or an earlier run of this generation (on the previous base, say), that finishes
+    // after a newer one must not move the tags back (the newer one's record would then name an
+    // image the tags no longer point at). What this cannot close: a PUT sent after this check
+    // (its retries included) that the registry applies after a later run's tag of the same name.
     const beforeTag = async (): Promise<void> => {
       tagging = true;
       const live = await readState(file);
       if (!live) throw new Superseded('deleted', `${url} was deleted during the build; no tag was moved by this build after that`);
       if (live.generation !== run.generation) {
         throw new Superseded('superseded', `${url} generation ${run.generation} was replaced by ${live.generation} during the build; the newer upload tags`);
+      }
+      if (live.record[RECORD_KEYS.run] !== runId) {
+        throw new Superseded('superseded', `${url} generation ${run.generation}: a later run (${live.record[RECORD_KEYS.run] ?? 'none'}) started during this build; it tags and records`);
       }
     };
     result = await build(request, { registry, logger: libLogger, signal: deadline, beforeTag });
@@ -286,7 +311,9 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
   if (typeof written === 'object') {
     return done('succeeded', 'ERROR', `built ${image}, but the record could not be written: ${message(written.error)}`, { ...summary, recorded: false });
   }
-  return done(written === 'written' ? 'succeeded' : written, 'INFO', written === 'written' ? `built ${image}` : `built ${image}; record not written (${written})`, summary);
+  if (written === 'written') return done('succeeded', 'INFO', `built ${image}`, summary);
+  // superseded: a newer upload or a later run of this generation tags (over what this run tagged) and records.
+  return done(written, 'INFO', `built ${image}; record not written (${written}: a newer upload or a later run of this generation records)`, summary);
 }
 
 /** `google.cloud.storage.object.v1.finalized`: build when a spec object was uploaded. */

@@ -5,9 +5,12 @@
  * - Describes the newest generation: before writing, the object's current generation is read;
  *   if it is not the one built, a newer upload exists and its own event writes the record, so
  *   this (stale) run writes nothing.
+ * - Written by the run that claimed the generation last ({@link claimRun}): two runs of one
+ *   generation (an upload and a rebuild, two base updates) may overlap, and only the one that
+ *   started last moves tags and records; an earlier one stops as `superseded`.
  * - The patch carries `ifGenerationMatch` + `ifMetagenerationMatch` (the values just read), so
- *   a concurrent upload or a concurrent record write makes it fail with 412 instead of clobbering;
- *   it is then re-read and retried.
+ *   a concurrent upload, claim or record write makes it fail with 412 instead of clobbering;
+ *   it is then re-read (claim included) and retried.
  *
  * Emulator caveat: fake-gcs-server v1.55.1 ignores both preconditions on metadata PATCH and does
  * not bump the metageneration, so locally only the generation check is exercised.
@@ -40,6 +43,12 @@ export const RECORD_KEYS = {
    * beside every record made once the spec was read.
    */
   base: 'artificer-base',
+  /**
+   * The claim: the id of the last run that started on this generation ({@link claimRun}). Not
+   * part of the outcome: while a run is in progress it names that run, and the other keys still
+   * describe the last run that finished.
+   */
+  run: 'artificer-run',
 } as const;
 
 /**
@@ -173,18 +182,72 @@ export async function readState(file: File): Promise<ObjectState | undefined> {
   return { generation: String(md.generation), metageneration: String(md.metageneration), size: Number(md.size ?? 0), created: Date.parse(String(md.timeCreated ?? '')), record };
 }
 
-export type WriteOutcome = 'written' | 'superseded' | 'deleted';
+export type ClaimOutcome = 'claimed' | 'superseded' | 'deleted';
+
+/**
+ * Claims `state`'s generation for the run `run` (a unique id): writes {@link RECORD_KEYS.run},
+ * and nothing else, so the last record (its image, digest and layer, which the claiming run may
+ * reuse) stays as it is until the new outcome replaces it. Every later tag and the record then
+ * require the claim to be unchanged; a run that claims after this one takes them over.
+ *
+ * Why a claim and not `artificer-status: running`: a record must never say what is not so, and
+ * a run the platform kills (memory, timeout) would leave `running` for good; it would also make
+ * the generation look recorded, so the duplicate check would skip its redelivery. A claim left by
+ * a killed run is harmless: the next run overwrites it.
+ *
+ * Claim before reading anything the build depends on (the spec's objects, the base): the run
+ * that claims last then also reads last, so it never builds older inputs than one it replaces.
+ *
+ * `ifGenerationMatch` keeps the claim off a newer upload; `ifMetagenerationMatch` (the state just
+ * read) makes the write conditionally idempotent, which is what lets @google-cloud/storage retry
+ * it on 429/503 (its default `RetryConditional` strategy does not retry a metadata patch without
+ * it). A 412 only means something else wrote first: re-read and claim again. Cloud Storage takes
+ * about one write per second per object (https://cloud.google.com/storage/quotas, "Objects"): a
+ * build that records within a second of its claim may see a 429, which the client retries.
+ */
+export async function claimRun(file: File, state: ObjectState, run: string): Promise<ClaimOutcome> {
+  let live: ObjectState | undefined = state;
+  for (let attempt = 0; ; attempt++) {
+    if (!live) return 'deleted';
+    if (live.generation !== state.generation) return 'superseded';
+    try {
+      await file.setMetadata({ metadata: { [RECORD_KEYS.run]: run } }, { ifGenerationMatch: live.generation, ifMetagenerationMatch: live.metageneration });
+      return 'claimed';
+    } catch (err) {
+      if (gcsStatus(err) === 412 && attempt < 5) {
+        live = await readState(file);
+        continue;
+      }
+      if (gcsStatus(err) === 404) return 'deleted';
+      throw storageError(err, `gs://${file.bucket.name}/${file.name}`, 'claiming the spec object for this run');
+    }
+  }
+}
+
+/** What must still hold when a record is written (checked on every read, 412 re-reads included). */
+export interface RecordGuard {
+  /** The {@link RECORD_KEYS.run} the object must carry: this run's claim, or the one seen before claiming (undefined: none). */
+  readonly run: string | undefined;
+  /** Write only while the generation has no record (the event-age settle path, which builds nothing). */
+  readonly unrecorded?: boolean;
+}
+
+export type WriteOutcome = 'written' | 'superseded' | 'deleted' | 'duplicate';
 
 /**
  * Writes the record for `generation` of the spec object. Resolves 'superseded' (nothing
- * written) when the object is now a newer generation, 'deleted' when it is gone.
+ * written) when the object is now a newer generation or another run claimed it since (`guard`),
+ * 'duplicate' when `guard.unrecorded` and a record appeared, 'deleted' when it is gone. Without
+ * `guard` the claim is not checked (a run that failed before it could read the object).
  */
-export async function writeRecord(file: File, generation: string, record: BuildRecord, now = new Date()): Promise<WriteOutcome> {
+export async function writeRecord(file: File, generation: string, record: BuildRecord, guard?: RecordGuard, now = new Date()): Promise<WriteOutcome> {
   const fields = recordFields(generation, record, now);
   for (let attempt = 0; ; attempt++) {
     const state = await readState(file);
     if (!state) return 'deleted';
     if (state.generation !== generation) return 'superseded';
+    if (guard && state.record[RECORD_KEYS.run] !== guard.run) return 'superseded';
+    if (guard?.unrecorded && state.record[RECORD_KEYS.generation] === generation && state.record[RECORD_KEYS.status]) return 'duplicate';
     // Send null (delete) only for keys that exist: fake-gcs-server stores null as "".
     const patch = Object.fromEntries(Object.entries(fields).filter(([k, v]) => v !== null || k in state.record));
     try {

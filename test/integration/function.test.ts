@@ -80,10 +80,17 @@ async function uploadSpec(name: string, spec: Record<string, unknown>): Promise<
   return upload(name, JSON.stringify({ base, ...spec }));
 }
 
+/** The record on a spec object: its artificer-* keys but the claim ({@link claimOf}), which is not an outcome. */
 async function record(name: string): Promise<Record<string, string>> {
   const [meta] = await bucket.file(name).getMetadata();
   const custom = (meta.metadata ?? {}) as Record<string, string>;
-  return Object.fromEntries(Object.entries(custom).filter(([k]) => k.startsWith('artificer-')));
+  return Object.fromEntries(Object.entries(custom).filter(([k]) => k.startsWith('artificer-') && k !== 'artificer-run'));
+}
+
+/** The id of the last run that claimed a spec object (`artificer-run`). */
+async function claimOf(name: string): Promise<string | undefined> {
+  const [meta] = await bucket.file(name).getMetadata();
+  return (meta.metadata as Record<string, string> | undefined)?.['artificer-run'];
 }
 
 function target(repo: string, tag = 'v1'): string {
@@ -269,6 +276,7 @@ describe('buildOnUpload', { concurrency: false }, () => {
     await withGcsFaults(async (gcsProxy, fn2) => {
       await upload('norecord/app.txt', 'norecord');
       const spec = await uploadSpec('norecord/artificer.json', { target: target('apps/norecord'), files: ['app.txt'] });
+      gcsProxy.failNext(1, { pass: true, method: 'PATCH' }); // the run's claim goes through
       gcsProxy.failNext(10, { status: 403, method: 'PATCH' });
       const res = await deliverStorageEvent(fn2.url, objectEventData(spec));
       assert.equal(res.status, 204, fn2.output().slice(-1500));
@@ -281,6 +289,7 @@ describe('buildOnUpload', { concurrency: false }, () => {
       assert.deepEqual(await record('norecord/artificer.json'), {});
       // A failed build whose record is refused: said the same way.
       const broken = await uploadSpec('norecord/broken.artificer.json', { target: target('apps/norecord'), files: ['nope.txt'] });
+      gcsProxy.failNext(1, { pass: true, method: 'PATCH' });
       gcsProxy.failNext(10, { status: 403, method: 'PATCH' });
       assert.equal((await deliverStorageEvent(fn2.url, objectEventData(broken), { time: new Date(Date.now() - 5 * 60_000) })).status, 204);
       const failed = await fn2.waitForLog((l) => l.spec === `gs://${BUCKET}/norecord/broken.artificer.json`);
@@ -297,6 +306,7 @@ describe('buildOnUpload', { concurrency: false }, () => {
     await withGcsFaults(async (gcsProxy, fn2) => {
       await upload('raced/app.txt', 'raced');
       const spec = await uploadSpec('raced/artificer.json', { target: target('apps/raced'), files: ['app.txt'] });
+      gcsProxy.failNext(1, { pass: true, method: 'PATCH' }); // the run's claim
       gcsProxy.failNext(2, { status: 412, method: 'PATCH' });
       assert.equal((await deliverStorageEvent(fn2.url, objectEventData(spec))).status, 204, fn2.output().slice(-1500));
       const line = await fn2.waitForLog((l) => l.spec === `gs://${BUCKET}/raced/artificer.json`);
@@ -307,7 +317,7 @@ describe('buildOnUpload', { concurrency: false }, () => {
       assert.equal(rec['artificer-digest'], await registryDigest('apps/raced', 'v1'));
       const [meta] = await bucket.file('raced/artificer.json').getMetadata();
       const patches = gcsProxy.requests.filter((r) => r.method === 'PATCH');
-      assert.deepEqual(patches.map((r) => r.status), [412, 412, 200]);
+      assert.deepEqual(patches.map((r) => r.status), [200, 412, 412, 200]);
       for (const p of patches) {
         const q = new URL(p.path, 'http://x').searchParams;
         assert.equal(q.get('ifGenerationMatch'), String(meta.generation), p.path);
@@ -317,13 +327,14 @@ describe('buildOnUpload', { concurrency: false }, () => {
       // Losing every time: bounded (six writes), then said plainly, and the event acknowledged.
       gcsProxy.reset();
       const again = await uploadSpec('raced/again.artificer.json', { target: target('apps/raced', 'v2'), files: ['app.txt'] });
+      gcsProxy.failNext(1, { pass: true, method: 'PATCH' });
       gcsProxy.failNext(100, { status: 412, method: 'PATCH' });
       assert.equal((await deliverStorageEvent(fn2.url, objectEventData(again))).status, 204);
       const lost = await fn2.waitForLog((l) => l.spec === `gs://${BUCKET}/raced/again.artificer.json`);
       assert.equal(lost.outcome, 'succeeded');
       assert.equal(lost.recorded, false);
       assert.match(String(lost.message), /the record could not be written/);
-      assert.equal(gcsProxy.requests.filter((r) => r.method === 'PATCH').length, 6);
+      assert.equal(gcsProxy.requests.filter((r) => r.method === 'PATCH').length, 1 + 6);
       assert.deepEqual(await record('raced/again.artificer.json'), {});
     });
   });
@@ -716,6 +727,88 @@ describe('rebuildOnMessage: the layer of the last build', { concurrency: false }
     assert.equal(rec['artificer-status'], 'failed', JSON.stringify(rec));
     // Deleted (fake-gcs-server stores the deleting null as "", see writeRecord).
     for (const key of ['artificer-layer', 'artificer-layer-diffid', 'artificer-layer-size', 'artificer-layer-inputs']) assert.ok(!rec[key], key);
+  });
+});
+
+describe('runs of one spec generation overlapping', { concurrency: false }, () => {
+  // An upload's build and a base-update rebuild of the same generation, on a base that moves in
+  // between: the rebuild starts later, on the new base, and must own the tags and the record.
+  let overlapBase: string;
+  let rebuild: RunningFunction;
+  before(async () => {
+    overlapBase = (await pushBusyboxBase(baseRegistry.host, { repository: 'base/busybox', tag: 'overlap', format: 'docker' })).reference;
+    rebuild = await startFunction({ target: 'rebuildOnMessage', env: functionEnv() });
+  });
+  after(async () => {
+    await rebuild?.stop();
+  });
+  /** Moves the base tag to a new image (one more env var: a new config, so a new digest for what is built on it). */
+  const moveBase = (version: string): Promise<unknown> => exec(tool('crane'), ['mutate', '--insecure', overlapBase, '--env', `BASE_VERSION=${version}`, '-t', overlapBase]);
+  const until = async (what: string, cond: () => boolean): Promise<void> => {
+    for (let i = 0; i < 400 && !cond(); i++) await new Promise((r) => setTimeout(r, 25));
+    assert.ok(cond(), `timed out waiting for ${what}`);
+  };
+  /** Runs the base-update rebuild of `object` on the rebuild instance to its end; its summary line. */
+  const rebuildNow = async (object: string): Promise<Record<string, unknown>> => {
+    const res = await deliverPubsubEvent(rebuild.url, 'projects/p/topics/artificer-rebuild', { bucket: BUCKET, object, base: overlapBase }, { id: `overlap-${Date.now()}` });
+    assert.equal(res.status, 204, res.body);
+    return rebuild.waitForLog((l) => l.spec === `gs://${BUCKET}/${object}` && typeof l.outcome === 'string');
+  };
+
+  test('an earlier run that reaches its tags last does not move them back to the previous base', async () => {
+    await upload('overlap/app.txt', 'overlap');
+    const name = 'overlap/artificer.json';
+    const spec = await uploadSpec(name, { base: overlapBase, target: target('apps/overlap'), files: ['app.txt'] });
+    // Hold the upload's build at its first blob upload (the base is resolved by then) until the
+    // rebuild, started later on the moved base, has tagged and recorded.
+    proxy.failNext(1, { delayMs: 6000, method: 'PATCH', match: /\/v2\/apps\/overlap\/blobs\/uploads\// });
+    const uploadRun = deliverStorageEvent(fn.url, objectEventData(spec));
+    await until('the held upload', () => proxy.requests.some((q) => q.fault === 'delay' && q.path.startsWith('/v2/apps/overlap/')));
+    await moveBase('2');
+    const later = await rebuildNow(name);
+    assert.equal(later.outcome, 'succeeded', JSON.stringify(later));
+    assert.equal(await registryDigest('apps/overlap', 'v1'), later.digest);
+
+    assert.equal((await uploadRun).status, 204);
+    assert.equal(await registryDigest('apps/overlap', 'v1'), later.digest, 'the tag still names the later run\'s image');
+    const rec = await record(name);
+    assert.equal(rec['artificer-generation'], spec.generation);
+    assert.equal(rec['artificer-digest'], later.digest, 'and the record names what the tag points at');
+    const earlier = await fn.waitForLog((l) => l.spec === `gs://${BUCKET}/${name}` && typeof l.outcome === 'string');
+    assert.equal(earlier.outcome, 'superseded', JSON.stringify(earlier));
+    assert.match(String(earlier.message), /a later run \(.+\) started during this build/);
+    assert.equal(await claimOf(name), later.run);
+  });
+
+  test('an earlier run that tagged before a later one started does not record over it', async () => {
+    await withGcsFaults(async (gcsProxy, uploads) => {
+      await upload('overlap/rec/app.txt', 'overlap-rec');
+      const name = 'overlap/rec/artificer.json';
+      const spec = await uploadSpec(name, { base: overlapBase, target: target('apps/overlap-rec'), files: ['app.txt'] });
+      // The upload run reads the spec object's metadata three times: at the start, before its one
+      // tag, and before its record. Hold the third until the later run has tagged and recorded.
+      const specMetadata = /\/o\/overlap%2Frec%2Fartificer\.json(\?(?!.*alt=media).*)?$/;
+      gcsProxy.failNext(2, { pass: true, method: 'GET', match: specMetadata });
+      gcsProxy.failNext(1, { delayMs: 6000, method: 'GET', match: specMetadata });
+      const uploadRun = deliverStorageEvent(uploads.url, objectEventData(spec));
+      await until('the upload run\'s record read', () => gcsProxy.requests.some((q) => q.fault === 'delay'));
+      const tagged = await registryDigest('apps/overlap-rec', 'v1');
+      assert.ok(tagged, 'the upload run tagged before its record was held');
+      await moveBase('3');
+      const later = await rebuildNow(name);
+      assert.equal(later.outcome, 'succeeded', JSON.stringify(later));
+      assert.notEqual(later.digest, tagged, 'the later run built on the moved base');
+
+      assert.equal((await uploadRun).status, 204);
+      assert.equal(await registryDigest('apps/overlap-rec', 'v1'), later.digest);
+      const rec = await record(name);
+      assert.equal(rec['artificer-status'], 'succeeded');
+      assert.equal(rec['artificer-digest'], later.digest, 'the record names what the tag points at');
+      const earlier = await uploads.waitForLog((l) => l.spec === `gs://${BUCKET}/${name}` && typeof l.outcome === 'string');
+      assert.equal(earlier.outcome, 'superseded', JSON.stringify(earlier));
+      assert.equal(earlier.digest, tagged);
+      assert.equal(await claimOf(name), later.run);
+    });
   });
 });
 
