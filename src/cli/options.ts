@@ -5,7 +5,7 @@ import { parsePlatform } from '../build/platform.ts';
 import { MAX_MTIME } from '../layer/tar.ts';
 import { isTag, parseReference, type Reference } from '../reference/reference.ts';
 import { endpointFor } from '../registry/endpoint.ts';
-import { splitCommand } from '../spec/split.ts';
+import { hasShellExpansion, shellSyntax, splitCommand } from '../spec/split.ts';
 import { parseAssignment, parseEnvAssignment, parseOwner, parsePort, parseUser, parseWorkdir } from '../spec/values.ts';
 
 /**
@@ -42,6 +42,11 @@ export interface CliOptions {
   readonly concurrency?: number;
   /** SOURCE_DATE_EPOCH, else 0. */
   readonly mtime: number;
+  /**
+   * What is valid but probably not what was meant, for the CLI to print as warnings: shell
+   * syntax in a command or `$VAR` in an env value, which nothing here expands.
+   */
+  readonly warnings: readonly string[];
 }
 
 export const FLAGS = {
@@ -127,6 +132,32 @@ export function parseCommand(flag: string, text: string): string[] {
   }
 }
 
+/**
+ * Warnings for a command given as a line: Dockerfile users expect `CMD echo $HOME && ls` to run in
+ * a shell, but the line is split into argv and run without one (the JSON form says what it means).
+ */
+function commandWarnings(flag: string, text: string | undefined, words: readonly string[] | undefined): string[] {
+  if (text === undefined || !words || text.trimStart().startsWith('[')) return [];
+  const shellish = shellSyntax(words);
+  if (!shellish.length) return [];
+  return [
+    `--${flag}: ${shellish.map((w) => JSON.stringify(w)).join(', ')} will reach ${JSON.stringify(words[0])} as plain arguments: ` +
+      `the command runs without a shell (no operators, no $VAR expansion). For shell syntax, name the shell: ` +
+      `--${flag} '${JSON.stringify(['/bin/sh', '-c', text.trim()])}'`,
+  ];
+}
+
+/** Warnings for `-e K=V` values with a `$VAR` in them: kept literally, unlike a Dockerfile's ENV. */
+function envWarnings(env: ReadonlyArray<readonly [string, string]>): string[] {
+  return env
+    .filter(([, v]) => hasShellExpansion(v))
+    .map(([k, v]) => {
+      const ref = v.match(/\$\{?[A-Za-z_][A-Za-z0-9_]*\}?|\$\(|`/)?.[0] ?? '$';
+      const path = k === 'PATH' ? "; the base's PATH is replaced, not extended: spell the whole value out" : '';
+      return `--env ${k}=${v}: kept as written, nothing expands ${ref} here (a Dockerfile's ENV would)${path}`;
+    });
+}
+
 function parseSourceDateEpoch(env: NodeJS.ProcessEnv): number {
   const raw = env.SOURCE_DATE_EPOCH;
   if (raw === undefined || raw === '') return 0;
@@ -173,7 +204,7 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {
   refuseRepeated(parsed.tokens);
   const v = parsed.values;
   const verbosity = v.verbose?.length ?? 0;
-  const base = { files: [], env: [], labels: {}, annotations: {}, exposedPorts: [], platforms: 'default' as const, keepSpecialBits: false, tags: [], insecureRegistries: [], verbosity, mtime: 0 };
+  const base = { files: [], env: [], labels: {}, annotations: {}, exposedPorts: [], platforms: 'default' as const, keepSpecialBits: false, tags: [], insecureRegistries: [], verbosity, mtime: 0, warnings: [] };
   if (v.help) return { ...base, command: 'help' };
   if (v.version) return { ...base, command: 'version' };
 
@@ -256,6 +287,9 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {
     annotations[k] = val;
   }
   for (const f of v.files ?? []) if (f === '' || f.startsWith(':')) throw new UsageError(`--files "${f}": expected SRC or SRC:DEST`);
+  const envVars = (v.env ?? []).map((e) => value('env', e, parseEnvAssignment));
+  const cmd = v.cmd !== undefined ? parseCommand('cmd', v.cmd) : undefined;
+  const entrypoint = v.entrypoint !== undefined ? parseCommand('entrypoint', v.entrypoint) : undefined;
 
   return {
     ...base,
@@ -263,9 +297,9 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {
     ...(v.spec !== undefined ? { spec: v.spec } : {}),
     ...(v.baseimage !== undefined ? { base: v.baseimage === 'scratch' ? ('scratch' as const) : reference('baseimage', v.baseimage) } : {}),
     files: v.files ?? [],
-    env: (v.env ?? []).map((e) => value('env', e, parseEnvAssignment)),
-    ...(v.cmd !== undefined ? { cmd: parseCommand('cmd', v.cmd) } : {}),
-    ...(v.entrypoint !== undefined ? { entrypoint: parseCommand('entrypoint', v.entrypoint) } : {}),
+    env: envVars,
+    ...(cmd ? { cmd } : {}),
+    ...(entrypoint ? { entrypoint } : {}),
     ...(v.workdir !== undefined ? { workdir: value('workdir', v.workdir, parseWorkdir) } : {}),
     ...(v.user !== undefined ? { user: value('user', v.user, parseUser) } : {}),
     labels,
@@ -281,5 +315,6 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {
     insecureRegistries: (v['insecure-registry'] ?? []).map(insecureRegistry),
     ...(concurrency !== undefined ? { concurrency } : {}),
     mtime: parseSourceDateEpoch(env),
+    warnings: [...commandWarnings('entrypoint', v.entrypoint, entrypoint), ...commandWarnings('cmd', v.cmd, cmd), ...envWarnings(envVars)],
   };
 }

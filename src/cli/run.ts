@@ -249,6 +249,7 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
       return 0;
     }
     const logger = stderrLogger(io, opts.verbosity);
+    for (const w of opts.warnings) logger.warn(w);
     const request = await toRequest(opts, io);
     // Loaded only when there is something to build: the registry client brings undici and the
     // Node modules it needs (~0.15 s and ~25 MiB), which --help, --version and a mistyped flag

@@ -70,3 +70,24 @@ export function splitCommand(line: string): string[] {
   if (inWord) words.push(word);
   return words;
 }
+
+/** Words a shell would treat as operators: without a shell they reach the program as arguments. */
+const SHELL_OPERATORS = new Set(['&&', '||', '|', ';', '&', '>', '>>', '<', '<<', '2>', '2>&1', '>&2', '&>']);
+/** `$NAME`, `${…}`, `$(…)` or a backtick: expansions only a shell performs. */
+const SHELL_EXPANSION = /\$(?:[A-Za-z_{(])|`/;
+
+/**
+ * The words of a split command that only mean something to a shell (operators, `$VAR`,
+ * `$(…)`, backticks, a trailing `;`), at most a few, for a warning: `splitCommand` keeps them as
+ * plain arguments, so `echo $HOME && ls` runs `echo` with the arguments `$HOME`, `&&` and `ls`.
+ * Empty when the command looks like a plain program call.
+ */
+export function shellSyntax(words: readonly string[]): string[] {
+  const found = words.filter((w) => SHELL_OPERATORS.has(w) || SHELL_EXPANSION.test(w) || (w.length > 1 && w.endsWith(';')));
+  return [...new Set(found)].slice(0, 3);
+}
+
+/** Whether a value holds a `$NAME`/`${…}`/`$(…)` a Dockerfile or a shell would expand. */
+export function hasShellExpansion(value: string): boolean {
+  return SHELL_EXPANSION.test(value);
+}

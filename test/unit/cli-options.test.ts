@@ -156,3 +156,20 @@ test('--help documents every flag, long and short', async () => {
     if ('short' in def) assert.match(HELP, new RegExp(`-${def.short}, --${name}\\b`), `-${def.short} is in --help`);
   }
 });
+
+test('shell syntax in a command line, and $VAR in an env value, get a warning (nothing runs a shell)', () => {
+  const warnings = (...args: string[]) => parseOptions(['-b', 'alpine', '-t', 'r.example/a:1', ...args], {}).warnings;
+  const [cmd, ...more] = warnings('-c', 'echo $HOME && ls | wc');
+  assert.equal(more.length, 0);
+  assert.match(cmd!, /^--cmd: "\$HOME", "&&", "\|" will reach "echo" as plain arguments/);
+  assert.ok(cmd!.endsWith(`--cmd '["/bin/sh","-c","echo $HOME && ls | wc"]'`), cmd);
+  assert.match(warnings('--entrypoint', 'cd /app; ./run')[0]!, /^--entrypoint: "\/app;" will reach "cd"/);
+  assert.match(warnings('-c', 'echo `date`')[0]!, /"`date`"/);
+  const [env] = warnings('-e', 'PATH=/opt/bin:$PATH', '-e', 'A=${B}');
+  assert.match(env!, /^--env PATH=\/opt\/bin:\$PATH: kept as written, nothing expands \$PATH here .*the base's PATH is replaced, not extended/);
+  assert.match(warnings('-e', 'A=${B}')[0]!, /nothing expands \$\{B\} here/);
+  // What means what it says: plain commands, the JSON form (the shell named), literal dollars.
+  for (const args of [['-c', '/server --port 80'], ['-c', '["/bin/sh","-c","echo $HOME && ls"]'], ['-e', 'PRICE=5$'], ['-e', 'A=b'], ['-c', 'printf %s a&b']]) {
+    assert.deepEqual(warnings(...args), [], args.join(' '));
+  }
+});
