@@ -90,7 +90,7 @@ function specFiles(spec: BuildSpec, dir: string): EntrySource {
           });
           return stream;
         },
-        { to: f.to, gzip: f.gzip, origin: f.bundle, mapReadError: (err) => asSourceError(err, f.bundle) },
+        { to: f.to, origin: f.bundle, mapReadError: (err) => asSourceError(err, f.bundle) },
       );
     return Object.assign(entries, {
       check: async () => {

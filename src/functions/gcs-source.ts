@@ -75,7 +75,7 @@ interface Listed {
 type PinnedItem =
   /** `dirs`: the directories below a folder item's destination that its objects imply. */
   | { readonly kind: 'objects'; readonly objects: readonly PinnedObject[]; readonly dirs: readonly string[]; readonly origin: string }
-  | { readonly kind: 'bundle'; readonly object: PinnedObject; readonly to: string; readonly gzip: boolean };
+  | { readonly kind: 'bundle'; readonly object: PinnedObject; readonly to: string };
 
 /**
  * A file the spec names is not in the bucket. Permanent in itself, but the handler retries it for
@@ -219,7 +219,10 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
       const name = prefix + item.bundle;
       const found = await stat(name);
       if (!found) throw new MissingObjectError(gs(name), 'bundle object not found (upload the files before the spec)');
-      items.push({ kind: 'bundle', object: pin(found, '', undefined), to: item.to, gzip: item.gzip });
+      // Not checkContentObject: a bundle stored gzip-encoded (`gcloud storage cp -Z` of a .tar.gz)
+      // reads as a plain tar, which the bundle reader recognises by its bytes; its stored size
+      // only decides whether a download abandoned early is drained or cut.
+      items.push({ kind: 'bundle', object: pin(found, '', undefined), to: item.to });
       continue;
     }
     const name = prefix + item.from.replace(/\/$/, '');
@@ -380,7 +383,6 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
           const o = item.object;
           yield* bundleEntries(async () => read(o), {
             to: item.to,
-            gzip: item.gzip,
             origin: gs(o.name),
             mapReadError: (err) => storageError(err, gs(o.name), 'reading bundle'),
           });

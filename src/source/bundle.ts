@@ -1,6 +1,6 @@
 /**
  * Re-packs a `.tar` / `.tar.gz` bundle into layer entries on the fly: the bundle's bytes flow
- * through gunzip and tar-stream's extractor, and each file entry's content *is* the extractor's
+ * through gunzip (when they are gzip, whatever the name says) and tar-stream's extractor, and each file entry's content *is* the extractor's
  * entry stream. Nothing touches the disk and memory stays at a few buffers.
  *
  * The price: entries must be consumed in order. A file's content is readable only until the
@@ -21,7 +21,6 @@
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream';
-import { createGunzip } from 'node:zlib';
 import tarStream from 'tar-stream';
 import type { Header as TarHeader } from 'tar-stream';
 
@@ -29,11 +28,11 @@ type TarEntry = Readable & { readonly header: TarHeader };
 import { SourceError } from '../errors.ts';
 import type { LayerEntry } from '../layer/entry.ts';
 import { MAX_PATH_BYTES, pathLimitProblem, shownPath, validateLinkTarget } from '../layer/tar.ts';
+import { decompressed } from './tar-input.ts';
 
 export interface BundleOptions {
   /** Directory in the image receiving the entries ("/" or "/app"). */
   readonly to: string;
-  readonly gzip: boolean;
   /** For messages: "gs://bucket/dist.tar.gz". */
   readonly origin: string;
   /**
@@ -78,11 +77,13 @@ export async function* bundleEntries(open: () => Promise<Readable>, opts: Bundle
   raw.once('error', (err) => {
     readError = opts.mapReadError ? opts.mapReadError(err) : err;
   });
+  // Known once the first bytes are in: the bundle is gzip-compressed (whatever its name says).
+  let gzip = false;
   const formatError = (err: unknown): Error => {
     if (readError) return readError;
     if (err instanceof SourceError) return err;
     const msg = err instanceof Error ? err.message : String(err);
-    return new SourceError(opts.origin, `not a valid ${opts.gzip ? '.tar.gz' : '.tar'} bundle: ${msg}`, { cause: err });
+    return new SourceError(opts.origin, `not a valid ${gzip ? '.tar.gz' : '.tar'} bundle: ${msg}`, { cause: err });
   };
   // Counts the tar bytes (after gunzip) on their way to the extractor: none at all is not a tar.
   let tarBytes = 0;
@@ -92,10 +93,9 @@ export async function* bundleEntries(open: () => Promise<Readable>, opts: Bundle
       callback(null, chunk);
     },
   });
-  const tail = [count, extract as unknown as NodeJS.WritableStream];
-  const stages: Array<NodeJS.ReadableStream | NodeJS.WritableStream> = opts.gzip ? [raw, createGunzip(), ...tail] : [raw, ...tail];
+  const decompress = decompressed(opts.origin, (isGzip) => (gzip = isGzip));
   // pipeline tears every stage down on error; the iterator below sees the extractor's error.
-  (pipeline as (...args: unknown[]) => void)(...stages, () => {});
+  (pipeline as (...args: unknown[]) => void)(raw, decompress, count, extract, () => {});
 
   const files = new Set<string>();
   const iterator = (extract as unknown as AsyncIterable<TarEntry>)[Symbol.asyncIterator]();
@@ -169,7 +169,7 @@ export async function* bundleEntries(open: () => Promise<Readable>, opts: Bundle
     }
     if (readError) throw readError;
     if (tarBytes === 0) {
-      throw new SourceError(opts.origin, `not a valid ${opts.gzip ? '.tar.gz' : '.tar'} bundle: it holds no tar data at all (${opts.gzip ? 'a gzip of nothing' : '0 bytes'}); an empty bundle is a tar of end-of-archive blocks`);
+      throw new SourceError(opts.origin, `not a valid ${gzip ? '.tar.gz' : '.tar'} bundle: it holds no tar data at all (${gzip ? 'a gzip of nothing' : '0 bytes'}); an empty bundle is a tar of end-of-archive blocks`);
     }
   } finally {
     // Stops reading the bundle when the consumer stops early or an entry was rejected.

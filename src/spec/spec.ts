@@ -30,13 +30,15 @@ export interface PathFiles {
   readonly mode?: number;
 }
 
-/** A `.tar` / `.tar.gz` / `.tgz` whose entries are re-packed into the layer under `to`. */
+/**
+ * A `.tar` / `.tar.gz` / `.tgz` whose entries are re-packed into the layer under `to`. Whether it
+ * is gzip-compressed is read from its first bytes, not its name (src/source/tar-input.ts).
+ */
 export interface BundleFiles {
   readonly kind: 'bundle';
   readonly bundle: string;
   /** Directory in the image that receives the bundle's entries; default `/`. */
   readonly to: string;
-  readonly gzip: boolean;
 }
 
 export type FileSpec = PathFiles | BundleFiles;
@@ -241,12 +243,9 @@ function fileItem(ctx: Ctx, path: string, v: Json): FileSpec {
     if ('from' in v) ctx.fail(path, 'has both "from" and "bundle"; use one of them');
     checkFields(ctx, path, v, BUNDLE_FILE_FIELDS);
     const bundle = relPath(ctx, `${path}/bundle`, v.bundle);
-    let gzip: boolean;
-    if (/\.(tar\.gz|tgz)$/.test(bundle)) gzip = true;
-    else if (bundle.endsWith('.tar')) gzip = false;
-    else ctx.fail(`${path}/bundle`, `"${bundle}" must end in .tar, .tar.gz or .tgz`);
+    if (!/\.(tar|tar\.gz|tgz)$/.test(bundle)) ctx.fail(`${path}/bundle`, `"${bundle}" must end in .tar, .tar.gz or .tgz`);
     const to = destPath(ctx, `${path}/to`, v.to);
-    return { kind: 'bundle', bundle, to: to === '' ? '/' : to, gzip };
+    return { kind: 'bundle', bundle, to: to === '' ? '/' : to };
   }
   checkFields(ctx, path, v, PATH_FILE_FIELDS, 'from' in v ? undefined : FILE_ITEM_SHAPES);
   if (!('from' in v)) ctx.fail(path, 'needs "from" (objects beside the spec) or "bundle" (a .tar/.tar.gz)');

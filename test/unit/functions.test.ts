@@ -312,7 +312,7 @@ describe('bundle re-packer', () => {
       [{ name: 'a/l', type: 'link', linkname: 'a/x' }],
       [{ name: 's', type: 'symlink', linkname: '/etc/hosts' }],
     ]);
-    const source = () => bundleEntries(async () => Readable.from([tar]), { to: '/opt/app', gzip: false, origin: 'gs://b/t.tar' });
+    const source = () => bundleEntries(async () => Readable.from([tar]), { to: '/opt/app', origin: 'gs://b/t.tar' });
     const { diffId } = await createLayer(source, { mtime: 0 }).measure();
     assert.deepEqual({ LAYER_FORMAT, diffId }, { LAYER_FORMAT: 1, diffId: 'sha256:6bbfd95b964c5ce94734b235734de52843d1be2f1872aa5211517a97548208de' });
   });
@@ -334,7 +334,7 @@ describe('bundle re-packer', () => {
       [{ name: 's', type: 'symlink', linkname: '/etc/hosts' }],
     ]);
     const seen: Array<[string, string, number, string | undefined, string]> = [];
-    for await (const e of bundleEntries(async () => Readable.from([tar]), { to: '/opt/app', gzip: false, origin: 'gs://b/t.tar' })) {
+    for await (const e of bundleEntries(async () => Readable.from([tar]), { to: '/opt/app', origin: 'gs://b/t.tar' })) {
       let body = '';
       if (e.open) {
         const r = await e.open();
@@ -360,7 +360,7 @@ describe('bundle re-packer', () => {
           opens++;
           return Readable.from([tar.subarray(0, 1000), tar.subarray(1000)]);
         },
-        { to: '/', gzip: false, origin: 'mem' },
+        { to: '/', origin: 'mem' },
       ) as AsyncIterable<LayerEntry>;
     const layer = createLayer(files, { mtime: 0 });
     const a = await layer.measure();

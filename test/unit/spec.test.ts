@@ -74,8 +74,8 @@ describe('parseSpec', () => {
       { kind: 'path', from: 'server.js', to: '' },
       { kind: 'path', from: 'dist/', to: '/app/', mode: 0o755 },
       { kind: 'path', from: 'run', to: '', mode: 0o755 },
-      { kind: 'bundle', bundle: 'b.tar.gz', to: '/srv', gzip: true },
-      { kind: 'bundle', bundle: 'c.tar', to: '/', gzip: false },
+      { kind: 'bundle', bundle: 'b.tar.gz', to: '/srv' },
+      { kind: 'bundle', bundle: 'c.tar', to: '/' },
     ]);
     assert.deepEqual(spec.entrypoint, ['node', '--enable-source-maps']);
     assert.deepEqual(spec.env, [['NODE_ENV', 'production'], ['EMPTY', '']]);

@@ -1,0 +1,95 @@
+// Bundles as real tools write them (GNU tar, bsdtar, gzip, zstd, bzip2, xz, python3's tarfile),
+// re-packed and compared with what GNU tar reads from them or with the same tree given to -f.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { SourceError } from '../../src/errors.ts';
+import type { LayerEntry } from '../../src/layer/entry.ts';
+import { createLayer } from '../../src/layer/layer.ts';
+import { bundleEntries } from '../../src/source/bundle.ts';
+import { localSource } from '../../src/source/local.ts';
+import { tempDir, type TempDir } from '../support/tmp.ts';
+
+let tmp: TempDir;
+before(async () => {
+  tmp = await tempDir('bundle-formats');
+});
+after(() => tmp.remove());
+
+/** Runs a tool in the temp dir and returns its stdout. */
+function run(cmd: string, args: string[], input?: Buffer): Buffer {
+  return execFileSync(cmd, args, { cwd: tmp.path, input, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, LC_ALL: 'C' } });
+}
+
+/** A tree under the temp dir: names ending in '/' are directories, `{ symlink }` links, else file contents. */
+async function tree(root: string, files: Record<string, string | { symlink: string }>): Promise<string> {
+  const dir = path.join(tmp.path, root);
+  await mkdir(dir, { recursive: true });
+  for (const [name, what] of Object.entries(files)) {
+    const p = path.join(dir, name);
+    await mkdir(path.dirname(p), { recursive: true });
+    if (name.endsWith('/')) await mkdir(p, { recursive: true });
+    else if (typeof what === 'string') await writeFile(p, what);
+    else run('ln', ['-s', what.symlink, p]);
+  }
+  return dir;
+}
+
+const bundle = (bytes: Buffer) => () => bundleEntries(async () => Readable.from([bytes]), { to: '/app', origin: 'gs://b/t.tar' });
+
+/** Every entry of a bundle, with each file's content read, as [path, type, content or link]. */
+async function entriesOf(bytes: Buffer): Promise<Array<[string, string, string]>> {
+  const out: Array<[string, string, string]> = [];
+  for await (const e of bundle(bytes)() as AsyncIterable<LayerEntry>) {
+    let body = '';
+    if (e.open) for await (const c of (await e.open()) as AsyncIterable<Buffer>) body += c.toString('latin1');
+    out.push([e.path, e.type, e.linkname ?? body]);
+  }
+  return out;
+}
+
+async function refuses(bytes: Buffer, message: RegExp): Promise<void> {
+  await assert.rejects(entriesOf(bytes), (err: unknown) => {
+    assert.ok(err instanceof SourceError, `expected a SourceError, got ${String(err)}`);
+    assert.match(err.message, message);
+    return true;
+  });
+}
+
+async function diffIdOfBundle(bytes: Buffer): Promise<string> {
+  return (await createLayer(bundle(bytes), { mtime: 0 }).measure()).diffId;
+}
+
+async function diffIdOfLocal(dir: string): Promise<string> {
+  return (await createLayer(localSource([{ from: './', to: '/app' }], { cwd: dir }), { mtime: 0 }).measure()).diffId;
+}
+
+describe('bundle compression is read from the bytes, not the name', () => {
+  let tar: Buffer;
+  before(async () => {
+    await tree('c', { 'd/f': 'hello\n' });
+    tar = run('tar', ['-C', 'c', '-cf', '-', 'd']);
+  });
+
+  test('a plain tar and a gzip of it give the same entries, whatever the bundle is called', async () => {
+    const expected = [['app/d', 'directory', ''], ['app/d/f', 'file', 'hello\n']];
+    assert.deepEqual(await entriesOf(tar), expected);
+    assert.deepEqual(await entriesOf(run('gzip', ['-c'], tar)), expected);
+  });
+
+  for (const [tool, name] of [['zstd', 'zstd'], ['bzip2', 'bzip2'], ['xz', 'xz']] as const) {
+    test(`a ${name}-compressed bundle is refused, naming ${name}`, async () => {
+      await refuses(run(tool, ['-c'], tar), new RegExp(`^gs://b/t\\.tar: is ${name}-compressed; bundles may be \\.tar or gzip-compressed \\.tar$`));
+    });
+  }
+
+  test('a gzip of something else, or neither tar nor gzip, is not a tar archive', async () => {
+    await refuses(run('gzip', ['-c'], Buffer.from('x'.repeat(1000))), /^gs:\/\/b\/t\.tar: is gzip-compressed but is not a tar archive: its first block is not a tar header/);
+    await refuses(run('gzip', ['-c'], run('xz', ['-c'], tar)), /is gzip-compressed but is xz-compressed/);
+    await refuses(Buffer.from('PK\x03\x04 a zip'), /is not a tar archive: it holds 10 bytes, less than one tar header/);
+  });
+});
