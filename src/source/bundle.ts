@@ -16,7 +16,9 @@
  * header's size) fails too, both here and in the layer writer's byte count, and so does a bundle
  * with no tar header at all (0 bytes, or a gzip of nothing), which GNU tar calls "not a tar
  * archive". A tar of only end-of-archive blocks (`tar cf x.tar -T /dev/null`) is a valid empty
- * bundle, as GNU tar reads it.
+ * bundle, as GNU tar reads it. Reading stops at the end-of-archive marker: what follows it (a
+ * second archive `cat`ed on, notes) is ignored, as GNU tar and Go's archive/tar ignore it. v7
+ * archives are read; GNU volume labels are skipped.
  */
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
@@ -24,11 +26,12 @@ import { pipeline } from 'node:stream';
 import tarStream from 'tar-stream';
 import type { Header as TarHeader } from 'tar-stream';
 
-type TarEntry = Readable & { readonly header: TarHeader };
+// `offset`: where the entry's header starts in the tar stream (tar-stream's Source has it).
+type TarEntry = Readable & { readonly header: TarHeader; readonly offset: number };
 import { SourceError } from '../errors.ts';
 import type { LayerEntry } from '../layer/entry.ts';
 import { MAX_PATH_BYTES, pathLimitProblem, shownPath, validateLinkTarget } from '../layer/tar.ts';
-import { decompressed } from './tar-input.ts';
+import { decompressed, TarEnd } from './tar-input.ts';
 
 export interface BundleOptions {
   /** Directory in the image receiving the entries ("/" or "/app"). */
@@ -72,7 +75,9 @@ function join(to: string, rel: string): string {
  */
 export async function* bundleEntries(open: () => Promise<Readable>, opts: BundleOptions): AsyncGenerator<LayerEntry> {
   const raw = await open();
-  const extract = tarStream.extract();
+  // v7 archives (`tar --format=v7`) have no magic; the header checksum still guards each header.
+  const extract = tarStream.extract({ allowUnknownFormat: true } as Parameters<typeof tarStream.extract>[0]);
+  const end = new TarEnd();
   let readError: Error | undefined;
   raw.once('error', (err) => {
     readError = opts.mapReadError ? opts.mapReadError(err) : err;
@@ -95,7 +100,7 @@ export async function* bundleEntries(open: () => Promise<Readable>, opts: Bundle
   });
   const decompress = decompressed(opts.origin, (isGzip) => (gzip = isGzip));
   // pipeline tears every stage down on error; the iterator below sees the extractor's error.
-  (pipeline as (...args: unknown[]) => void)(raw, decompress, count, extract, () => {});
+  (pipeline as (...args: unknown[]) => void)(raw, decompress, count, end, extract, () => {});
 
   const files = new Set<string>();
   const iterator = (extract as unknown as AsyncIterable<TarEntry>)[Symbol.asyncIterator]();
@@ -110,6 +115,14 @@ export async function* bundleEntries(open: () => Promise<Readable>, opts: Bundle
       if (step.done) break;
       const stream = step.value;
       const header = stream.header;
+      // A type tar-stream does not know: its flag, as the header has it.
+      const flag = header.type === null ? end.unknownFlags.get(stream.offset) : undefined;
+      end.unknownFlags.delete(stream.offset);
+      if (flag === 'V') {
+        // A GNU volume label (`tar -V`): the archive's name, not a file.
+        stream.resume();
+        continue;
+      }
       const rel = bundlePath(header.name, opts.origin);
       const where = `${opts.origin}#${shownPath(header.name)}`;
       if (rel === '' && header.type !== 'directory') {
@@ -162,7 +175,7 @@ export async function* bundleEntries(open: () => Promise<Readable>, opts: Bundle
         case 'fifo':
           throw new SourceError(where, 'FIFOs are not allowed in a bundle');
         default:
-          throw new SourceError(where, `unsupported tar entry type "${String(header.type)}"`);
+          throw new SourceError(where, `unsupported tar entry type ${flag !== undefined ? `'${shownPath(flag)}'` : `"${String(header.type)}"`}`);
       }
       if (entry) yield entry;
       if (!consumed) stream.resume();

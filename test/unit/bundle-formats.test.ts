@@ -93,3 +93,64 @@ describe('bundle compression is read from the bytes, not the name', () => {
     await refuses(Buffer.from('PK\x03\x04 a zip'), /is not a tar archive: it holds 10 bytes, less than one tar header/);
   });
 });
+
+/** `tar tf`'s listing, as layer paths under /app. */
+function listed(tar: Buffer): string[] {
+  return run('tar', ['-tf', '-'], tar)
+    .toString()
+    .split('\n')
+    .filter((n) => n !== '' && n !== './')
+    .map((n) => `app/${n.replace(/^\.\//, '').replace(/\/$/, '')}`);
+}
+
+describe('a bundle ends at its end-of-archive marker, as GNU tar reads it', () => {
+  let a: Buffer;
+  let b: Buffer;
+  before(async () => {
+    // PAX and GNU long names (their data is not a header), contents not a multiple of 512 bytes.
+    await tree('ea', { [`${'n'.repeat(150)}/f`]: 'x'.repeat(700), 'g/': '' });
+    await tree('eb', { 'second/f': 'y'.repeat(1500) });
+    a = run('tar', ['--format=posix', '--sort=name', '-C', 'ea', '-cf', '-', '.']);
+    b = run('tar', ['--format=gnu', '--sort=name', '-C', 'eb', '-cf', '-', '.']);
+  });
+
+  test('cat a.tar b.tar: only what tar tf lists (a\'s entries)', async () => {
+    for (const first of [a, run('tar', ['--format=gnu', '--sort=name', '-C', 'ea', '-cf', '-', '.'])]) {
+      const cat = Buffer.concat([first, b]);
+      const paths = (await entriesOf(cat)).map(([p]) => p);
+      assert.deepEqual(paths, listed(cat));
+      assert.ok(!paths.some((p) => p.includes('second')));
+      // The marker found across chunk boundaries too, and through gzip.
+      const chunked = () => bundleEntries(async () => Readable.from(Array.from({ length: Math.ceil(cat.length / 100) }, (_, i) => cat.subarray(i * 100, i * 100 + 100))), { to: '/app', origin: 'x' });
+      assert.equal((await createLayer(chunked, { mtime: 0 }).measure()).diffId, await diffIdOfBundle(first));
+      assert.deepEqual((await entriesOf(run('gzip', ['-c'], cat))).map(([p]) => p), paths);
+    }
+  });
+
+  test('notes appended after the marker are ignored, as GNU tar ignores them', async () => {
+    const noted = Buffer.concat([a, Buffer.from('notes\n')]);
+    run('tar', ['-tf', '-'], noted); // GNU tar accepts it
+    assert.equal(await diffIdOfBundle(noted), await diffIdOfBundle(a));
+  });
+});
+
+describe('old and odd tar formats', () => {
+  test('a v7 archive (tar --format=v7) re-packs as the same tree given to -f does', async () => {
+    const dir = await tree('v7', { 'bin/run': '#!/bin/sh\n', 'etc/conf': 'k=v\n', 'etc/link': { symlink: 'conf' } });
+    const v7 = run('tar', ['--format=v7', '--sort=name', '--owner=0', '--group=0', '-C', dir, '-cf', '-', '.']);
+    assert.equal(await diffIdOfBundle(v7), await diffIdOfLocal(dir));
+  });
+
+  test('a GNU volume label (tar -V) is skipped', async () => {
+    const dir = await tree('vol', { f: 'hi' });
+    const labelled = run('tar', ['-V', 'my label', '-C', dir, '-cf', '-', 'f']);
+    assert.deepEqual(await entriesOf(labelled), [['app/f', 'file', 'hi']]);
+  });
+
+  test('an unsupported type is named by its type flag', async () => {
+    const dir = await tree('inc', { 'd/f': 'hi' });
+    // --listed-incremental writes each directory as a GNU dumpdir ('D').
+    const dumpdir = run('tar', ['--format=gnu', '-g', path.join(tmp.path, 'snar'), '-C', dir, '-cf', '-', 'd']);
+    await refuses(dumpdir, /^gs:\/\/b\/t\.tar#d\/: unsupported tar entry type 'D'$/);
+  });
+});
