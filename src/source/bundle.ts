@@ -31,6 +31,7 @@ type TarEntry = Readable & { readonly header: TarHeader; readonly offset: number
 import { SourceError } from '../errors.ts';
 import type { LayerEntry } from '../layer/entry.ts';
 import { MAX_PATH_BYTES, pathLimitProblem, shownPath, validateLinkTarget } from '../layer/tar.ts';
+import { expandSparse, SPARSE_UNSUPPORTED, sparseOf } from './sparse.ts';
 import { decompressed, TarEnd } from './tar-input.ts';
 
 export interface BundleOptions {
@@ -123,8 +124,12 @@ export async function* bundleEntries(open: () => Promise<Readable>, opts: Bundle
         stream.resume();
         continue;
       }
-      const rel = bundlePath(header.name, opts.origin);
-      const where = `${opts.origin}#${shownPath(header.name)}`;
+      if (flag === 'S') throw new SourceError(`${opts.origin}#${shownPath(header.name)}`, SPARSE_UNSUPPORTED);
+      // A GNU sparse file in PAX form: its header is named GNUSparseFile.<pid>/NAME.
+      const sparse = header.type === 'file' ? sparseOf(header.pax as Record<string, string> | null, `${opts.origin}#${shownPath(header.name)}`) : undefined;
+      const name = sparse?.name ?? header.name;
+      const rel = bundlePath(name, opts.origin);
+      const where = `${opts.origin}#${shownPath(name)}`;
       if (rel === '' && header.type !== 'directory') {
         // "." or "./": the entry would land at `to` itself (a symlink there hides the base's directory).
         const kind = header.type === 'link' ? 'hardlink' : (header.type ?? 'file');
@@ -139,8 +144,9 @@ export async function* bundleEntries(open: () => Promise<Readable>, opts: Bundle
           break;
         case 'file':
         case 'contiguous-file': {
-          const size = header.size ?? 0;
-          if (!Number.isSafeInteger(size) || size < 0) throw new SourceError(where, `invalid size ${String(header.size)}`);
+          const stored = header.size ?? 0;
+          if (!Number.isSafeInteger(stored) || stored < 0) throw new SourceError(where, `invalid size ${String(header.size)}`);
+          const size = sparse ? sparse.size : stored;
           files.add(rel);
           entry = {
             path: join(opts.to, rel),
@@ -151,7 +157,8 @@ export async function* bundleEntries(open: () => Promise<Readable>, opts: Bundle
             open: async () => {
               if (consumed) throw new SourceError(where, 'bundle entry content read twice in one pass');
               consumed = true;
-              return Readable.from(content(stream as unknown as AsyncIterable<Buffer>, formatError), { objectMode: false });
+              const bytes = stream as unknown as AsyncIterable<Buffer>;
+              return Readable.from(content(sparse ? expandSparse(bytes, sparse, stored, where) : bytes, formatError), { objectMode: false });
             },
           };
           break;

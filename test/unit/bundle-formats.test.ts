@@ -2,8 +2,7 @@
 // re-packed and compared with what GNU tar reads from them or with the same tree given to -f.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, open, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
@@ -152,5 +151,48 @@ describe('old and odd tar formats', () => {
     // --listed-incremental writes each directory as a GNU dumpdir ('D').
     const dumpdir = run('tar', ['--format=gnu', '-g', path.join(tmp.path, 'snar'), '-C', dir, '-cf', '-', 'd']);
     await refuses(dumpdir, /^gs:\/\/b\/t\.tar#d\/: unsupported tar entry type 'D'$/);
+  });
+});
+
+describe('sparse files (tar --sparse, bsdtar) are expanded as Go\'s archive/tar expands them', () => {
+  let dir: string;
+  before(async () => {
+    // Data, a hole, data not on a block boundary, a hole, data at the very end.
+    dir = await tree('sparse', {});
+    const f = await open(path.join(dir, 's'), 'w');
+    await f.write(Buffer.alloc(1000, 'A'), 0, 1000, 0);
+    await f.write(Buffer.alloc(5000, 'B'), 0, 5000, 1024 * 1024 + 100);
+    await f.write(Buffer.from('end'), 0, 3, 3 * 1024 * 1024 + 4);
+    await f.close();
+  });
+
+  const cases: Array<[string, string, string[]]> = [
+    ['GNU tar --sparse --format=posix (format 1.0)', 'tar', ['--sparse', '--format=posix']],
+    ['GNU tar --sparse --sparse-version=0.1', 'tar', ['--sparse', '--format=posix', '--sparse-version=0.1']],
+    ['bsdtar --format=pax', 'bsdtar', ['--format=pax']],
+  ];
+  for (const [title, tool, args] of cases) {
+    test(`${title}: the layer equals the one of the file added with -f`, async () => {
+      const tar = run(tool, [...args, '-C', dir, '-cf', '-', '.']);
+      assert.ok(tar.length < 100_000 && tar.includes('GNU.sparse.'), 'the archive holds a sparse entry');
+      assert.deepEqual((await entriesOf(tar)).map(([p, t, body]) => [p, t, body.length]), [['app/s', 'file', 3 * 1024 * 1024 + 7]]);
+      assert.equal(await diffIdOfBundle(tar), await diffIdOfLocal(dir));
+    });
+  }
+
+  for (const args of [['--format=gnu'], ['--format=posix', '--sparse-version=0.0']]) {
+    test(`tar --sparse ${args.join(' ')} is refused, saying how to re-create the bundle`, async () => {
+      const tar = run('tar', ['--sparse', ...args, '-C', dir, '-cf', '-', 's']);
+      await refuses(tar, /#(GNUSparseFile\.\d+\/)?s: is a sparse file in a form that is not supported .*: re-create the bundle with --format=posix, or without --sparse$/);
+    });
+  }
+
+  test('a map that does not match the data is refused', async () => {
+    const tar = run('tar', ['--sparse', '--format=posix', '-C', dir, '-cf', '-', 's']);
+    // The map's first fragment (offset 0, GNU tar rounds it to 4096 bytes) made one byte longer.
+    const at = tar.indexOf('\n0\n4096\n');
+    assert.ok(at > 0);
+    const bad = Buffer.concat([tar.subarray(0, at), Buffer.from('\n0\n4097\n'), tar.subarray(at + 8)]);
+    await refuses(bad, /#s: sparse map names 12296 bytes of data, but the entry holds 12295$/);
   });
 });
