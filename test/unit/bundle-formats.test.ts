@@ -196,3 +196,34 @@ describe('sparse files (tar --sparse, bsdtar) are expanded as Go\'s archive/tar 
     await refuses(bad, /#s: sparse map names 12296 bytes of data, but the entry holds 12295$/);
   });
 });
+
+describe('names that are not UTF-8', () => {
+  test('two Latin-1 names (GNU tar of files named caf\\xe9 and caf\\xe8) are refused, not merged into one path', async () => {
+    const dir = await tree('latin1', {});
+    for (const [byte, body] of [[0xe9, '1'], [0xe8, '2']] as const) await writeFile(Buffer.concat([Buffer.from(path.join(dir, 'caf')), Buffer.from([byte])]), body);
+    for (const format of ['gnu', 'posix']) {
+      const tar = run('tar', [`--format=${format}`, '-C', dir, '-cf', '-', '.']);
+      await refuses(tar, /^gs:\/\/b\/t\.tar#\.\/caf\uFFFD: the file name is not valid UTF-8, which image layer paths must be; rename it$/);
+    }
+  });
+
+  test('a symlink or hardlink target that is not UTF-8 is refused', async () => {
+    // python3's tarfile writes the bytes it is given (GNU tar would need such a link on disk).
+    const tar = run('python3', ['-c', `
+import tarfile, io, sys
+b = io.BytesIO()
+with tarfile.open(fileobj=b, mode='w', format=tarfile.GNU_FORMAT, encoding='utf-8', errors='surrogateescape') as t:
+    s = tarfile.TarInfo('s'); s.type = tarfile.SYMTYPE; s.linkname = b'caf\\xe9'.decode('utf-8', 'surrogateescape'); t.addfile(s)
+sys.stdout.buffer.write(b.getvalue())
+`]);
+    await refuses(tar, /#s: the symlink target is not valid UTF-8, which image layer paths must be; rename it$/);
+    const hard = run('python3', ['-c', `
+import tarfile, io, sys
+b = io.BytesIO()
+with tarfile.open(fileobj=b, mode='w', format=tarfile.GNU_FORMAT, encoding='utf-8', errors='surrogateescape') as t:
+    h = tarfile.TarInfo('h'); h.type = tarfile.LNKTYPE; h.linkname = b'caf\\xe9'.decode('utf-8', 'surrogateescape'); t.addfile(h)
+sys.stdout.buffer.write(b.getvalue())
+`]);
+    await refuses(hard, /#caf\uFFFD: the hardlink target is not valid UTF-8, which image layer paths must be; rename it$/);
+  });
+});
