@@ -75,6 +75,9 @@ function notUtf8(where: string, what: string): SourceError {
   return new SourceError(where, `the ${what === 'entry name' ? 'file name' : what} is not valid UTF-8, which image layer paths must be; rename it`);
 }
 
+/** What a path of the bundle holds, for its hardlinks: a file (first written at `path`) or a symlink. */
+type Node = { readonly kind: 'file'; readonly path: string } | { readonly kind: 'symlink'; readonly target: string };
+
 function join(to: string, rel: string): string {
   return path.posix.join('/', to, rel).replace(/^\/+/, '').replace(/\/+$/, '');
 }
@@ -112,7 +115,11 @@ export async function* bundleEntries(open: () => Promise<Readable>, opts: Bundle
   // pipeline tears every stage down on error; the iterator below sees the extractor's error.
   (pipeline as (...args: unknown[]) => void)(raw, decompress, count, end, extract, () => {});
 
-  const files = new Set<string>();
+  /**
+   * What each path earlier in the bundle is, shared by its hardlinks as an inode is: a hardlink
+   * names a path, and lands as what that path was when it was written.
+   */
+  const nodes = new Map<string, Node>();
   const iterator = (extract as unknown as AsyncIterable<TarEntry>)[Symbol.asyncIterator]();
   try {
     for (;;) {
@@ -149,6 +156,7 @@ export async function* bundleEntries(open: () => Promise<Readable>, opts: Bundle
       let consumed = false;
       switch (header.type) {
         case 'directory':
+          nodes.delete(rel);
           if (rel !== '') entry = { path: join(opts.to, rel), type: 'directory', mode, size: 0, origin: where };
           break;
         case 'file':
@@ -156,7 +164,7 @@ export async function* bundleEntries(open: () => Promise<Readable>, opts: Bundle
           const stored = header.size ?? 0;
           if (!Number.isSafeInteger(stored) || stored < 0) throw new SourceError(where, `invalid size ${String(header.size)}`);
           const size = sparse ? sparse.size : stored;
-          files.add(rel);
+          nodes.set(rel, { kind: 'file', path: rel });
           entry = {
             path: join(opts.to, rel),
             type: 'file',
@@ -176,14 +184,23 @@ export async function* bundleEntries(open: () => Promise<Readable>, opts: Bundle
           if (!header.linkname) throw new SourceError(where, 'symlink without a target');
           validateLinkTarget(header.linkname, where);
           if (header.linkname.includes('\uFFFD')) throw notUtf8(where, 'symlink target');
+          nodes.set(rel, { kind: 'symlink', target: header.linkname });
           entry = { path: join(opts.to, rel), type: 'symlink', mode: 0o777, size: 0, linkname: header.linkname, origin: where };
           break;
         case 'link': {
           const target = bundlePath(header.linkname ?? '', opts.origin, 'hardlink target');
-          if (!files.has(target)) {
-            throw new SourceError(where, `hardlink to "${header.linkname ?? ''}", which is not a file earlier in the bundle`);
+          const node = nodes.get(target);
+          if (!node) throw new SourceError(where, `hardlink to "${shownPath(header.linkname ?? '')}", which is not a file or symlink earlier in the bundle`);
+          nodes.set(rel, node);
+          if (node.kind === 'symlink') {
+            // GNU tar and bsdtar record `ln s s2` of a symlink as a hardlink to it; a layer
+            // hardlink must name a regular file, so it becomes the symlink it is (as -f writes it).
+            entry = { path: join(opts.to, rel), type: 'symlink', mode: 0o777, size: 0, linkname: node.target, origin: where };
+            break;
           }
-          entry = { path: join(opts.to, rel), type: 'hardlink', mode, size: 0, linkname: join(opts.to, target), origin: where };
+          // A hardlink to a hardlink names the file itself while that path still holds it.
+          const file = nodes.get(node.path) === node ? node.path : target;
+          entry = { path: join(opts.to, rel), type: 'hardlink', mode, size: 0, linkname: join(opts.to, file), origin: where };
           break;
         }
         case 'character-device':

@@ -227,3 +227,31 @@ sys.stdout.buffer.write(b.getvalue())
     await refuses(hard, /#caf\uFFFD: the hardlink target is not valid UTF-8, which image layer paths must be; rename it$/);
   });
 });
+
+describe('hardlinks in a bundle', () => {
+  test('a hardlink to a symlink (tar and bsdtar of `ln -P s s2`) lands as the symlink, as -f writes it', async () => {
+    const dir = await tree('hs', { s: { symlink: 'target' } });
+    run('ln', ['-P', path.join(dir, 's'), path.join(dir, 's2')]);
+    const local = await diffIdOfLocal(dir);
+    for (const [tool, args] of [['tar', ['--sort=name']], ['bsdtar', []]] as const) {
+      const tar = run(tool, [...args, '-C', dir, '-cf', '-', 's', 's2']);
+      assert.match(run('tar', ['-tvf', '-'], tar).toString(), /^h.* link to /m, `${tool} wrote a hardlink`);
+      assert.deepEqual(await entriesOf(tar), [['app/s', 'symlink', 'target'], ['app/s2', 'symlink', 'target']]);
+      assert.equal(await diffIdOfBundle(tar), local);
+    }
+  });
+
+  test('a hardlink to a hardlink (python3 tarfile) links to the file', async () => {
+    const tar = run('python3', ['-c', `
+import tarfile, io, sys
+b = io.BytesIO()
+with tarfile.open(fileobj=b, mode='w') as t:
+    f = tarfile.TarInfo('f'); f.size = 2; t.addfile(f, io.BytesIO(b'hi'))
+    for name, to in (('h1', 'f'), ('h2', 'h1')):
+        h = tarfile.TarInfo(name); h.type = tarfile.LNKTYPE; h.linkname = to; t.addfile(h)
+sys.stdout.buffer.write(b.getvalue())
+`]);
+    assert.deepEqual(await entriesOf(tar), [['app/f', 'file', 'hi'], ['app/h1', 'hardlink', 'app/f'], ['app/h2', 'hardlink', 'app/f']]);
+    assert.equal((await createLayer(bundle(tar), { mtime: 0 }).measure()).diffId.length, 71); // the layer writer takes it
+  });
+});
