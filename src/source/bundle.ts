@@ -10,7 +10,8 @@
  *
  * Bundles come from users, so every header is checked: `..` or absolute names, names or link
  * targets longer than PATH_MAX ({@link MAX_PATH_BYTES}) or deeper than {@link MAX_PATH_DEPTH}
- * components, NUL characters, hardlinks to anything not earlier in the same bundle, links named
+ * components, NUL characters, names that are not UTF-8, hardlinks to anything not earlier in the
+ * same bundle (one to a symlink becomes that symlink; see src/source/sparse.ts for sparse files), links named
  * after the bundle's root (`.`), devices, FIFOs and unknown types are rejected with a
  * {@link SourceError} naming the bundle and the entry. Truncated data (fewer bytes than a
  * header's size) fails too, both here and in the layer writer's byte count, and so does a bundle

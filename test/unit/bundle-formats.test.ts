@@ -255,3 +255,14 @@ sys.stdout.buffer.write(b.getvalue())
     assert.equal((await createLayer(bundle(tar), { mtime: 0 }).measure()).diffId.length, 71); // the layer writer takes it
   });
 });
+
+describe('the sorted bundle docs/cloud-function.md shows how to make', () => {
+  test('find | LC_ALL=C sort -z | tar --null --no-recursion -T - gives -f\'s diffID; tar --sort=name does not', async () => {
+    const dir = await tree('dist', { 'a/x': 'x', 'a-c': 'c', 'a.b/y': 'y', b: 'b', l: { symlink: 'b' } });
+    const full = run('sh', ['-c', `cd '${dir}' && find . -print0 | LC_ALL=C sort -z | tar --null --no-recursion -T - -czf -`]);
+    const byName = run('tar', ['--sort=name', '-C', dir, '-cf', '-', '.']);
+    const local = await diffIdOfLocal(dir);
+    assert.equal(await diffIdOfBundle(full), local);
+    assert.notEqual(await diffIdOfBundle(byName), local);
+  });
+});
