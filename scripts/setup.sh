@@ -48,8 +48,11 @@ apt_install() {
 # docker-registry: distribution 2.8 (test/support/registry.ts); apache2-utils: htpasswd for its
 # basic auth; skopeo/umoci/runc: pull, unpack and run pushed images (test/support/runc.ts);
 # busybox-static: the bytes of every test base image (test/support/images.ts).
+# libarchive-tools (bsdtar), zstd, xz-utils, bzip2, python3: bundles as other tools write them
+# (test/unit/bundle-formats.test.ts).
 apt_install ca-certificates curl git tar gzip pigz util-linux coreutils \
-  docker-registry apache2-utils skopeo umoci runc busybox-static time
+  docker-registry apache2-utils skopeo umoci runc busybox-static time \
+  libarchive-tools zstd xz-utils bzip2 python3
 ! ldd /bin/busybox >/dev/null 2>&1 || die "/bin/busybox is not static (busybox-static replaced?)"
 
 # --- Go test tools (pinned) -------------------------------------------------------------------
