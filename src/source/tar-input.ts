@@ -166,9 +166,9 @@ export class TarEnd extends Transform {
     if (META_FLAGS.has(flag)) {
       if (size > MAX_META_BYTES) return void (this.#state = 'lost');
       if (flag === 0x78 || flag === 0x67) {
+        // The records come first, then their padding (skipped once they are read: #paxRecords).
         this.#records = flag === 0x78 ? 'x' : 'g';
         this.#want = size;
-        this.#skip = padding(size);
         if (size === 0) this.#paxRecords(Buffer.alloc(0));
       } else this.#skip = size + padding(size);
       return;
@@ -187,6 +187,7 @@ export class TarEnd extends Transform {
     else this.#paxSize = size ?? this.#globalSize;
     this.#records = undefined;
     this.#want = BLOCK;
+    this.#skip = padding(data.length);
   }
 }
 

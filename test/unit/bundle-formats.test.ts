@@ -266,3 +266,28 @@ describe('the sorted bundle docs/cloud-function.md shows how to make', () => {
     assert.notEqual(await diffIdOfBundle(byName), local);
   });
 });
+
+test('a PAX size record is followed to the next header: zeros in the data are not the end of the archive', async () => {
+  // The ustar size field says 0, a PAX `size` record says 1024 (how writers carry sizes a header
+  // cannot hold), and the data is 1024 zero bytes: two zero blocks where a header would be due if
+  // the record were missed. tar-stream takes the record's size; so must the end-of-archive search,
+  // else it stops inside the data and the later entry is lost.
+  const tar = run('python3', ['-c', `
+import io, sys, tarfile
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode='w', format=tarfile.PAX_FORMAT) as t:
+    big = tarfile.TarInfo('zeros'); big.size = 1024; big.pax_headers = {'size': '1024', 'comment': 'x' * 100}
+    t.addfile(big, io.BytesIO(bytes(1024)))
+    last = tarfile.TarInfo('last'); last.size = 2
+    t.addfile(last, io.BytesIO(b'ok'))
+b = bytearray(buf.getvalue())
+# The 'zeros' header is the block after the PAX header and its records: find it by name.
+at = next(i for i in range(0, len(b), 512) if b[i:i + 6] == b'zeros\\0' and b[i + 156] == ord('0'))
+b[at + 124:at + 136] = b'00000000000\\0'
+b[at + 148:at + 156] = b'        '
+b[at + 148:at + 156] = ('%06o\\0 ' % sum(b[at:at + 512])).encode()
+sys.stdout.buffer.write(bytes(b))
+`]);
+  const entries = await entriesOf(tar);
+  assert.deepEqual(entries.map(([p, , c]) => [p, c.length]), [['app/zeros', 1024], ['app/last', 2]]);
+});
