@@ -26,6 +26,10 @@ export function mergeEnv(base: readonly string[] | undefined, changes: ReadonlyA
  */
 export function applyContainerConfig(base: ContainerConfig | undefined, changes: ConfigChanges): ContainerConfig {
   const out: Record<string, unknown> = { ...(base ?? {}) };
+  // ONBUILD triggers run when an image is built FROM the base, and Docker's builder then clears
+  // them (moby's processOnBuild: "the config will be committed"); nothing here can run them, and
+  // kept they would fire a generation late, in whatever is built FROM this image. The build warns.
+  delete out.OnBuild;
   if (changes.env?.length) out.Env = mergeEnv(base?.Env, changes.env);
   if (changes.entrypoint) {
     out.Entrypoint = [...changes.entrypoint];
@@ -56,7 +60,7 @@ export function newImageConfig(
   diffId: Digest,
 ): ImageConfig {
   const created = createdAt(policy);
-  const history: HistoryEntry[] = [...(base?.history ?? [])];
+  const history = alignedHistory(base?.history, base?.rootfs.diff_ids.length ?? 0);
   history.push({ created, created_by: changes.createdBy ?? 'artificer', comment: 'artificer' });
   const start: Record<string, unknown> = base
     ? { ...base }
@@ -65,6 +69,9 @@ export function newImageConfig(
         os: platform.os,
         ...(platform.variant ? { variant: platform.variant } : {}),
       };
+  // An arm config without the variant its index entry names (older official arm images): the
+  // image is what the index says, and `crane validate` refuses the mismatch.
+  if (base && !base.variant && platform.variant && base.architecture === platform.architecture) start.variant = platform.variant;
   return {
     ...start,
     created,
@@ -74,4 +81,29 @@ export function newImageConfig(
     rootfs: { type: 'layers', diff_ids: [...(base?.rootfs.diff_ids ?? []), diffId] },
     history,
   } as ImageConfig;
+}
+
+/** What a history entry added for a base layer its history does not describe says. */
+export const UNDESCRIBED_LAYER_COMMENT = 'artificer: a base layer its history did not describe';
+
+/**
+ * The base's history, lined up with its `layers` the way consumers pair them (every entry that is
+ * not `empty_layer` describes the next layer): buildah refuses to build on an image whose history
+ * counts fewer or more layers than it has ("history lists 2 non-empty layers, but we have 4"),
+ * and `docker history` and scanners put descriptions on the wrong layers. Bases without a history
+ * or with a short one exist (AWS Lambda's had `history: null`; rules_oci and `buildah
+ * --omit-history` made them), and appending our entry would shift every description onto the
+ * wrong layer. As BuildKit's normalizeLayersAndHistory does: entries for layers the history does
+ * not cover are added at its end, and non-empty entries beyond the layers are marked empty.
+ */
+export function alignedHistory(history: readonly HistoryEntry[] | null | undefined, layers: number): HistoryEntry[] {
+  let described = 0;
+  const out = (history ?? []).map((h) => {
+    if (h.empty_layer) return h;
+    if (described >= layers) return { ...h, empty_layer: true };
+    described++;
+    return h;
+  });
+  for (; described < layers; described++) out.push({ comment: UNDESCRIBED_LAYER_COMMENT });
+  return out;
 }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { applyContainerConfig, createdAt, mergeEnv, newImageConfig } from '../../src/build/config.ts';
+import { alignedHistory, applyContainerConfig, createdAt, mergeEnv, newImageConfig, UNDESCRIBED_LAYER_COMMENT } from '../../src/build/config.ts';
 import type { ImageConfig } from '../../src/oci/types.ts';
 
 const alpinePath = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -69,4 +69,43 @@ test('scratch: a config with the platform and only the new layer', () => {
   assert.equal(out.variant, 'v7');
   assert.deepEqual(out.rootfs, { type: 'layers', diff_ids: [diffId] });
   assert.deepEqual(out.config, { Cmd: ['/app'] });
+});
+
+const ids = (n: number) => Array.from({ length: n }, (_, i) => `sha256:${String(i).repeat(64).slice(0, 64)}` as const);
+/** Non-empty history entries: what consumers pair with layers, one for one. */
+const described = (history: readonly { empty_layer?: boolean }[] | undefined) => (history ?? []).filter((h) => !h.empty_layer).length;
+
+test('a base history that describes fewer or more layers than it has is lined up before the new entry (BuildKit normalizeLayersAndHistory)', () => {
+  const diffId = `sha256:${'f'.repeat(64)}` as const;
+  const base = (history: ImageConfig['history'] | null, layers: number): ImageConfig =>
+    ({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: ids(layers) }, ...(history === undefined ? {} : { history }) }) as ImageConfig;
+  // No history at all (AWS Lambda's bases had null), a short one, one with an empty_layer entry.
+  for (const [history, layers] of [[undefined, 2], [null, 2], [[{ created_by: 'ADD a' }], 3], [[{ created_by: 'ENV x', empty_layer: true }, { created_by: 'ADD a' }], 2]] as const) {
+    const out = newImageConfig(base(history as ImageConfig['history'], layers), { os: 'linux', architecture: 'amd64' }, { createdBy: 'artificer: COPY /app/' }, { mtime: 0 }, diffId);
+    assert.equal(out.rootfs.diff_ids.length, layers + 1);
+    assert.equal(described(out.history), layers + 1, JSON.stringify(out.history));
+    assert.equal(out.history!.at(-1)!.created_by, 'artificer: COPY /app/', 'the new entry describes the new layer');
+    assert.ok(out.history!.slice(0, -1).every((h) => h.empty_layer || h.created_by || h.comment === UNDESCRIBED_LAYER_COMMENT));
+  }
+  // Too many: the entries beyond the layers become empty ones, in place.
+  const long = alignedHistory([{ created_by: 'a' }, { created_by: 'b', empty_layer: true }, { created_by: 'c' }, { created_by: 'd' }], 2);
+  assert.deepEqual(long, [{ created_by: 'a' }, { created_by: 'b', empty_layer: true }, { created_by: 'c' }, { created_by: 'd', empty_layer: true }]);
+  // Aligned already: untouched.
+  const fine = [{ created_by: 'a' }, { created_by: 'ENV', empty_layer: true }, { created_by: 'b' }];
+  assert.deepEqual(alignedHistory(fine, 2), fine);
+});
+
+test('the base\'s ONBUILD triggers are not carried into the new image (docker build clears them once run)', () => {
+  const out = applyContainerConfig({ Cmd: ['sh'], OnBuild: ['COPY . /usr/src/app', 'RUN npm install'] }, {});
+  assert.equal('OnBuild' in out, false);
+  assert.deepEqual(out.Cmd, ['sh']);
+});
+
+test('an arm config without the variant its index entry names gets it (crane validate refuses the mismatch)', () => {
+  const armBase = { architecture: 'arm', os: 'linux', rootfs: { type: 'layers', diff_ids: ids(1) }, history: [{ created_by: 'ADD' }] } as ImageConfig;
+  const diffId = `sha256:${'e'.repeat(64)}` as const;
+  assert.equal(newImageConfig(armBase, { os: 'linux', architecture: 'arm', variant: 'v7' }, {}, { mtime: 0 }, diffId).variant, 'v7');
+  const v6 = newImageConfig({ ...armBase, variant: 'v6' } as ImageConfig, { os: 'linux', architecture: 'arm', variant: 'v7' }, {}, { mtime: 0 }, diffId);
+  assert.equal(v6.variant, 'v6', "a config's own variant is kept");
+  assert.equal('variant' in newImageConfig({ ...armBase, architecture: 'amd64' } as ImageConfig, { os: 'linux', architecture: 'amd64' }, {}, { mtime: 0 }, diffId), false);
 });
