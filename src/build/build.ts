@@ -78,8 +78,17 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
       throw err;
     }
     baseUsable.resolve();
+    for (const image of base.images) {
+      const triggers = image.config?.config?.OnBuild;
+      if (Array.isArray(triggers) && triggers.length) {
+        logger.warn(`the base image has ONBUILD triggers, which artificer cannot run; they are dropped from the new image (as docker build clears them after running them): ${JSON.stringify(triggers).slice(0, 200)}`);
+        break;
+      }
+    }
     if (base.family === 'docker' && Object.keys(req.annotations).length) {
-      logger.warn('annotations are ignored: the base image uses Docker manifests, which have no annotations (use an OCI base)');
+      // The OCI layout holds the OCI twin of the Docker image, which does carry them.
+      const layout = req.outputs.ociLayout ? '; the OCI layout (--output oci:) has them' : '';
+      logger.warn(`annotations are left out of the pushed image: the base image uses Docker manifests, which have no annotations (use an OCI base)${layout}`);
     }
     logger.info('base resolved', {
       base: base.reference ? String(base.reference) : 'scratch',
