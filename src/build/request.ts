@@ -57,7 +57,11 @@ export interface ConfigChanges {
   readonly labels?: Readonly<Record<string, string>>;
   /** "8080/tcp", "53/udp"; added to the base's. */
   readonly exposedPorts?: readonly string[];
-  /** The history entry's created_by ("artificer --files server …"). */
+  /**
+   * The history entry's created_by. The CLI's -f builds write the destinations
+   * (`artificer: COPY /server /conf/`), --spec builds `artificer --spec`, the Cloud Function
+   * `artificer cloud function (gs://…)`; absent, `artificer`.
+   */
   readonly createdBy?: string;
 }
 

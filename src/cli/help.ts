@@ -6,8 +6,10 @@ Usage:
   artificer --spec artificer.json [-t REGISTRY/REPO:TAG] [flags]
 
 Prints one line per repository pushed to on stdout: REGISTRY/REPO@sha256:…
-Everything else (progress, -v logs, errors) goes to stderr. Exit status: 0 success,
-1 build or registry failure, 2 bad flags or input, 130 / 143 stopped by SIGINT / SIGTERM.
+Everything else (progress, -v logs, errors) goes to stderr.
+Exit status: 0 success; 1 registry, network or other failure (a missing base image included);
+2 bad flags, spec or files, or a platform the base lacks (no manifest or tag is written, though
+base blobs may already be in the target); 130 / 143 stopped by SIGINT / SIGTERM.
 
 Image:
   -b, --baseimage REF       Image to start FROM, or "scratch" for none.
@@ -40,7 +42,10 @@ Image:
                             Default: the base's only Linux platform, else linux/amd64.
                               -p linux/arm64   -p linux/amd64,linux/arm64   -p all
   -s, --spec FILE           Read the build from a spec file (the Cloud Function's format); paths
-                            in it are relative to the file. -t and --tag override its target.
+                            in it are relative to the file. -t replaces its target (its bare
+                            tags then follow -t's repository); --tag adds tags; -p replaces its
+                            platforms. Refused with it: -b -f -c -e --entrypoint -w -u -l -a
+                            --expose --chown (the spec defines the image).
 
 Output:
   -t, --target REF          Where to push: -t registry.example.com/team/app:1.0
@@ -53,13 +58,14 @@ Output:
   -o, --output oci:DIR      Also (or instead) write an OCI image layout: -o oci:./image
                             (one entry per tag, found as oci:./image:TAG; "latest" if none)
   -o, --output tarball:FILE Also (or instead) write a "docker load" tarball: -o tarball:app.tar
-      --digest-file FILE    Write the pushed digest (sha256:…) to FILE.
+      --digest-file FILE    Write the pushed digest (sha256:…) to FILE. With only -o outputs
+                            stdout is empty: the digest is here, or in the -v log.
                             Output paths are checked before anything is pushed: a file's
                             directory must exist (an OCI layout's is created).
       --insecure-registry H Talk plain HTTP to registry host H[:PORT] (repeatable; a leading
                             http:// is accepted). Loopback hosts (localhost, 127.0.0.1) use
                             HTTP already, as docker does.
-  -j, --concurrency N       Blob uploads in flight (default 4).
+  -j, --concurrency N       Blob uploads in flight, 1 to 64 (default 4).
 
 Other:
   -v, --verbose             Progress on stderr; -vv adds debug lines (requests, timings).
@@ -67,7 +73,8 @@ Other:
       --version             Print the version.
 
 Flags that take one value (-b, -c, -w, -u, -s, --digest-file, …) may be given once; the
-repeatable ones (-f, -e, -l, -a, -t, -p, -o, --expose, --tag, --insecure-registry) say so.
+repeatable ones (-f, -e, -l, -a, -t, -p, -o, --expose, --tag, --insecure-registry) say so;
+-o once per kind (one oci:, one tarball:).
 
 Credentials come from docker's config (DOCKER_CONFIG or ~/.docker/config.json: auths,
 credHelpers, credsStore); without any, pulls and pushes are anonymous.
