@@ -15,7 +15,11 @@ import { isTag, parseReference } from '../reference/reference.ts';
 import { splitCommand } from './split.ts';
 import { checkEnvKey, parseEnvAssignment, parseOwner, parsePort, parseUser, parseWorkdir } from './values.ts';
 
-/** Objects (or local files) to add: a file, or every file under a folder (`from` ending in `/`). */
+/**
+ * Objects (or local files) to add: a file, or every file under a folder. A `from` ending in `/`
+ * must be a folder; one without it is the object (file) of that name if there is one, else the
+ * folder.
+ */
 export interface PathFiles {
   readonly kind: 'path';
   /** Relative to the spec's folder; POSIX separators; never absolute, never with `..`. */
