@@ -263,6 +263,8 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
       credentials: dockerConfigCredentials({ env: io.env }),
       insecureRegistries: opts.insecureRegistries,
       logger,
+      // The user names the registries: an on-prem one may send blob downloads to its LAN storage.
+      privateRedirects: true,
       userAgent: `artificer/${io.version}`,
     });
     const onProgress = progressPrinter(io);

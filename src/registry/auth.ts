@@ -142,14 +142,18 @@ export interface AuthenticatorOptions {
   readonly logger: Logger;
   readonly userAgent: string;
   readonly dispatcher?: Dispatcher | undefined;
-  /** Resolves a registry's host name; node:dns `lookup` with `all` by default. */
+  /**
+   * Resolves a registry's host name to learn the private networks it may redirect to; without
+   * one, no name is resolved and a registry named by DNS may send us to no private address.
+   */
   readonly lookup?: Lookup | undefined;
 }
 
 /** All addresses of a host name, as node:dns `lookup(name, { all: true })` gives them. */
 export type Lookup = (hostname: string) => Promise<ReadonlyArray<{ readonly address: string }>>;
 
-const defaultLookup: Lookup = (hostname) => dnsLookup(hostname, { all: true });
+/** node:dns `lookup` with `all`. */
+export const defaultLookup: Lookup = (hostname) => dnsLookup(hostname, { all: true });
 
 export class Authenticator {
   readonly #opts: AuthenticatorOptions;
@@ -216,9 +220,10 @@ export class Authenticator {
 
   async #resolveNetworks(ep: Endpoint): Promise<ReadonlySet<PrivateNetwork>> {
     const hostname = new URL(ep.origin).hostname;
-    if (addressKind(hostname) !== undefined) return new Set();
+    const lookup = this.#opts.lookup;
+    if (!lookup || addressKind(hostname) !== undefined) return new Set();
     try {
-      return registryNetworks((await (this.#opts.lookup ?? defaultLookup)(hostname)).map((a) => a.address));
+      return registryNetworks((await lookup(hostname)).map((a) => a.address));
     } catch (err) {
       this.#opts.logger.debug('resolving the registry host failed (judged public)', { registry: ep.registry, error: describe(err) });
       return new Set();

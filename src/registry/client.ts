@@ -28,7 +28,7 @@ import { silentLogger, type Logger } from '../log.ts';
 import { HashTap, isDigest, sha256 } from '../oci/digest.ts';
 import { repositoryName } from '../reference/reference.ts';
 import { MediaTypes, type Digest, type ImageIndex, type ImageManifest } from '../oci/types.ts';
-import { ANONYMOUS_SOURCE, Authenticator, describe, type Lookup } from './auth.ts';
+import { ANONYMOUS_SOURCE, Authenticator, defaultLookup, describe, type Lookup } from './auth.ts';
 import { readBounded, readPrefix } from './body.ts';
 import { challengeScopes, parseWwwAuthenticate } from './challenge.ts';
 import { anonymous } from './credentials.ts';
@@ -63,9 +63,17 @@ export interface RegistryClientOptions {
   userAgent?: string;
   dispatcher?: Dispatcher;
   /**
-   * Resolves a registry's host name to judge whether it is on a private network, whose
-   * addresses it may then redirect to (see `mayFollow`). node:dns by default; give the one the
-   * dispatcher connects with when it has its own.
+   * Let a registry addressed by name redirect (blob downloads, upload Locations, token realms) to
+   * the private network its name resolves to: on-prem Harbor or distribution with MinIO/S3 on
+   * the LAN (see `mayFollow`). Off by default: the name is resolved here, apart from the lookup
+   * the connection makes, so a registry whose DNS answers each differently (rebinding) could
+   * point requests into the network the client runs in. The CLI, whose user names the
+   * registries, turns it on; the Cloud Function, which builds on bases any spec names, does not.
+   */
+  privateRedirects?: boolean;
+  /**
+   * Resolves a registry's host name for `privateRedirects`. node:dns by default; give the one
+   * the dispatcher connects with when it has its own.
    */
   lookup?: Lookup;
 }
@@ -201,7 +209,7 @@ export class RegistryClient implements Registry {
       logger: this.#logger,
       userAgent: this.#userAgent,
       dispatcher: this.#dispatcher,
-      lookup: opts.lookup,
+      ...(opts.privateRedirects ? { lookup: opts.lookup ?? defaultLookup } : {}),
     });
   }
 

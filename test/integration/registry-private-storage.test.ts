@@ -54,9 +54,9 @@ after(async () => {
 });
 
 /** A client for which the registry's name resolves to `address` (the dispatcher always connects to loopback). */
-function client(address: string, lookups: string[] = []): RegistryClient {
+function client(address: string, lookups: string[] = [], privateRedirects = true): RegistryClient {
   return new RegistryClient({
-    insecureRegistries: [name], dispatcher, retry: { attempts: 1 },
+    insecureRegistries: [name], dispatcher, retry: { attempts: 1 }, privateRedirects,
     lookup: async (hostname) => (lookups.push(hostname), [{ address }]),
   });
 }
@@ -95,4 +95,14 @@ test('a private registry still may not send us to the metadata server or link-lo
     redirectBlobGets(1, location);
     await assert.rejects(client('127.0.0.1').getBlobBytes({ registry: name, repository: 'corp/base' }, digest), refused, location);
   }
+});
+
+test('without privateRedirects (the library default, and the Cloud Function) the name is not resolved and the redirect is refused', async () => {
+  // A registry's DNS could answer our lookup with a private address and the connection's with a
+  // public one (rebinding); only a caller whose user names the registries (the CLI) opts in.
+  const lookups: string[] = [];
+  const c = client('127.0.0.1', lookups, false);
+  redirectBlobGets(1, minioUrl());
+  await assert.rejects(c.getBlobBytes({ registry: name, repository: 'corp/base' }, digest), refused);
+  assert.deepEqual(lookups, []);
 });
