@@ -154,7 +154,7 @@ function refuseUnwritableOutputs(opts: CliOptions, io: Io): void {
   const outputs = [
     ['--output oci:', opts.ociLayout, 'directory'],
     ['--output tarball:', opts.tarball, 'file'],
-    ['--digest-file ', opts.digestFile, 'file'],
+    ['--digest-file ', opts.digestFile, 'written-file'],
   ] as const;
   for (const [flag, given, kind] of outputs) {
     const problem = given === undefined ? undefined : outputProblem(path.resolve(io.cwd, given), kind);

@@ -2,7 +2,8 @@
 // layer whose bytes change between the pass that named it and the pass that writes it, and the
 // check the CLI runs so an output is never written inside the files of the layer.
 import assert from 'node:assert/strict';
-import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { chmod, mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
@@ -158,4 +159,28 @@ test('outputProblem: a file needs its directory, a layout its nearest existing a
   assert.equal(outputProblem(p('new/nested/layout'), 'directory'), undefined);
   assert.equal(outputProblem(p('file'), 'directory'), `${p('file')} is not a directory`);
   assert.equal(outputProblem(p('file/sub/layout'), 'directory'), `it cannot be created: ${p('file')} is not a directory`);
+});
+
+test('outputProblem: a digest file that exists is written in place, so only it must be writable (kaniko/Tekton\'s /dev/termination-log as non-root)', async (t) => {
+  await using tmp = await tempDir('output-problem-written');
+  const p = (rel: string) => path.join(tmp.path, rel);
+  await mkdir(p('ro'));
+  await writeFile(p('ro/digest'), '');
+  await writeFile(p('ro/locked'), '');
+  await chmod(p('ro/digest'), 0o666);
+  await chmod(p('ro/locked'), 0o444);
+  await chmod(p('ro'), 0o555);
+  await chmod(tmp.path, 0o755);
+  if (process.getuid?.() !== 0) return t.skip('needs root to run the check as another user');
+  // As root access(2) passes everywhere: the check runs in a child as nobody, as CI jobs do.
+  const probe = (rel: string, kind: string): string => {
+    const code = `import(${JSON.stringify(new URL('../../src/build/outputs/paths.ts', import.meta.url).href)}).then((m) => console.log(JSON.stringify(m.outputProblem(${JSON.stringify(p(rel))}, ${JSON.stringify(kind)}) ?? null)))`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { uid: 65534, gid: 65534, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout) as string;
+  };
+  assert.equal(probe('ro/digest', 'written-file'), null, 'an existing writable file in a read-only directory');
+  assert.equal(probe('ro/locked', 'written-file'), `${p('ro/locked')} is not writable`);
+  assert.equal(probe('ro/new', 'written-file'), `its directory ${p('ro')} is not writable`, 'a new one needs its directory');
+  assert.equal(probe('ro/digest', 'file'), `its directory ${p('ro')} is not writable`, 'a tarball is renamed into place');
 });

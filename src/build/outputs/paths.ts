@@ -52,16 +52,27 @@ function resolveExisting(p: string): string {
  * Why an output at `abs` could not be written, or undefined when it can. Outputs are written
  * last, after the tags are live, so a caller that knows them up front (the CLI) checks them
  * before the first request to a registry: a typo in a path must not leave a pushed image and a
- * failed job. `file` (a tarball, a digest file) is written into its directory, which nothing
- * creates: it must exist and be writable, and the file must not be a directory. `directory` (an
+ * failed job. `file` (a tarball: a temporary file renamed over it) is made in its directory,
+ * which nothing creates: it must exist and be writable, and the file must not be a directory.
+ * `written-file` (the digest file) is opened and written in place: an existing one only needs to
+ * be writable itself (`/dev/termination-log`, `/dev/stdout` as a non-root user, in a directory
+ * they may not write to); a new one needs its directory. `directory` (an
  * OCI layout) is created with its missing parents, so the nearest one that exists must be a
  * writable directory, as must the layout's directory when it exists.
  *
  * Writable means what access(2) says; root passes it everywhere but on a read-only file system.
  */
-export function outputProblem(abs: string, kind: 'file' | 'directory'): string | undefined {
+export function outputProblem(abs: string, kind: 'file' | 'written-file' | 'directory'): string | undefined {
   const st = statIfAny(abs);
-  if (kind === 'file') {
+  if (kind === 'written-file' && st && !st.isDirectory()) {
+    try {
+      accessSync(abs, constants.W_OK);
+      return undefined;
+    } catch {
+      return `${abs} is not writable`;
+    }
+  }
+  if (kind !== 'directory') {
     if (st?.isDirectory()) return `${abs} is a directory`;
     const problem = directoryProblem(path.dirname(abs));
     return problem && `its directory ${problem}`;
