@@ -96,7 +96,7 @@ const MAX_META_BYTES = 4 * 1024 * 1024;
 
 /**
  * Passes a tar stream on up to and including its end-of-archive marker (two zero blocks where a
- * header is due), then ends its output and ignores what follows, as GNU tar (without
+ * header is due), then reads the rest to its end and drops it, as GNU tar (without
  * `--ignore-zeros`) and Go's archive/tar do: `cat a.tar b.tar` holds only a's entries, and notes
  * appended after the marker are not "unexpected data". tar-stream itself skips zero blocks and
  * reads on.
@@ -145,7 +145,9 @@ export class TarEnd extends Transform {
     const ended = (this.#state as string) === 'ended'; // #header may have changed it
     this.#pos += chunk.length;
     if (!ended || at > 0) this.push(ended ? chunk.subarray(0, at) : chunk);
-    if (ended) this.push(null);
+    // Past the marker the input is still read to its end, and dropped: the gzip trailer (CRC-32,
+    // length) and a download's checksum come last, and a bundle damaged there must fail, not
+    // pass because reading stopped early (nor should a download be cut off mid-body).
     callback();
   }
 

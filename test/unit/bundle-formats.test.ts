@@ -126,6 +126,17 @@ describe('a bundle ends at its end-of-archive marker, as GNU tar reads it', () =
     }
   });
 
+  test('the bytes after the marker are still read to the end: a damaged gzip there fails the bundle', async () => {
+    // The gzip trailer (CRC-32 and length) and a download's own checksum come at the very end;
+    // stopping at the marker would accept a bundle cut short or corrupted after it.
+    const gz = run('gzip', ['-c'], Buffer.concat([a, b]));
+    await refuses(gz.subarray(0, gz.length - 8), /unexpected end of file/);
+    const bad = Buffer.from(gz);
+    bad[bad.length - 8] = bad[bad.length - 8]! ^ 0xff; // the CRC-32 of the uncompressed bytes
+    await refuses(bad, /incorrect data check/);
+    assert.equal((await entriesOf(gz)).length, (await entriesOf(a)).length, 'intact, it still ends at the marker');
+  });
+
   test('notes appended after the marker are ignored, as GNU tar ignores them', async () => {
     const noted = Buffer.concat([a, Buffer.from('notes\n')]);
     run('tar', ['-tf', '-'], noted); // GNU tar accepts it
