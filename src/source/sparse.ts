@@ -23,6 +23,13 @@ const BLOCK = 512;
 /** The most bytes a format 1.0 map may take (Go's archive/tar allows as much). */
 const MAX_MAP_BYTES = 1024 * 1024;
 const ZEROS = Buffer.alloc(64 * 1024);
+/**
+ * How much larger than its stored data a sparse file may expand: a hole costs nothing in the
+ * archive but every zero of it in the layer (compressing zeros until the build times out, for a
+ * few KiB claiming a petabyte). 1 GiB, plus 1,024 times what it stores (a gzip bomb's ratio).
+ */
+const MAX_SPARSE_SLACK = 1024 ** 3;
+const MAX_SPARSE_RATIO = 1024;
 
 /** Why a sparse entry is refused, continuing "…: " after the entry's name. */
 export const SPARSE_UNSUPPORTED = 'is a sparse file in a form that is not supported (GNU tar --sparse with --format=gnu or --sparse-version=0.0): re-create the bundle with --format=posix, or without --sparse';
@@ -47,6 +54,10 @@ export function sparseOf(pax: Readonly<Record<string, string>> | null | undefine
  * map's blocks, then the fragments) is `data`. Fails when the map and the data disagree.
  */
 export async function* expandSparse(data: AsyncIterable<Buffer>, sparse: Sparse, stored: number, where: string): AsyncGenerator<Buffer> {
+  const most = MAX_SPARSE_SLACK + MAX_SPARSE_RATIO * stored;
+  if (sparse.size > most) {
+    throw new SourceError(where, `is a sparse file of ${sparse.size} bytes holding ${stored}: at most ${most} (1 GiB + ${MAX_SPARSE_RATIO} times the stored bytes) are expanded into a layer`);
+  }
   const it = data[Symbol.asyncIterator]();
   let buffered: Buffer = Buffer.alloc(0);
   const next = async (max: number): Promise<Buffer> => {

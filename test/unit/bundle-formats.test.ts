@@ -191,6 +191,21 @@ describe('sparse files (tar --sparse, bsdtar) are expanded as Go\'s archive/tar 
     });
   }
 
+  test('a sparse file far larger than the data it holds is refused before a byte of it is made', async () => {
+    // 10 KiB of archive claiming a 1 PB file (a map with one empty fragment at its very end):
+    // expanding it would compress zeros until the build times out.
+    const bomb = run('python3', ['-c', `
+import io, sys, tarfile
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode='w', format=tarfile.PAX_FORMAT) as t:
+    ti = tarfile.TarInfo('GNUSparseFile.0/s'); ti.size = 0
+    ti.pax_headers = {'GNU.sparse.name': 's', 'GNU.sparse.size': '1000000000000000', 'GNU.sparse.map': '999999999999999,0'}
+    t.addfile(ti, io.BytesIO(b''))
+sys.stdout.buffer.write(buf.getvalue())
+`]);
+    await refuses(bomb, /s: is a sparse file of 1000000000000000 bytes holding 0: at most .* are expanded/);
+  });
+
   for (const args of [['--format=gnu'], ['--format=posix', '--sparse-version=0.0']]) {
     test(`tar --sparse ${args.join(' ')} is refused, saying how to re-create the bundle`, async () => {
       const tar = run('tar', ['--sparse', ...args, '-C', dir, '-cf', '-', 's']);
