@@ -32,7 +32,7 @@ import { ANONYMOUS_SOURCE, Authenticator, defaultLookup, describe, type Lookup }
 import { readBounded, readPrefix } from './body.ts';
 import { challengeScopes, parseWwwAuthenticate } from './challenge.ts';
 import { anonymous } from './credentials.ts';
-import { endpointFor, mayFollow, type Endpoint } from './endpoint.ts';
+import { endpointFor, isInsecure, mayFollow, type Endpoint } from './endpoint.ts';
 import { isRetryable, retryPolicy, setRetryAfter, parseRetryAfter, withRetry, type RetryPolicy } from './retry.ts';
 import type { BlobBody, CredentialProvider, FetchedManifest, MountResult, Registry, Repository, UploadedBlob, UploadReservation } from './types.ts';
 
@@ -96,6 +96,12 @@ interface Call {
    * token of its own. Only for requests without a body.
    */
   readonly followRedirects?: boolean;
+  /**
+   * Follow an https → http hop only to an insecure registry (or loopback): for a manifest,
+   * whose bytes fetched by tag no digest protects, such a hop is a TLS downgrade. Blob
+   * downloads go without it: their digest is verified.
+   */
+  readonly noDowngrade?: boolean;
   readonly signal?: AbortSignal | undefined;
 }
 
@@ -230,13 +236,13 @@ export class RegistryClient implements Registry {
       // distribution spec allows a redirect on any request.
       const { res, url, source } = await this.#send({
         repo, scopes: [pullScope(repo)], action: `pull ${repo.repository}`, method: 'GET',
-        target: `/v2/${repo.repository}/manifests/${reference}`, headers: { accept: MANIFEST_ACCEPT }, followRedirects: true, signal,
+        target: `/v2/${repo.repository}/manifests/${reference}`, headers: { accept: MANIFEST_ACCEPT }, followRedirects: true, noDowngrade: true, signal,
       });
       if (res.statusCode === 404) {
         await res.body.dump();
         throw new ManifestUnknownError(ref);
       }
-      if (res.statusCode !== 200) throw await this.#error(res, 'GET', url, repo, `pull ${repo.repository}`, source, () => new ManifestUnknownError(ref));
+      if (res.statusCode !== 200) throw await this.#error(res, 'GET', url, repo, `pull ${repo.repository}`, source, { notFound: () => new ManifestUnknownError(ref), elsewhere: 'registry' });
       const bytes = await readBounded(res.body, MAX_MANIFEST_BYTES, () => new UnsupportedError(`manifest ${ref} is larger than ${MAX_MANIFEST_BYTES} bytes`));
       const digest = sha256(bytes);
       if (isDigest(reference) && digest !== reference) throw new DigestMismatchError(`manifest ${ref}`, reference, digest);
@@ -635,6 +641,19 @@ export class RegistryClient implements Registry {
   }
 
   /**
+   * Refuses an https → http redirect hop unless the target is spoken to over plain http anyway
+   * (an insecure registry, loopback): see {@link Call.noDowngrade}.
+   */
+  #refuseDowngrade(ep: Endpoint, from: URL, target: URL, method: string): void {
+    if (from.protocol !== 'https:' || target.protocol !== 'http:' || isInsecure(target.host, this.#insecure)) return;
+    const shown = redactUrl(target.toString(), ep.origin);
+    throw new RegistryError(
+      `refusing to follow registry ${ep.registry} from https to plain http ${shown}: a manifest read over it is not protected (list ${target.host} in insecureRegistries if that is intended)`,
+      { method, url: shown },
+    );
+  }
+
+  /**
    * Sends one request with auth: on a 401 carrying a new challenge (expired token, more scope
    * needed) it re-authenticates and resends once, if the body can be sent again.
    */
@@ -666,6 +685,7 @@ export class RegistryClient implements Registry {
         await res.body.dump();
         if (redirects >= MAX_REDIRECTS) throw new RegistryError(`too many redirects`, { method: call.method, url: redactUrl(url, ep.origin), status: res.statusCode });
         target = this.#follow(ep, new URL(loc, url), call.method);
+        if (call.noDowngrade) this.#refuseDowngrade(ep, new URL(url), target, call.method);
         if (target.origin !== new URL(url).origin) authorization = undefined;
         url = target.toString();
       }
@@ -728,7 +748,12 @@ export class RegistryClient implements Registry {
     }
   }
 
-  /** Reads a registry's error response into the matching error class. */
+  /**
+   * Reads a registry's error response into the matching error class. `elsewhere` says what a
+   * redirect target on another origin is: `storage` (the default: blob downloads, upload
+   * Locations), where a 401/403 is a refused signed URL, temporary; or `registry` (a manifest
+   * GET, registry.k8s.io's mirrors), where it is a refusal of the anonymous reader by that host.
+   */
   async #error(
     res: Dispatcher.ResponseData,
     method: string,
@@ -736,7 +761,7 @@ export class RegistryClient implements Registry {
     repo: Repository,
     action: string,
     source: string,
-    notFound?: () => Error,
+    { notFound, elsewhere = 'storage' }: { notFound?: () => Error; elsewhere?: 'storage' | 'registry' } = {},
   ): Promise<Error> {
     const registryOrigin = this.endpoint(repo.registry).origin;
     const where = new URL(url);
@@ -764,6 +789,13 @@ export class RegistryClient implements Registry {
     }
     const details: RegistryErrorDetails = { method, url, status: res.statusCode, ...(errors ? { errors } : {}) };
     if ((res.statusCode === 401 || res.statusCode === 403) && where.origin !== registryOrigin) {
+      if (elsewhere === 'registry') {
+        // The registry's credentials never go there: only an anonymous token of its own did.
+        const what = `${action} (${repo.registry} redirected the request there)`;
+        return res.statusCode === 401
+          ? new UnauthorizedError(where.host, ANONYMOUS_SOURCE, what, details)
+          : new DeniedError(where.host, ANONYMOUS_SOURCE, what, details);
+      }
       // Storage's own error body is left out: S3 echoes the canonical request, signed query included.
       return new BlobStorageError(where.host, { method, url, status: res.statusCode });
     }
