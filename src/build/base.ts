@@ -12,7 +12,7 @@ import {
 } from '../oci/types.ts';
 import { repositoryOf, type Reference } from '../reference/reference.ts';
 import type { Registry, Repository } from '../registry/types.ts';
-import { DEFAULT_PLATFORM, platformMatches, requireLinux, selectEntries } from './platform.ts';
+import { DEFAULT_PLATFORM, platformMatches, requireLinux, selectEntries, wantedName } from './platform.ts';
 import type { BuildRequest } from './request.ts';
 
 /** One platform's image of the base: what the new image is built on. */
@@ -88,7 +88,7 @@ export async function resolveBase(req: Pick<BuildRequest, 'base' | 'platforms'>,
   if (platform.os !== 'linux') throw new PlatformMismatchError(String(reference), wanted === 'all' ? 'all' : 'Linux', [formatPlatform(platform)]);
   if (wanted !== 'default' && wanted !== 'all') {
     for (const p of wanted) {
-      if (!platformMatches(p, platform)) throw new PlatformMismatchError(String(reference), formatPlatform(p), [formatPlatform(platform)]);
+      if (!platformMatches(p, platform)) throw new PlatformMismatchError(String(reference), wantedName(p), [formatPlatform(platform)]);
     }
   }
   return { reference, repo, family, images: [{ platform, manifest, manifestDigest: top.digest, config }], multiPlatform: false };

@@ -38,8 +38,7 @@ export function parsePlatform(text: string): Platform {
 
 /**
  * A variant as containerd normalises it (containerd/platforms `Normalize`), which is what docker
- * pulls: arm without a variant is v7 (so a bare linux/arm does not pick alpine's arm/v6, listed
- * first), a bare number is "v" + it, and arm64's v8 is the same as none.
+ * pulls: arm without a variant is v7, a bare number is "v" + it, and arm64's v8 is the same as none.
  */
 function normalVariant(p: Pick<Platform, 'architecture' | 'variant'>): string | undefined {
   const v = p.variant && /^[5-8]$/.test(p.variant) ? `v${p.variant}` : p.variant;
@@ -48,17 +47,44 @@ function normalVariant(p: Pick<Platform, 'architecture' | 'variant'>): string | 
   return v;
 }
 
-/** How a wanted platform is named in a mismatch: a bare arm as the arm/v7 it means. */
-function wantedName(p: Platform): string {
-  return formatPlatform(p.architecture === 'arm' ? { ...p, variant: normalVariant(p) } : p);
+/** What a bare arm accepts, best first: containerd's `platforms.Only(linux/arm/v7)` also runs v6 and v5. */
+const BARE_ARM_VARIANTS: readonly string[] = ['v7', 'v6', 'v5'];
+
+/**
+ * The variants a wanted platform accepts, best first; undefined when any will do. A bare arm takes
+ * v7, else v6, else v5 (so a bare linux/arm does not pick alpine's arm/v6, listed first, yet still
+ * builds on a v6-only base, as docker does); a variant asked for is matched exactly.
+ */
+function acceptedVariants(p: Platform): readonly string[] | undefined {
+  if (p.architecture === 'arm' && p.variant === undefined) return BARE_ARM_VARIANTS;
+  const v = normalVariant(p);
+  return v === undefined ? undefined : [v];
 }
 
-/** Whether `candidate` satisfies `wanted`: same os and arch; the variant must match only when asked for. */
+/** How a wanted platform is named in a mismatch: a bare arm as the variants it would take. */
+export function wantedName(p: Platform): string {
+  if (p.architecture === 'arm' && p.variant === undefined) return `${formatPlatform(p)}/${BARE_ARM_VARIANTS[0]} (or ${BARE_ARM_VARIANTS.slice(1).join(', ')})`;
+  return formatPlatform(p);
+}
+
+/** Whether `candidate` satisfies `wanted`: same os and arch, and a variant `wanted` accepts (see {@link acceptedVariants}). */
 export function platformMatches(wanted: Platform, candidate: Platform | undefined): boolean {
   if (!candidate) return false;
   if (wanted.os !== candidate.os || wanted.architecture !== candidate.architecture) return false;
-  const wv = normalVariant(wanted);
-  return wv === undefined || wv === normalVariant(candidate);
+  const accepted = acceptedVariants(wanted);
+  return accepted === undefined || accepted.includes(normalVariant(candidate) ?? '');
+}
+
+/** The entry of `entries` that best satisfies `wanted`: the first of the most preferred variant there is. */
+function bestMatch(wanted: Platform, entries: readonly Descriptor[]): Descriptor | undefined {
+  const matching = entries.filter((e) => platformMatches(wanted, e.platform));
+  const accepted = acceptedVariants(wanted);
+  if (!accepted) return matching[0];
+  for (const v of accepted) {
+    const found = matching.find((e) => normalVariant(e.platform!) === v);
+    if (found) return found;
+  }
+  return undefined;
 }
 
 /**
@@ -80,7 +106,8 @@ export function availablePlatforms(manifests: readonly Descriptor[]): string[] {
  * - `default`: the index's only Linux platform when it has just one (attestations aside), so an
  *   arm64-only base builds arm64 as the help promises, else {@link DEFAULT_PLATFORM};
  * - `all`: every Linux platform;
- * - a list: for each, the first entry that matches it; a non-Linux one is a usage error.
+ * - a list: for each, the first entry that matches it best (a bare arm: v7, else v6, else v5);
+ *   a non-Linux one is a usage error.
  * Throws {@link PlatformMismatchError} (naming everything the index has, Windows included) when
  * a platform is missing.
  */
@@ -95,7 +122,7 @@ export function selectEntries(manifests: readonly Descriptor[], wanted: 'default
   if (wanted === 'default' && entries.length === 1) return entries;
   const list = wanted === 'default' ? [DEFAULT_PLATFORM] : wanted;
   const picked = list.map((p) => {
-    const match = entries.find((e) => platformMatches(p, e.platform));
+    const match = bestMatch(p, entries);
     if (!match) throw new PlatformMismatchError(reference, wantedName(p), available);
     return match;
   });

@@ -23,7 +23,20 @@ before(async () => {
     config: { mediaType: MediaTypes.ociConfig, digest: sha256(config), size: config.length }, layers: [],
   }));
   await client.putManifest(repo, 'ltsc2022', manifest, MediaTypes.ociManifest);
+  await pushSingle({ registry: reg.host, repository: 'pi/base' }, 'v6', { architecture: 'arm', os: 'linux', variant: 'v6' });
+  await pushSingle({ registry: reg.host, repository: 'x86/base' }, 'latest', { architecture: 'amd64', os: 'linux' });
 });
+
+/** Pushes a single-platform image (no index) of `platform` with no layers. */
+async function pushSingle(repo: { registry: string; repository: string }, tag: string, platform: Record<string, string>): Promise<void> {
+  const config = Buffer.from(JSON.stringify({ ...platform, rootfs: { type: 'layers', diff_ids: [] } }));
+  await client.uploadBlob(repo, { bytes: config });
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: MediaTypes.ociManifest,
+    config: { mediaType: MediaTypes.ociConfig, digest: sha256(config), size: config.length }, layers: [],
+  }));
+  await client.putManifest(repo, tag, manifest, MediaTypes.ociManifest);
+}
 after(async () => {
   await reg?.stop();
 });
@@ -36,4 +49,18 @@ test('a single Windows manifest is refused as a base, by default and with all, n
       platforms,
     );
   }
+});
+
+test('a single manifest matches a platform as an index entry would, and a mismatch names it the same way', async () => {
+  const arm = { os: 'linux', architecture: 'arm' };
+  const got = await resolveBase({ base: parseReference(`${reg.host}/pi/base:v6`), platforms: [arm] }, client);
+  assert.deepEqual(got.images.map((i) => i.platform), [{ os: 'linux', architecture: 'arm', variant: 'v6' }], 'a bare arm builds on arm/v6');
+  await assert.rejects(
+    resolveBase({ base: parseReference(`${reg.host}/pi/base:v6`), platforms: [{ ...arm, variant: 'v7' }] }, client),
+    (e: unknown) => e instanceof PlatformMismatchError && /has no linux\/arm\/v7 variant; available: linux\/arm\/v6$/.test(e.message),
+  );
+  await assert.rejects(
+    resolveBase({ base: parseReference(`${reg.host}/x86/base:latest`), platforms: [arm] }, client),
+    (e: unknown) => e instanceof PlatformMismatchError && e.wanted === 'linux/arm/v7 (or v6, v5)' && /available: linux\/amd64$/.test(e.message),
+  );
 });

@@ -88,7 +88,6 @@ test('a bare linux/arm means arm/v7, as docker and containerd normalise it (alpi
   const v6 = entry({ os: 'linux', architecture: 'arm', variant: 'v6' }, 9);
   const arm = [{ os: 'linux', architecture: 'arm' }];
   assert.deepEqual(selectEntries([amd64, v6, armv7], arm, 'b'), [armv7]);
-  assert.throws(() => selectEntries([amd64, v6], arm, 'b'), /has no linux\/arm\/v7 variant; available: linux\/amd64, linux\/arm\/v6/);
   assert.deepEqual(selectEntries([v6, armv7], [{ os: 'linux', architecture: 'arm', variant: '7' }], 'b'), [armv7], 'a bare number is v + it');
   // An entry without a variant is v7 too.
   const bare = entry({ os: 'linux', architecture: 'arm' }, 10);
@@ -99,4 +98,20 @@ test('a platform is matched in lower case, as docker normalises it', () => {
   assert.deepEqual(parsePlatform('LINUX/AMD64'), { os: 'linux', architecture: 'amd64' });
   assert.deepEqual(parsePlatform('Linux/ARM/V7'), { os: 'linux', architecture: 'arm', variant: 'v7' });
   assert.deepEqual(selectEntries([arm64, amd64, armv7], [parsePlatform('LINUX/AMD64'), parsePlatform('linux/ARM/v7')], 'b'), [amd64, armv7]);
+});
+
+test('a bare linux/arm falls back to v6, then v5, as containerd\'s platforms.Only(linux/arm/v7) does; a named variant is exact', () => {
+  const v5 = entry({ os: 'linux', architecture: 'arm', variant: 'v5' }, 11);
+  const v6 = entry({ os: 'linux', architecture: 'arm', variant: 'v6' }, 12);
+  const arm = [{ os: 'linux', architecture: 'arm' }];
+  assert.deepEqual(selectEntries([amd64, v6], arm, 'b'), [v6], 'a v6-only index');
+  assert.deepEqual(selectEntries([v5, amd64, v6], arm, 'b'), [v6], 'v6 before v5, whatever the order');
+  assert.deepEqual(selectEntries([amd64, v5], arm, 'b'), [v5]);
+  assert.deepEqual(selectEntries([v5, v6, armv7], arm, 'b'), [armv7]);
+  assert.throws(
+    () => selectEntries([amd64, arm64], arm, 'b'),
+    (e: unknown) => e instanceof PlatformMismatchError && e.message === 'base image b has no linux/arm/v7 (or v6, v5) variant; available: linux/amd64, linux/arm64/v8',
+  );
+  assert.throws(() => selectEntries([amd64, v6], [{ os: 'linux', architecture: 'arm', variant: 'v7' }], 'b'), /has no linux\/arm\/v7 variant; available: linux\/amd64, linux\/arm\/v6$/);
+  assert.throws(() => selectEntries([v5, armv7], [{ os: 'linux', architecture: 'arm', variant: 'v6' }], 'b'), /has no linux\/arm\/v6 variant/);
 });
