@@ -202,6 +202,13 @@ export class RegistryClient implements Registry {
   readonly #userAgent: string;
   readonly #dispatcher: Dispatcher | undefined;
   readonly #auth: Authenticator;
+  /**
+   * Mounts the token server refused outright, as "target\nsource" repository pairs: every later
+   * blob from the same source would repeat the refused token request, and the credential
+   * resolution (a credential helper run) that follows a refusal, only to upload anyway.
+   * Remembered for the client's life.
+   */
+  readonly #mountRefused = new Set<string>();
 
   constructor(opts: RegistryClientOptions = {}) {
     this.#policy = retryPolicy(opts.retry);
@@ -320,6 +327,8 @@ export class RegistryClient implements Registry {
 
   async mountBlob(repo: Repository, digest: Digest, from: Repository, signal?: AbortSignal): Promise<MountResult> {
     if (from.registry !== repo.registry) return { mounted: false };
+    const pair = `${repositoryName(repo)}\n${from.repository}`;
+    if (this.#mountRefused.has(pair)) return { mounted: false };
     return this.#step(`mounting blob ${digest} from ${from.repository} into ${repositoryName(repo)}`, true, signal, async () => {
       let sent: Sent;
       try {
@@ -334,7 +343,8 @@ export class RegistryClient implements Registry {
         // The upload that follows asks for the target's scopes alone and, if those are refused
         // too, reports that (go-containerregistry PRs #1406, #1681 fall back the same way).
         if (!(err instanceof UnauthorizedError || err instanceof DeniedError)) throw err;
-        this.#logger.debug('mount not authorized, falling back to upload', { digest, from: repositoryName(from), to: repositoryName(repo), error: describe(err) });
+        this.#mountRefused.add(pair);
+        this.#logger.debug('mount not authorized, falling back to upload (no more mounts from there)', { digest, from: repositoryName(from), to: repositoryName(repo), error: describe(err) });
         return { mounted: false };
       }
       const { res, url, source } = sent;

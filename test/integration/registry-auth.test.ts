@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { AbortedError, DeniedError, RegistryError, UnauthorizedError } from '../../src/errors.ts';
 import type { Logger } from '../../src/log.ts';
 import { sha256 } from '../../src/oci/digest.ts';
-import { MediaTypes } from '../../src/oci/types.ts';
+import { MediaTypes, type Digest } from '../../src/oci/types.ts';
 import { RegistryClient } from '../../src/registry/client.ts';
 import { staticCredentials } from '../../src/registry/credentials.ts';
 import type { Repository } from '../../src/registry/types.ts';
@@ -191,6 +191,43 @@ describe('token auth', () => {
       );
       await client.uploadBlob(dst, { bytes, digest });
       assert.equal(await client.hasBlob(dst, digest), true);
+    } finally {
+      await refusing.stop();
+    }
+  });
+
+  test('a refused mount token is remembered per (target, source): later blobs from that source ask neither token server nor helper', async () => {
+    // Each refusal drops the credential and resolves it again (a credential helper run), in case
+    // it rotated; for a refusal of the source's scope that only repeats itself for every blob.
+    const refusing = await startRegistry({
+      auth: 'token',
+      users: { u: 'p' },
+      authorize: (r) => (r.username !== 'u' || r.password !== 'p' || r.scopes.some((s) => s.startsWith('repository:secret/')) ? false : r.scopes),
+    });
+    try {
+      let resolves = 0;
+      const helper = staticCredentials(refusing.host, { username: 'u', password: 'p' }, 'credential helper docker-credential-test');
+      const client = new RegistryClient({ retry: noRetry, credentials: { resolve: (registry, signal) => (resolves++, helper.resolve(registry, signal)) } });
+      const src = { registry: refusing.host, repository: 'open/src' };
+      const digests: Digest[] = [];
+      for (let i = 0; i < 3; i++) digests.push((await client.uploadBlob(src, { bytes: randomBytes(64) })).digest);
+      const dst = { registry: refusing.host, repository: 'open/dst' };
+      const secret = { registry: refusing.host, repository: 'secret/src' };
+      const asked = (): number => refusing.tokenServer!.requests.filter((r) => r.scopes.some((sc) => sc.startsWith('repository:secret/'))).length;
+
+      assert.deepEqual(await client.mountBlob(dst, digests[0]!, secret), { mounted: false });
+      const [tokensAfterFirst, resolvesAfterFirst] = [asked(), resolves];
+      assert.equal(tokensAfterFirst, 1, 'the first mount asked the token server once');
+      for (const d of digests.slice(1)) assert.deepEqual(await client.mountBlob(dst, d, secret), { mounted: false });
+      assert.deepEqual([asked(), resolves], [tokensAfterFirst, resolvesAfterFirst], 'token requests naming secret/src, credential resolutions');
+
+      // Another source, or another target, is asked again.
+      await client.mountBlob(dst, digests[1]!, { registry: refusing.host, repository: 'secret/other' });
+      await client.mountBlob({ registry: refusing.host, repository: 'open/dst2' }, digests[1]!, secret);
+      assert.equal(asked(), tokensAfterFirst + 2);
+      // The uploads that follow a refused mount still work.
+      await client.uploadBlob(dst, { bytes: await client.getBlobBytes(src, digests[2]!) });
+      assert.equal(await client.hasBlob(dst, digests[2]!), true);
     } finally {
       await refusing.stop();
     }
