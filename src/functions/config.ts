@@ -9,7 +9,7 @@
  * | `ARTIFICER_GOOGLE_REGISTRIES` | test/dev knob: extra hosts that receive the service account's token, like *.pkg.dev |
  * | `ARTIFICER_REBUILD_PREFIX` | `gs://bucket/prefix/`: where Artifact Registry notifications look for specs to rebuild |
  * | `ARTIFICER_REBUILD_TOPIC` | `projects/P/topics/T`: where a base-image notification publishes one `{bucket, object}` rebuild message per affected spec (each spec then builds in its own invocation, with its own deadline and retries) |
- * | `ARTIFICER_MAX_EVENT_AGE` | seconds, at least 60; a temporary failure of an older event is recorded as failed instead of retried, and an older event whose generation has no record (its runs were killed) is recorded as failed without a build (default 3600) |
+ * | `ARTIFICER_MAX_EVENT_AGE` | seconds, at least 60; a temporary failure of an older event is recorded as failed instead of retried, and an older event whose last attempt did not finish (killed, or thrown to be retried) is settled without a build (default 3600) |
  * | `ARTIFICER_BUILD_TIMEOUT` | seconds one build may take before its first tag; past it the build is abandoned and recorded as failed (default 500: under the function's 540 s timeout, so the record is still written); a started tag set is finished |
  * | `ARTIFICER_REGISTRY_RETRY_ATTEMPTS` | attempts per registry request inside one run (default: the client's, 5) |
  * | `ARTIFICER_LOG_LEVEL` | `debug` \| `info` (default) \| `warning` |
@@ -37,9 +37,8 @@ export interface FunctionConfig {
 
 export const DEFAULT_MAX_EVENT_AGE_SECONDS = 3600;
 /**
- * Least `ARTIFICER_MAX_EVENT_AGE`: an event older than it whose spec generation has no record is
- * recorded as failed without a build (its earlier runs were killed), so it must leave room for
- * the first delivery, which may come some seconds after the upload.
+ * Least `ARTIFICER_MAX_EVENT_AGE`: an event older than it whose last attempt did not finish is
+ * settled without a build, so it must leave room for the retries of a young event.
  */
 export const MIN_MAX_EVENT_AGE_SECONDS = 60;
 export const DEFAULT_BUILD_TIMEOUT_SECONDS = 500;
@@ -90,7 +89,7 @@ export function parseFunctionConfig(env: Readonly<Record<string, string | undefi
   const attempts = positiveInt('ARTIFICER_REGISTRY_RETRY_ATTEMPTS', env.ARTIFICER_REGISTRY_RETRY_ATTEMPTS, undefined);
   const maxEventAge = positiveInt('ARTIFICER_MAX_EVENT_AGE', env.ARTIFICER_MAX_EVENT_AGE, DEFAULT_MAX_EVENT_AGE_SECONDS) ?? 0;
   if (maxEventAge < MIN_MAX_EVENT_AGE_SECONDS) {
-    throw new UsageError(`ARTIFICER_MAX_EVENT_AGE must be at least ${MIN_MAX_EVENT_AGE_SECONDS} seconds (an older event whose spec has no record is recorded as failed without a build), got "${env.ARTIFICER_MAX_EVENT_AGE}"`);
+    throw new UsageError(`ARTIFICER_MAX_EVENT_AGE must be at least ${MIN_MAX_EVENT_AGE_SECONDS} seconds (an older event whose last attempt did not finish is settled without a build), got "${env.ARTIFICER_MAX_EVENT_AGE}"`);
   }
   return {
     allowedTargets,

@@ -6,9 +6,12 @@
  * already has a record, does nothing. A user mistake is recorded as `failed` and the handler
  * returns (Eventarc would retry a throw forever); a temporary failure throws so Eventarc
  * retries, until the event is older than `maxEventAgeMs`, then it is recorded as `failed`. An
- * event that arrives already that old, for a generation without a record, is recorded as
- * `failed` without a build: its earlier runs were killed by the platform (memory, timeout), which
- * leaves no record, and Eventarc would redeliver it for a day.
+ * event that arrives already that old, whose generation carries a claim made since the event's
+ * time by a run that wrote no record ({@link unfinishedClaim}), is settled without a build: that
+ * attempt was killed by the platform (memory, timeout), which leaves no record, or threw to be
+ * retried, and Eventarc would redeliver it for a day. Age alone is no such evidence: a backlog
+ * (the instance limit, a base-image fan-out) delivers never-attempted events that old, and
+ * they build as usual.
  *
  * Runs of one generation may overlap (an upload and a rebuild, two base updates, a redelivery
  * while the first delivery still runs): each run claims the generation before it reads anything
@@ -30,7 +33,7 @@ import { isSpecObject, type RebuildMessage, type StorageObjectEvent } from './ev
 import { isTemporaryGcsError, MissingObjectError, pinGcsSource, storageError, UPLOAD_QUIET_MS, UploadInProgressError } from './gcs-source.ts';
 import type { JsonLogger } from './logger.ts';
 import { PublishError, type Publisher } from './pubsub.ts';
-import { claimRun, layerInputs, readState, RECORD_KEYS, recordedLayer, recordError, writeRecord, type BuildRecord, type RecordGuard, type WriteOutcome } from './record.ts';
+import { claimRun, claimValue, layerInputs, readState, RECORD_KEYS, recordedLayer, recordError, unfinishedClaim, writeRecord, type BuildRecord, type RecordGuard, type WriteOutcome } from './record.ts';
 
 export interface HandlerDeps {
   readonly storage: Storage;
@@ -131,8 +134,8 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
   const now = deps.now ?? Date.now;
   const started = now();
   const url = `gs://${run.bucket}/${run.name}`;
-  /** This run's claim ({@link claimRun}): in every log line, to tell overlapping runs apart. */
-  const runId = randomUUID();
+  /** This run's claim ({@link claimRun}, {@link claimValue}): in every log line, to tell overlapping runs apart. */
+  const runId = claimValue(randomUUID(), started);
   const fields: Record<string, unknown> = { spec: url, generation: run.generation, trigger: run.trigger, run: runId };
   const bucket = deps.storage.bucket(run.bucket);
   const file = bucket.file(run.name);
@@ -207,10 +210,16 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
 
     // A run the platform killed (out of memory, a crash, the function's timeout) reaches no catch
     // block and writes no record: Eventarc redelivers its event for up to 24 h, and each delivery
-    // is killed the same way. Past the age limit the event is not built again but settled.
+    // is killed the same way. Past the age limit such an event is not built again but settled,
+    // when its generation shows an attempt since the event's time that did not finish (a run
+    // that threw to be retried leaves the same). An old event without one was never attempted
+    // (a backlog), and builds.
     const age = now() - run.time.getTime();
-    if (age >= config.maxEventAgeMs) {
-      const why = `the event is ${Math.round(age / 1000)} s old (ARTIFICER_MAX_EVENT_AGE: ${config.maxEventAgeMs / 1000} s) and earlier attempts since ${run.time.toISOString()} did not finish (the function was probably killed: timeout or memory)`;
+    const attempt = unfinishedClaim(state);
+    if (age >= config.maxEventAgeMs && attempt !== undefined && attempt >= run.time.getTime()) {
+      const why =
+        `earlier attempts since ${run.time.toISOString()} (the last started at ${new Date(attempt).toISOString()}) did not finish for longer than ARTIFICER_MAX_EVENT_AGE ` +
+        `(${config.maxEventAgeMs / 1000} s; the event is ${Math.round(age / 1000)} s old): killed by timeout/memory, or failed for a reason worth retrying`;
       if (state.record[RECORD_KEYS.generation] === run.generation && state.record[RECORD_KEYS.status]) {
         // A rebuild: the record of an earlier build of this generation still says what its tags name.
         return done('failed', 'ERROR', `not rebuilt: ${why}; the record of the earlier build is kept`, { status: state.record[RECORD_KEYS.status] });

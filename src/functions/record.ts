@@ -44,9 +44,10 @@ export const RECORD_KEYS = {
    */
   base: 'artificer-base',
   /**
-   * The claim: the id of the last run that started on this generation ({@link claimRun}). Not
-   * part of the outcome: while a run is in progress it names that run, and the other keys still
-   * describe the last run that finished.
+   * The claim: `<uuid>@<ms>`, the id of the last run that started on this generation
+   * ({@link claimRun}) and when it started ({@link claimValue}). Not part of the outcome: while a
+   * run is in progress it names that run, and the other keys still describe the last run that
+   * finished.
    */
   run: 'artificer-run',
 } as const;
@@ -182,10 +183,35 @@ export async function readState(file: File): Promise<ObjectState | undefined> {
   return { generation: String(md.generation), metageneration: String(md.metageneration), size: Number(md.size ?? 0), created: Date.parse(String(md.timeCreated ?? '')), record };
 }
 
+/**
+ * A run's claim ({@link RECORD_KEYS.run}): its id and its start (ms since the epoch), so that a
+ * later delivery can tell that an attempt started and did not finish ({@link unfinishedClaim}).
+ */
+export function claimValue(id: string, startedMs: number): string {
+  return `${id}@${Math.floor(startedMs)}`;
+}
+
+/**
+ * When the attempt that made `state`'s claim started, if it is unfinished: the claim was made on
+ * this generation (it started no earlier than the generation was created; a copy or rewrite
+ * keeps the custom metadata of the object it came from, claim included) and no record was
+ * written since it started (every outcome but a retryable throw, a platform kill, or a run still
+ * in progress writes one). Undefined when there is no such claim, or it has no start (a claim
+ * written before claims carried one).
+ */
+export function unfinishedClaim(state: ObjectState): number | undefined {
+  const m = /@([0-9]{1,15})$/.exec(state.record[RECORD_KEYS.run] ?? '');
+  if (!m) return undefined;
+  const started = Number(m[1]);
+  if (!(started >= state.created)) return undefined; // NaN (no creation time) included: no evidence
+  const builtAt = Date.parse(state.record[RECORD_KEYS.builtAt] ?? '');
+  return builtAt >= started ? undefined : started;
+}
+
 export type ClaimOutcome = 'claimed' | 'superseded' | 'deleted';
 
 /**
- * Claims `state`'s generation for the run `run` (a unique id): writes {@link RECORD_KEYS.run},
+ * Claims `state`'s generation for the run `run` ({@link claimValue}): writes {@link RECORD_KEYS.run},
  * and nothing else, so the last record (its image, digest and layer, which the claiming run may
  * reuse) stays as it is until the new outcome replaces it. Every later tag and the record then
  * require the claim to be unchanged; a run that claims after this one takes them over.
@@ -193,7 +219,9 @@ export type ClaimOutcome = 'claimed' | 'superseded' | 'deleted';
  * Why a claim and not `artificer-status: running`: a record must never say what is not so, and
  * a run the platform kills (memory, timeout) would leave `running` for good; it would also make
  * the generation look recorded, so the duplicate check would skip its redelivery. A claim left by
- * a killed run is harmless: the next run overwrites it.
+ * a killed run is harmless: the next run overwrites it. It is also the only evidence that an
+ * attempt started and did not finish ({@link unfinishedClaim}), which is what lets an old event
+ * be settled without a build.
  *
  * Claim before reading anything the build depends on (the spec's objects, the base): the run
  * that claims last then also reads last, so it never builds older inputs than one it replaces.

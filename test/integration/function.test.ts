@@ -4,7 +4,7 @@
 // docker-registry (behind the fault proxy) whose token endpoint accepts only
 // `oauth2accesstoken` + a token that stand-in issued.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createGzip, gzipSync } from 'node:zlib';
@@ -85,6 +85,14 @@ async function record(name: string): Promise<Record<string, string>> {
   const [meta] = await bucket.file(name).getMetadata();
   const custom = (meta.metadata ?? {}) as Record<string, string>;
   return Object.fromEntries(Object.entries(custom).filter(([k]) => k.startsWith('artificer-') && k !== 'artificer-run'));
+}
+
+/**
+ * Leaves on a spec object the claim (`artificer-run`) of a run that started at `startedMs` and
+ * was then killed: what a run the platform kills leaves, and nothing else.
+ */
+async function leaveKilledClaim(name: string, startedMs = Date.now()): Promise<void> {
+  await bucket.file(name).setMetadata({ metadata: { 'artificer-run': `${randomUUID()}@${startedMs}` } });
 }
 
 /** The id of the last run that claimed a spec object (`artificer-run`). */
@@ -395,18 +403,38 @@ describe('buildOnUpload', { concurrency: false }, () => {
     assert.equal(rec['artificer-digest'], undefined);
   });
 
-  test('an event past ARTIFICER_MAX_EVENT_AGE whose generation has no record (earlier runs killed) is recorded as failed, not built', async () => {
+  test('an event past ARTIFICER_MAX_EVENT_AGE whose generation has an unfinished attempt since (a killed run) is recorded as failed, not built', async () => {
     await upload('killed/app.txt', 'killed');
     const spec = await uploadSpec('killed/artificer.json', { target: target('apps/killed'), files: ['app.txt'] });
     const time = new Date(Date.now() - 700_000);
+    const attempt = Date.now();
+    await leaveKilledClaim('killed/artificer.json', attempt);
     proxy.reset();
     const res = await deliverStorageEvent(fn.url, objectEventData(spec), { time });
     assert.equal(res.status, 204, 'acknowledged: Eventarc stops redelivering');
     const rec = await record('killed/artificer.json');
     assert.equal(rec['artificer-status'], 'failed', JSON.stringify(rec));
     assert.equal(rec['artificer-generation'], spec.generation);
-    assert.ok(rec['artificer-error']!.includes(`earlier attempts since ${time.toISOString()} did not finish (the function was probably killed: timeout or memory)`), rec['artificer-error']);
+    assert.ok(
+      rec['artificer-error']!.startsWith(
+        `earlier attempts since ${time.toISOString()} (the last started at ${new Date(attempt).toISOString()}) did not finish for longer than ARTIFICER_MAX_EVENT_AGE (600 s; the event is `,
+      ),
+      rec['artificer-error'],
+    );
+    assert.match(rec['artificer-error']!, /the event is 70\d s old\): killed by timeout\/memory, or failed for a reason worth retrying$/);
     assert.deepEqual(proxy.requests.filter((r) => r.path.includes('/apps/killed/')), [], 'nothing was built');
+  });
+
+  test('an event past ARTIFICER_MAX_EVENT_AGE that was never attempted (a backlog) builds as usual', async () => {
+    await upload('backlog/app.txt', 'backlog');
+    const spec = await uploadSpec('backlog/artificer.json', { target: target('apps/backlog'), files: ['app.txt'] });
+    // An attempt on the previous generation, its claim copied with the metadata: no evidence for this one.
+    await leaveKilledClaim('backlog/artificer.json', Date.parse(String(spec.timeCreated)) - 1000);
+    const res = await deliverStorageEvent(fn.url, objectEventData(spec), { time: new Date(Date.now() - 700_000) });
+    assert.equal(res.status, 204, res.body);
+    const rec = await record('backlog/artificer.json');
+    assert.equal(rec['artificer-status'], 'succeeded', JSON.stringify(rec));
+    assert.equal(rec['artificer-digest'], await registryDigest('apps/backlog', 'v1'));
   });
 
   test('a build that outlives ARTIFICER_BUILD_TIMEOUT is abandoned and recorded as failed, nothing tagged', async () => {
@@ -560,18 +588,41 @@ describe('rebuildOnMessage: temporary failures stop at ARTIFICER_MAX_EVENT_AGE',
   const deliver = (instance: RunningFunction, payload: unknown, time: Date): Promise<{ status: number; body: string }> =>
     deliverPubsubEvent(instance.url, 'projects/p/topics/artificer-rebuild', payload, { id: `age-${Date.now()}-${Math.random()}`, time });
 
-  test('an old rebuild of a recorded generation is not built again (its runs were killed); the record is kept', async () => {
+  test('an old rebuild message of a generation whose last attempt finished (a backlog, not a killed run) is rebuilt', async () => {
+    await upload('agequeue/app.txt', 'agequeue');
+    const spec = await uploadSpec('agequeue/artificer.json', { target: target('apps/agequeue'), files: ['app.txt'] });
+    assert.equal((await deliverStorageEvent(fn.url, objectEventData(spec))).status, 204);
+    const before = await record('agequeue/artificer.json');
+    assert.equal(before['artificer-status'], 'succeeded');
+    await withGcsFaults(
+      async (_gcsProxy, rebuild) => {
+        // Queued long ago (a base-image fan-out's backlog); the upload's run since then recorded.
+        assert.equal((await deliver(rebuild, { bucket: BUCKET, object: 'agequeue/artificer.json' }, OLD())).status, 204);
+        const line = await rebuild.waitForLog((l) => l.spec === `gs://${BUCKET}/agequeue/artificer.json` && typeof l.outcome === 'string');
+        assert.equal(line.outcome, 'succeeded', JSON.stringify(line));
+      },
+      'rebuildOnMessage',
+      await fanoutEnv(),
+    );
+    const after = await record('agequeue/artificer.json');
+    assert.equal(after['artificer-status'], 'succeeded');
+    assert.notEqual(after['artificer-built-at'], before['artificer-built-at'], 'a new record: rebuilt');
+  });
+
+  test('an old rebuild of a recorded generation whose last attempt did not finish is not built again; the record is kept', async () => {
     await upload('agefan/app.txt', 'agefan');
     const spec = await uploadSpec('agefan/artificer.json', { target: target('apps/agefan'), files: ['app.txt'] });
     assert.equal((await deliverStorageEvent(fn.url, objectEventData(spec))).status, 204);
     const before = await record('agefan/artificer.json');
     assert.equal(before['artificer-status'], 'succeeded');
+    await new Promise((r) => setTimeout(r, 5)); // the killed run starts after the record was written
+    await leaveKilledClaim('agefan/artificer.json');
     await withGcsFaults(
       async (_gcsProxy, rebuild) => {
         assert.equal((await deliver(rebuild, { bucket: BUCKET, object: 'agefan/artificer.json' }, OLD())).status, 204);
         const line = await rebuild.waitForLog((l) => l.spec === `gs://${BUCKET}/agefan/artificer.json` && typeof l.outcome === 'string');
         assert.equal(line.severity, 'ERROR');
-        assert.match(String(line.message), /not rebuilt: .*did not finish \(the function was probably killed: timeout or memory\); the record of the earlier build is kept/);
+        assert.match(String(line.message), /not rebuilt: .*did not finish for longer than ARTIFICER_MAX_EVENT_AGE .*: killed by timeout\/memory, or failed for a reason worth retrying; the record of the earlier build is kept/);
       },
       'rebuildOnMessage',
       await fanoutEnv(),

@@ -12,7 +12,7 @@ import { isTemporaryGcsError } from '../../src/functions/gcs-source.ts';
 import { crc32c, crc32cValidator } from '../../src/functions/crc32c.ts';
 import { createStorage } from '../../src/functions/storage.ts';
 import { CRC32C } from '@google-cloud/storage';
-import { layerInputs, MAX_ERROR_BYTES, MAX_RECORD_BYTES, MAX_TAGS_BYTES, metadataBytes, RECORD_KEYS, recordedLayer, recordError, recordFields, recordTags } from '../../src/functions/record.ts';
+import { claimValue, layerInputs, MAX_ERROR_BYTES, MAX_RECORD_BYTES, MAX_TAGS_BYTES, metadataBytes, RECORD_KEYS, recordedLayer, recordError, recordFields, recordTags, unfinishedClaim, type ObjectState } from '../../src/functions/record.ts';
 import { createLayer, LAYER_FORMAT } from '../../src/layer/layer.ts';
 import type { LayerEntry } from '../../src/layer/entry.ts';
 import { metadataEnv, startMetadataServer } from '../support/metadata-server.ts';
@@ -276,6 +276,22 @@ test('recordError: bounded in UTF-8 bytes (what Cloud Storage counts), never hal
   assert.equal(recordError('é'.repeat(512)), 'é'.repeat(512), 'exactly 1024 bytes: kept whole');
 });
 
+describe('unfinishedClaim: the evidence that an attempt started and did not finish', () => {
+  const created = Date.parse('2026-11-28T10:00:00.000Z');
+  const state = (record: Record<string, string>, at = created): ObjectState => ({ generation: '1', metageneration: '1', size: 1, created: at, record });
+  const claim = (ms: number): string => claimValue(randomUUID(), ms);
+  const cases: Array<[string, ObjectState, number | undefined]> = [
+    ['no claim (never attempted)', state({}), undefined],
+    ['a claim without a start (written before claims had one)', state({ [RECORD_KEYS.run]: randomUUID() }), undefined],
+    ['a claim older than the generation (copied with the metadata)', state({ [RECORD_KEYS.run]: claim(created - 1) }), undefined],
+    ['a claim without a record since', state({ [RECORD_KEYS.run]: claim(created + 5000) }), created + 5000],
+    ['a claim after the last record', state({ [RECORD_KEYS.run]: claim(created + 5000), [RECORD_KEYS.builtAt]: new Date(created + 4999).toISOString() }), created + 5000],
+    ['a claim whose run recorded', state({ [RECORD_KEYS.run]: claim(created + 5000), [RECORD_KEYS.builtAt]: new Date(created + 9000).toISOString() }), undefined],
+    ['no creation time', state({ [RECORD_KEYS.run]: claim(created + 5000) }, Number.NaN), undefined],
+  ];
+  for (const [name, s, expected] of cases) test(name, () => assert.equal(unfinishedClaim(s), expected));
+});
+
 test('recordFields: a worst-case record stays within MAX_RECORD_BYTES of custom metadata', () => {
   const repo = `us-docker.pkg.dev/${'p'.repeat(200)}/app`; // 255 characters with the host: the most a name may be
   const tags = Array.from({ length: 300 }, (_, i) => `${repo}:${String(i).padEnd(128, 't')}`);
@@ -290,8 +306,8 @@ test('recordFields: a worst-case record stays within MAX_RECORD_BYTES of custom 
   for (const fields of [succeeded, failed]) {
     assert.equal(fields[RECORD_KEYS.base], base);
     assert.ok(Number(fields[RECORD_KEYS.tagsOmitted]) > 0);
-    // With the claim beside it (a UUID), which stays on the object with the record.
-    const all = { ...fields, [RECORD_KEYS.run]: randomUUID() };
+    // With the claim beside it (a UUID and a start), which stays on the object with the record.
+    const all = { ...fields, [RECORD_KEYS.run]: claimValue(randomUUID(), now.getTime()) };
     assert.ok(metadataBytes(all) <= MAX_RECORD_BYTES, `${metadataBytes(all)} bytes`);
   }
   // Bytes, not characters: 2,000 × 8 characters of up to 4 bytes each.
