@@ -243,11 +243,18 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
     // An object created after the spec: the upload went on after its commit marker (cp -r of the
     // folder). Wait until it has been quiet for a while, then build what is there, re-pinned.
     // Only for the spec's own upload: by a rebuild, objects newer than the spec are the usual
-    // case (artifacts replaced, the spec kept), and the spec marks no batch.
+    // case (artifacts replaced, the spec kept), and the spec marks no batch. Past the grace for
+    // late files the wait ends: a late delivery may find an object created moments ago, and a
+    // retry past the grace would record the wait as a failure (a never-quiet prefix, for good).
     const newest = pinned.newest;
     if (run.trigger === 'upload' && newest && newest.created > state.created) {
       const quiet = now() - newest.created;
-      if (quiet < UPLOAD_QUIET_MS) {
+      if (quiet < UPLOAD_QUIET_MS && now() - run.time.getTime() >= MISSING_FILE_GRACE_MS) {
+        logger.warn(
+          `gs://${run.bucket}/${newest.name} was created ${(quiet / 1000).toFixed(1)} s ago, after the spec: building the objects as they are now, without waiting ${UPLOAD_QUIET_MS / 1000} s for the upload to end (the event is past the ${MISSING_FILE_GRACE_MS / 1000} s grace for files uploaded after their spec)`,
+          { ...fields, newest: newest.name },
+        );
+      } else if (quiet < UPLOAD_QUIET_MS) {
         throw new UploadInProgressError(
           `gs://${run.bucket}/${newest.name}`,
           `was created ${((newest.created - state.created) / 1000).toFixed(1)} s after the spec, ${(quiet / 1000).toFixed(1)} s ago: the upload is still in progress (upload the spec last: it is the commit marker); waiting for ${UPLOAD_QUIET_MS / 1000} s without a new object`,

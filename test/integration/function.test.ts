@@ -512,6 +512,22 @@ describe('buildOnUpload', { concurrency: false }, () => {
     assert.equal(built.objectBytes, 'late, replaced'.length + 1);
   });
 
+  test('files uploaded after their spec, moments before a delivery past the 3-minute grace: built as they are, with a warning', async () => {
+    const spec = await uploadSpec('lateold/artificer.json', { target: target('apps/lateold'), files: ['app.txt'] });
+    await upload('lateold/app.txt', 'late and old');
+    const seen = fn.logs().length;
+    // A late delivery (a backlog, a retry): the event is 4 minutes old, the file seconds.
+    const res = await deliverStorageEvent(fn.url, objectEventData(spec), { time: new Date(Date.now() - 4 * 60_000) });
+    assert.equal(res.status, 204, res.body);
+    const rec = await record('lateold/artificer.json');
+    assert.equal(rec['artificer-status'], 'succeeded', JSON.stringify(rec));
+    assert.equal(rec['artificer-digest'], await registryDigest('apps/lateold', 'v1'));
+    const warning = fn.logs().slice(seen).find((l) => l.severity === 'WARNING' && l.spec === `gs://${BUCKET}/lateold/artificer.json`);
+    assert.ok(warning, 'a WARNING says the upload was not waited for');
+    assert.equal(warning.newest, 'lateold/app.txt');
+    assert.match(String(warning.message), /lateold\/app\.txt was created [\d.]+ s ago, after the spec: building the objects as they are now/);
+  });
+
   test('files uploaded before their spec (the spec last, as a commit marker): built at once, no wait', async () => {
     await upload('first/app.txt', 'first');
     await upload('first/conf/a.conf', 'a');
