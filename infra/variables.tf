@@ -33,9 +33,14 @@ variable "rebuild_prefix" {
 }
 
 variable "max_event_age_seconds" {
-  description = "A temporary failure of an event older than this is recorded as failed instead of retried."
+  description = "A temporary failure of an event older than this is recorded as failed instead of retried; an event older than this whose last attempt did not finish is settled without a build. At least 300 (the function refuses less: every event would fail)."
   type        = number
   default     = 3600
+
+  validation {
+    condition     = var.max_event_age_seconds >= 300
+    error_message = "max_event_age_seconds must be at least 300 (above the function's 3-minute grace for files uploaded after their spec)."
+  }
 }
 
 variable "scheduled_rebuilds" {

@@ -9,7 +9,7 @@
  * | `ARTIFICER_GOOGLE_REGISTRIES` | test/dev knob: extra hosts that receive the service account's token, like *.pkg.dev |
  * | `ARTIFICER_REBUILD_PREFIX` | `gs://bucket/prefix/`: where Artifact Registry notifications look for specs to rebuild |
  * | `ARTIFICER_REBUILD_TOPIC` | `projects/P/topics/T`: where a base-image notification publishes one `{bucket, object}` rebuild message per affected spec (each spec then builds in its own invocation, with its own deadline and retries) |
- * | `ARTIFICER_MAX_EVENT_AGE` | seconds, at least 60; a temporary failure of an older event is recorded as failed instead of retried, and an older event whose last attempt did not finish (killed, or thrown to be retried) is settled without a build (default 3600) |
+ * | `ARTIFICER_MAX_EVENT_AGE` | seconds, at least 300; a temporary failure of an older event is recorded as failed instead of retried, and an older event whose last attempt did not finish (killed, or thrown to be retried) is settled without a build (default 3600) |
  * | `ARTIFICER_BUILD_TIMEOUT` | seconds one build may take before its first tag; past it the build is abandoned and recorded as failed (default 500: under the function's 540 s timeout, so the record is still written); a started tag set is finished |
  * | `ARTIFICER_REGISTRY_RETRY_ATTEMPTS` | attempts per registry request inside one run (default: the client's, 5) |
  * | `ARTIFICER_LOG_LEVEL` | `debug` \| `info` (default) \| `warning` |
@@ -38,9 +38,12 @@ export interface FunctionConfig {
 export const DEFAULT_MAX_EVENT_AGE_SECONDS = 3600;
 /**
  * Least `ARTIFICER_MAX_EVENT_AGE`: an event older than it whose last attempt did not finish is
- * settled without a build, so it must leave room for the retries of a young event.
+ * settled without a build, so it must leave room for the retries of a young event, those of a
+ * file not uploaded yet included: above the handler's 3-minute `MISSING_FILE_GRACE_MS` (a
+ * unit test checks), else a spec whose files are still arriving could be settled as "did not
+ * finish" while its retries were still meant to wait for them.
  */
-export const MIN_MAX_EVENT_AGE_SECONDS = 60;
+export const MIN_MAX_EVENT_AGE_SECONDS = 300;
 export const DEFAULT_BUILD_TIMEOUT_SECONDS = 500;
 
 function list(v: string | undefined): string[] {

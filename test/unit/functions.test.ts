@@ -4,7 +4,8 @@ import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { UsageError } from '../../src/errors.ts';
 import { bundleEntries, bundlePath } from '../../src/source/bundle.ts';
-import { isAllowedTarget, parseFunctionConfig } from '../../src/functions/config.ts';
+import { isAllowedTarget, MIN_MAX_EVENT_AGE_SECONDS, parseFunctionConfig } from '../../src/functions/config.ts';
+import { MISSING_FILE_GRACE_MS } from '../../src/functions/handler.ts';
 import { isSpecObject, parseRebuildMessage, parseStorageEvent } from '../../src/functions/events.ts';
 import { GoogleCredentialProvider, isGoogleRegistry } from '../../src/functions/google-credentials.ts';
 import { jsonLogger, redactSecrets } from '../../src/functions/logger.ts';
@@ -33,7 +34,7 @@ describe('parseFunctionConfig', () => {
       ARTIFICER_GOOGLE_REGISTRIES: '127.0.0.1:5000',
       ARTIFICER_REBUILD_PREFIX: 'gs://specs-bucket/team/',
       ARTIFICER_REBUILD_TOPIC: 'projects/acme-prod/topics/artificer-rebuild',
-      ARTIFICER_MAX_EVENT_AGE: '60',
+      ARTIFICER_MAX_EVENT_AGE: '300',
       ARTIFICER_REGISTRY_RETRY_ATTEMPTS: '2',
       ARTIFICER_LOG_LEVEL: 'DEBUG',
       SOURCE_DATE_EPOCH: '1700000000',
@@ -41,7 +42,7 @@ describe('parseFunctionConfig', () => {
     assert.deepEqual(c.allowedTargets, ['us-docker.pkg.dev/p/r/', 'gcr.io/p/app']);
     assert.deepEqual(c.rebuild, { bucket: 'specs-bucket', prefix: 'team/' });
     assert.equal(c.rebuildTopic, 'projects/acme-prod/topics/artificer-rebuild');
-    assert.equal(c.maxEventAgeMs, 60_000);
+    assert.equal(c.maxEventAgeMs, 300_000);
     assert.equal(c.registryRetryAttempts, 2);
     assert.equal(c.logLevel, 'debug');
     assert.equal(c.sourceDateEpoch, 1700000000);
@@ -51,13 +52,18 @@ describe('parseFunctionConfig', () => {
     [{ ARTIFICER_REBUILD_PREFIX: 'specs/' }, /gs:\/\/bucket/],
     [{ ARTIFICER_REBUILD_TOPIC: 'artificer-rebuild' }, /full topic name like projects\/my-project\/topics\/artificer-rebuild/],
     [{ ARTIFICER_MAX_EVENT_AGE: '-1' }, /non-negative integer/],
-    [{ ARTIFICER_MAX_EVENT_AGE: '0' }, /at least 60 seconds/],
+    [{ ARTIFICER_MAX_EVENT_AGE: '0' }, /at least 300 seconds/],
+    // At 90 s, a spec whose files arrive late (retried for 3 minutes) could be settled as "did not finish".
+    [{ ARTIFICER_MAX_EVENT_AGE: '90' }, /at least 300 seconds/],
     [{ ARTIFICER_LOG_LEVEL: 'loud' }, /debug, info or warning/],
     [{ SOURCE_DATE_EPOCH: '99999999999' }, /at most 8589934591/],
   ];
   for (const [env, message] of bad) {
     test(`rejects ${JSON.stringify(env)}`, () => assert.throws(() => parseFunctionConfig(env), (e: unknown) => e instanceof UsageError && message.test(e.message)));
   }
+  test('the least ARTIFICER_MAX_EVENT_AGE is above the grace for files uploaded after their spec', () => {
+    assert.ok(MIN_MAX_EVENT_AGE_SECONDS * 1000 > MISSING_FILE_GRACE_MS);
+  });
 });
 
 test('isAllowedTarget matches whole path components', () => {
