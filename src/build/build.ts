@@ -120,13 +120,16 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
     await settleAll(alongside);
     logger.info('layer built', { digest: digests.digest, diffId: digests.diffId, size: digests.size, ms: Date.now() - started });
     const { layer: layerDescriptor, images, index, assemble } = assembled;
-    const top: Blob = index ?? images[0]!.manifest;
+    // An OCI layout holds OCI media types (skopeo and umoci look for nothing else): a Docker-family
+    // image is written as its OCI twin, the same config and layer bytes under OCI names.
+    const oci = req.outputs.ociLayout ? (base.family === 'oci' ? { images, index } : assemble('oci')) : undefined;
+    // The result names what the build wrote: what was pushed, else the OCI layout's image (a
+    // Docker base's manifest digest would be in no output then), else the tarball's.
+    const written = !targets.length && oci ? oci : { images, index };
+    const top: Blob = written.index ?? written.images[0]!.manifest;
 
     if (targets.length) await pushToRegistries(pusher, ctx, base, images, index, targets, layerDescriptor);
-    if (req.outputs.ociLayout) {
-      // An OCI layout holds OCI media types (skopeo and umoci look for nothing else): a Docker-family
-      // image is written as its OCI twin, the same config and layer bytes under OCI names.
-      const oci = base.family === 'oci' ? { images, index } : assemble('oci');
+    if (req.outputs.ociLayout && oci) {
       const dir = req.outputs.ociLayout;
       await writeOciLayout(dir, { registry: ctx.registry, base, layer, images: oci.images, index: oci.index, tags: targets.flatMap((t) => t.tags), ...(signal ? { signal } : {}) }).catch(
         outputFailed(dir, signal),
@@ -144,7 +147,7 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
       mediaType: top.descriptor.mediaType,
       images: targets.map((t) => `${repositoryName(t.repo)}@${top.descriptor.digest}`),
       tags: targets.flatMap((t) => t.references.map(String)),
-      manifests: images.map((i) => ({
+      manifests: written.images.map((i) => ({
         ...(base.multiPlatform ? { platform: i.platform } : {}),
         digest: i.manifest.descriptor.digest,
         mediaType: i.manifest.descriptor.mediaType,

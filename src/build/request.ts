@@ -97,13 +97,18 @@ export interface BuiltImage {
 }
 
 export interface BuildResult {
-  /** Digest of what the tags point at: the index for multi-platform builds, else the manifest. */
+  /**
+   * Digest of what the tags point at: the index for multi-platform builds, else the manifest.
+   * With no registry target, of what the OCI layout holds when one is written (a Docker base's
+   * image goes there as its OCI twin, under another digest), else of the Docker-family image.
+   */
   readonly digest: Digest;
   readonly mediaType: string;
   /** `registry/repository@sha256:…` for each distinct repository pushed to. */
   readonly images: readonly string[];
   /** The tags pushed, as full references. */
   readonly tags: readonly string[];
+  /** The per-platform manifests {@link digest} names (or is, for a single platform). */
   readonly manifests: readonly BuiltImage[];
   /** Compressed size of the new layer. */
   readonly layerBytes: number;

@@ -1,7 +1,7 @@
 // The CLI end to end: the exact seed flags against the real docker-registry, the image pulled
 // back by skopeo, unpacked by umoci and run by runc; assertions on what the container prints.
 import assert from 'node:assert/strict';
-import { chmod, chown, mkdir, symlink, utimes, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile, symlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { artificer } from '../support/cli.ts';
@@ -223,6 +223,21 @@ describe('OCI bases, platforms and outputs', () => {
     const run = await runLayout(layout, 'latest');
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stdout, /^server says hello\n/);
+  });
+
+  test('-o oci:DIR alone on a Docker base: --digest-file and the -v log name the image in the layout', async () => {
+    // The layout holds the OCI twin of the Docker image (other media types, another digest); the
+    // digest reported was the Docker manifest's, which is in no output when nothing is pushed.
+    const layout = path.join(work.path, 'layout-only');
+    const digestFile = path.join(work.path, 'layout-only.digest');
+    const r = await artificer(['-b', dockerBase.reference, '-f', 'server-binary', '-o', `oci:${layout}`, '--digest-file', digestFile, '-v'], { cwd: work.path });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, '');
+    const index = JSON.parse(await readFile(path.join(layout, 'index.json'), 'utf8')) as { manifests: Array<{ digest: string }> };
+    assert.equal(index.manifests.length, 1);
+    const inLayout = index.manifests[0]!.digest;
+    assert.equal(await readFile(digestFile, 'utf8'), `${inLayout}\n`);
+    assert.match(r.stderr, new RegExp(`written digest=${inLayout}\n`));
   });
 
   test("the base's directories stay as they are: /tmp keeps its sticky bit, a symlinked directory is followed", async () => {
