@@ -250,7 +250,8 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {
   }
 
   let platforms: CliOptions['platforms'] = 'default';
-  const plats = v.platform ?? [];
+  // Comma-separated or repeated, the same list: `-p linux/amd64,all` is refused as `-p all -p …` is.
+  const plats = (v.platform ?? []).flatMap((p) => p.split(','));
   if (plats.includes('all')) {
     if (plats.length > 1) throw new UsageError('--platform all cannot be combined with named platforms');
     platforms = 'all';
@@ -259,7 +260,6 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = {
       const seen = new Set<string>();
       // Each platform once: a repeated one would put two identical entries in the index.
       platforms = plats
-        .flatMap((p) => p.split(','))
         .map(parsePlatform)
         .filter((p) => {
           const key = [p.os, p.architecture, p.variant ?? ''].join('/');

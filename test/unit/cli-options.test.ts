@@ -80,6 +80,7 @@ const bad: Array<[string, string[], Record<string, string>, RegExp]> = [
   ['cmd unterminated quote', ['-b', 'alpine', '-t', 'l:5000/a', '-c', '/a "b'], {}, /unterminated double quote/],
   ['platform junk', ['-b', 'alpine', '-t', 'l:5000/a', '-p', 'amd64'], {}, /invalid platform "amd64"/],
   ['platform all and more', ['-b', 'alpine', '-t', 'l:5000/a', '-p', 'all', '-p', 'linux/amd64'], {}, /cannot be combined/],
+  ['platform all and more, comma-separated', ['-b', 'alpine', '-t', 'l:5000/a', '-p', 'linux/amd64,all'], {}, /--platform all cannot be combined with named platforms/],
   ['a tarball on stdout', ['-b', 'alpine', '-t', 'l:5000/a', '-o', 'tarball:-'], {}, /--output tarball:-: stdout carries the pushed digests, not a tarball; name a file/],
   ['an https:// insecure registry', ['-b', 'alpine', '-t', 'l:5000/a', '--insecure-registry', 'https://reg.lan:5000'], {}, /--insecure-registry "https:\/\/reg.lan:5000": only plain http:\/\/ can be named/],
   ['an insecure registry with a path', ['-b', 'alpine', '-t', 'l:5000/a', '--insecure-registry', 'http://reg.lan:5000/v2/'], {}, /--insecure-registry "http:\/\/reg.lan:5000\/v2\/": not a registry host; expected HOST or HOST:PORT/],
