@@ -59,7 +59,8 @@ Output:
                             (one entry per tag, found as oci:./image:TAG; "latest" if none)
   -o, --output tarball:FILE Also (or instead) write a "docker load" tarball: -o tarball:app.tar
       --digest-file FILE    Write the pushed digest (sha256:…) to FILE. With only -o outputs
-                            stdout is empty: the digest is here, or in the -v log.
+                            stdout is empty: the digest (of the image in the OCI layout, if
+                            one is written) is here, or in the -v log.
                             Output paths are checked before anything is pushed: a file's
                             directory must exist (an OCI layout's is created).
       --insecure-registry H Talk plain HTTP to registry host H[:PORT] (repeatable; a leading
