@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { parseOptions } from '../../src/cli/options.ts';
 import { resolveTags } from '../../src/spec/request.ts';
@@ -155,6 +156,19 @@ test('--help documents every flag, long and short', async () => {
   for (const [name, def] of Object.entries(FLAGS)) {
     assert.match(HELP, new RegExp(`--${name}\\b`), `--${name} is in --help`);
     if ('short' in def) assert.match(HELP, new RegExp(`-${def.short}, --${name}\\b`), `-${def.short} is in --help`);
+  }
+});
+
+test("the README's flag table has every flag, long and short, and no other", async () => {
+  const { FLAGS } = await import('../../src/cli/options.ts');
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const table = readme.split('\n').filter((l) => /^\| `-/.test(l)).map((l) => l.split(' | ')[0]!);
+  const documented = new Set(table.flatMap((cell) => [...cell.matchAll(/`([^`]*)`/g)].flatMap((m) => m[1]!.split(', ').map((f) => f.split(' ')[0]!))));
+  const expected = new Set(Object.entries(FLAGS).flatMap(([name, def]) => [`--${name}`, ...('short' in def ? [`-${def.short}`] : [])]));
+  expected.add('-vv');
+  assert.deepEqual([...documented].sort(), [...expected].sort());
+  for (const [name, def] of Object.entries(FLAGS)) {
+    if ('short' in def) assert.ok(table.some((cell) => cell.includes(`\`-${def.short}, --${name}`)), `-${def.short}, --${name} share a row`);
   }
 });
 
