@@ -13,12 +13,18 @@ import { request } from './http.ts';
 import { NetworkError, AbortedError, RegistryError, UnauthorizedError, isTemporaryStatus, redactUrl } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { challengeScopes, parseWwwAuthenticate, type Challenge } from './challenge.ts';
-import { addressKind, isInsecure, mayFollow, registryNetworks, type Endpoint, type PrivateNetwork } from './endpoint.ts';
+import { addressKind, isInsecure, mayFollow, privateNetwork, registryNetworks, type Endpoint, type PrivateNetwork } from './endpoint.ts';
 import { readBounded } from './body.ts';
 import type { CredentialProvider, ResolvedCredential } from './types.ts';
 
 /** Seconds assumed when a token response has no `expires_in` (the spec's default). */
 export const DEFAULT_TOKEN_LIFETIME_S = 60;
+/**
+ * Longest wait for the lookup of a registry's host name (see {@link Authenticator.mayRedirect}):
+ * node:dns `lookup` runs on the libuv threadpool and cannot be cancelled, and a resolver that
+ * does not answer must not hold a push. Past it the registry is judged public, as on a failure.
+ */
+export const REGISTRY_LOOKUP_TIMEOUT_MS = 5000;
 /** A cached token is dropped this long before it expires, so it does not expire mid-request. */
 const EXPIRY_MARGIN_MS = 10_000;
 /** Most bytes of a token server's answer read (a JWT and a few fields are a few KiB). */
@@ -59,8 +65,11 @@ interface HostState {
   /** undefined: not pinged yet; null: the registry wants no auth. */
   challenge?: Challenge | null;
   ping?: Shared<void>;
-  /** The private networks the registry's host name resolved to at the ping (see {@link registryNetworks}). */
-  networks?: ReadonlySet<PrivateNetwork>;
+  /**
+   * The private networks the registry's host name resolves to (see {@link registryNetworks}),
+   * looked up the first time a redirect, Location or token realm points at a private address.
+   */
+  networks?: Shared<ReadonlySet<PrivateNetwork>>;
   credential?: CredentialEntry;
   tokens: CachedToken[];
   /** Token requests in flight, by scope set, so concurrent uploads share one. */
@@ -68,10 +77,10 @@ interface HostState {
 }
 
 /**
- * Work that concurrent callers wait for together (a ping, a credential, a token). It runs under
- * its own signal, aborted only once every caller waiting for it has aborted; each caller stops
- * waiting when its own signal aborts. Run with the first caller's signal, it failed every other
- * caller (another build sharing the client) with that caller's abort.
+ * Work that concurrent callers wait for together (a ping, a credential, a token, a lookup). It
+ * runs under its own signal, aborted only once every caller waiting for it has aborted; each
+ * caller stops waiting when its own signal aborts. Run with the first caller's signal, it failed
+ * every other caller (another build sharing the client) with that caller's abort.
  */
 class Shared<T> {
   readonly #controller = new AbortController();
@@ -143,8 +152,9 @@ export interface AuthenticatorOptions {
   readonly userAgent: string;
   readonly dispatcher?: Dispatcher | undefined;
   /**
-   * Resolves a registry's host name to learn the private networks it may redirect to; without
-   * one, no name is resolved and a registry named by DNS may send us to no private address.
+   * Resolves a registry's host name to learn the private networks it may redirect to, when it
+   * first redirects to one (see {@link Authenticator.mayRedirect}); without one, no name is
+   * resolved and a registry named by DNS may send us to no private address.
    */
   readonly lookup?: Lookup | undefined;
 }
@@ -209,22 +219,30 @@ export class Authenticator {
   }
 
   /**
-   * The private networks the registry's host name resolves to, once per registry, during its
-   * ping: {@link mayFollow} then judges a redirect or Location synchronously. A name that does
-   * not resolve (a dispatcher that connects elsewhere) counts as public. Literal addresses need
-   * no lookup: they are judged as written.
+   * Whether the registry of `ep` may send us to `target` (a redirect, an upload Location, a token
+   * realm): {@link mayFollow}, with the private networks the registry's host name resolves to.
+   * The name is looked up only when that can change the answer, a private target of a registry
+   * named by DNS, and then once per registry (for the client's life), shared by concurrent
+   * callers: a push that is never sent to a private address resolves nothing. A lookup that fails
+   * or takes longer than {@link REGISTRY_LOOKUP_TIMEOUT_MS} counts as public (the target is
+   * refused), and so does every name when no `lookup` was given. Literal addresses are judged as
+   * written, forbidden targets (metadata, link-local) are refused before any lookup.
    */
-  networks(registry: string): ReadonlySet<PrivateNetwork> | undefined {
-    return this.#hosts.get(registry)?.networks;
+  async mayRedirect(ep: Endpoint, target: URL, signal?: AbortSignal): Promise<boolean> {
+    if (mayFollow(ep.registry, target)) return true;
+    if (!this.#opts.lookup || privateNetwork(target.hostname) === undefined || addressKind(new URL(ep.origin).hostname) !== undefined) return false;
+    const s = this.#state(ep.registry);
+    if (!s.networks || s.networks.abandoned) s.networks = new Shared((shared) => this.#resolveNetworks(ep, shared));
+    return mayFollow(ep.registry, target, await s.networks.wait(signal));
   }
 
-  async #resolveNetworks(ep: Endpoint): Promise<ReadonlySet<PrivateNetwork>> {
+  async #resolveNetworks(ep: Endpoint, signal: AbortSignal): Promise<ReadonlySet<PrivateNetwork>> {
     const hostname = new URL(ep.origin).hostname;
-    const lookup = this.#opts.lookup;
-    if (!lookup || addressKind(hostname) !== undefined) return new Set();
+    const deadline = AbortSignal.any([signal, AbortSignal.timeout(REGISTRY_LOOKUP_TIMEOUT_MS)]);
     try {
-      return registryNetworks((await lookup(hostname)).map((a) => a.address));
+      return registryNetworks((await untilAborted(this.#opts.lookup!(hostname), deadline)).map((a) => a.address));
     } catch (err) {
+      if (signal.aborted) throw new AbortedError('aborted', { cause: err });
       this.#opts.logger.debug('resolving the registry host failed (judged public)', { registry: ep.registry, error: describe(err) });
       return new Set();
     }
@@ -232,7 +250,6 @@ export class Authenticator {
 
   async #pingOnce(ep: Endpoint, s: HostState, signal: AbortSignal): Promise<void> {
     const url = `${ep.origin}/v2/`;
-    const resolving = s.networks ? Promise.resolve(s.networks) : this.#resolveNetworks(ep);
     const started = Date.now();
     let res: Dispatcher.ResponseData;
     try {
@@ -255,7 +272,6 @@ export class Authenticator {
     }
     await res.body.dump();
     this.#opts.logger.debug('http', { method: 'GET', url, status: res.statusCode, ms: Date.now() - started });
-    s.networks = await resolving;
     if (res.statusCode === 401) {
       s.challenge = pickChallenge(parseWwwAuthenticate(res.headers['www-authenticate'])) ?? null;
     } else if (isTemporaryStatus(res.statusCode)) {
@@ -412,7 +428,7 @@ export class Authenticator {
     } catch {
       throw new RegistryError(`registry ${ep.registry} sent an invalid token realm`, { method: 'GET', url: `${ep.origin}/v2/` });
     }
-    if (!mayFollow(ep.registry, realm, this.networks(ep.registry)) || realm.username || realm.password) {
+    if (!(await this.mayRedirect(ep, realm, signal)) || realm.username || realm.password) {
       throw new RegistryError(`refusing token realm ${redactUrl(realm.toString())} of registry ${ep.registry}: not an allowed token server address`, {
         method: 'GET',
         url: realm.toString(),
@@ -537,6 +553,16 @@ const PLAIN_HTTP_CODE = 'ERR_SSL_WRONG_VERSION_NUMBER';
  */
 function answeredPlainHttp(err: unknown): boolean {
   return (err as { code?: unknown } | null)?.code === PLAIN_HTTP_CODE;
+}
+
+/** `work`, or a rejection with the signal's reason once `signal` aborts (the work itself runs on). */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 export function describe(err: unknown): string {

@@ -32,7 +32,7 @@ import { ANONYMOUS_SOURCE, Authenticator, defaultLookup, describe, type Lookup }
 import { readBounded, readPrefix } from './body.ts';
 import { challengeScopes, parseWwwAuthenticate } from './challenge.ts';
 import { anonymous } from './credentials.ts';
-import { endpointFor, isInsecure, mayFollow, type Endpoint } from './endpoint.ts';
+import { endpointFor, isInsecure, type Endpoint } from './endpoint.ts';
 import { isRetryable, retryPolicy, setRetryAfter, parseRetryAfter, withRetry, type RetryPolicy } from './retry.ts';
 import type { BlobBody, CredentialProvider, FetchedManifest, MountResult, Registry, Repository, UploadedBlob, UploadReservation } from './types.ts';
 
@@ -69,6 +69,12 @@ export interface RegistryClientOptions {
    * the connection makes, so a registry whose DNS answers each differently (rebinding) could
    * point requests into the network the client runs in. The CLI, whose user names the
    * registries, turns it on; the Cloud Function, which builds on bases any spec names, does not.
+   *
+   * The name is resolved only when the registry first sends us to a private address, once per
+   * registry for the client's life, waiting at most `REGISTRY_LOOKUP_TIMEOUT_MS` (a failed or
+   * slow lookup judges the registry public: the target is refused). That the registry's answer
+   * decides when we resolve gives a hostile one nothing rebinding did not: its DNS could answer
+   * each query differently anyway, which is why the option stays off where bases are untrusted.
    */
   privateRedirects?: boolean;
   /**
@@ -641,9 +647,13 @@ export class RegistryClient implements Registry {
     return new URL(loc, base).toString();
   }
 
-  /** Refuses a registry-provided URL (Location, redirect) that points somewhere it must not. */
-  #follow(ep: Endpoint, target: URL, method: string): URL {
-    if (target.origin !== ep.origin && !mayFollow(ep.registry, target, this.#auth.networks(ep.registry))) {
+  /**
+   * Refuses a registry-provided URL (Location, redirect) that points somewhere it must not. With
+   * `privateRedirects`, a private target of a registry named by DNS waits for the lookup of that
+   * name (once per registry, bounded; see {@link Authenticator.mayRedirect}).
+   */
+  async #follow(ep: Endpoint, target: URL, method: string, signal?: AbortSignal): Promise<URL> {
+    if (target.origin !== ep.origin && !(await this.#auth.mayRedirect(ep, target, signal))) {
       const shown = redactUrl(target.toString(), ep.origin);
       throw new RegistryError(`refusing to follow registry ${ep.registry} to ${shown}: not an address a registry may send us to`, { method, url: shown });
     }
@@ -672,7 +682,7 @@ export class RegistryClient implements Registry {
     let scopes = call.scopes;
     for (let authAttempt = 0; ; authAttempt++) {
       const auth = await this.#auth.authorize(ep, scopes, call.action, call.signal);
-      let target = this.#follow(ep, new URL(call.target, ep.origin), call.method);
+      let target = await this.#follow(ep, new URL(call.target, ep.origin), call.method, call.signal);
       // Registry credentials go to the registry only: not to blob storage (S3, GCS) it redirects
       // to, nor to an upload Location on another origin.
       let authorization = target.origin === ep.origin ? auth.header : undefined;
@@ -694,7 +704,7 @@ export class RegistryClient implements Registry {
         if (!call.followRedirects || res.statusCode < 300 || res.statusCode >= 400 || res.statusCode === 304 || !loc) break;
         await res.body.dump();
         if (redirects >= MAX_REDIRECTS) throw new RegistryError(`too many redirects`, { method: call.method, url: redactUrl(url, ep.origin), status: res.statusCode });
-        target = this.#follow(ep, new URL(loc, url), call.method);
+        target = await this.#follow(ep, new URL(loc, url), call.method, call.signal);
         if (call.noDowngrade) this.#refuseDowngrade(ep, new URL(url), target, call.method);
         if (target.origin !== new URL(url).origin) authorization = undefined;
         url = target.toString();
