@@ -452,10 +452,14 @@ export class RegistryClient implements Registry {
   }
 
   /**
-   * One attempt of a replayable upload into a session the registry opened already (a declined
-   * mount's). A session that attempt leaves uncommitted is cancelled, as a failed session is
-   * never sent a retry. Resolves undefined when an ordinary upload is worth trying: a failure a
-   * retry may cure, or a session the registry no longer knows (404); anything else is the answer.
+   * One attempt of a replayable upload into a session the registry opened already: a declined
+   * mount's, or a reservation's ({@link reserveUpload}). A session that attempt leaves uncommitted
+   * is cancelled and never sent a retry: after a failed request its state is unknown (distribution
+   * cancels a failed commit itself, registry/handlers/blobupload.go PutBlobUploadComplete, but a
+   * 5xx from a proxy or a reset connection leaves it open until the registry expires it), and
+   * ggcr's retries, like ours, open a fresh one. Resolves undefined when an ordinary upload is
+   * worth trying: a failure a retry may cure, or a session the registry no longer knows (404);
+   * anything else is the answer.
    */
   async #uploadIntoOpened(repo: Repository, content: BlobBody, session: string, what: string, signal?: AbortSignal): Promise<UploadedBlob | undefined> {
     const prepared = requestBody(content);
@@ -481,30 +485,18 @@ export class RegistryClient implements Registry {
       return undefined;
     });
     let taken = false;
-    // Whether the session was sent its PUT (or cancelled): a session upload() did not put into
-    // (aborted before it could) is still the reservation's, and release() cancels it.
+    // Whether the session was handed to an upload (which owns it from then on: it commits it, or
+    // cancels it when its one PUT fails) or cancelled: a session upload() did not hand on (aborted
+    // before it could) is still the reservation's, and release() cancels it.
     let spent = false;
     return {
       upload: async (bytes, uploadSignal) => {
         if (taken) throw new Error('an upload reservation is used once');
         taken = true;
-        const blob = { bytes, digest: sha256(bytes) };
         const session = await opened;
-        if (session && !spent && !uploadSignal?.aborted) {
-          spent = true;
-          try {
-            return await this.#commitUpload(repo, session, { digest: blob.digest, size: bytes.byteLength }, requestBody(blob), uploadSignal);
-          } catch (err) {
-            const what = `pushing blob ${blob.digest} to ${repositoryName(repo)}`;
-            if (uploadSignal?.aborted) throw new AbortedError(`${what}: aborted`, { cause: err });
-            // A session the registry no longer knows (404: expired), or a failure a retry may
-            // cure, is worth a fresh upload; a refusal or a wrong digest is the answer.
-            const sessionLost = err instanceof RegistryError && err.status === 404;
-            if (!sessionLost && !isRetryable(err, this.#policy)) throw withContext(err, what);
-            this.#logger.debug('upload into the reserved session failed (uploading anew)', { repository: repositoryName(repo), digest: blob.digest, error: describe(err) });
-          }
-        }
-        return this.uploadBlob(repo, blob, uploadSignal);
+        const usable = session !== undefined && !spent && !uploadSignal?.aborted;
+        if (usable) spent = true;
+        return this.uploadBlob(repo, { bytes, digest: sha256(bytes) }, uploadSignal, usable ? session : undefined);
       },
       release: async () => {
         if (spent) return;

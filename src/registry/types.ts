@@ -76,9 +76,11 @@ export interface UploadedBlob {
 /** An upload session opened before its bytes exist: see {@link Registry.reserveUpload}. */
 export interface UploadReservation {
   /**
-   * Uploads `bytes` with one PUT into the reserved session. When that session could not be
-   * opened, or the PUT into it fails (a session the registry expired, say), the bytes go as an
-   * ordinary upload with its retries, and its errors are the ones reported. Use once.
+   * Uploads `bytes` with one PUT into the reserved session, as {@link Registry.uploadBlob} does
+   * into a session it is given. When that session could not be opened, or the PUT into it fails
+   * in a way a fresh session may cure (a session the registry expired, a temporary failure), the
+   * bytes go as an ordinary upload with its retries, and its errors are the ones reported; a
+   * refusal is the answer. A session the PUT failed in is cancelled either way. Use once.
    */
   upload(bytes: Uint8Array, signal?: AbortSignal): Promise<UploadedBlob>;
   /** Cancels the session unless {@link upload} used it (best effort; never rejects). */

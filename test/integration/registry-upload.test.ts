@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { BlobPusher } from '../../src/build/push.ts';
-import { DigestMismatchError } from '../../src/errors.ts';
+import { AbortedError, DigestMismatchError } from '../../src/errors.ts';
 import { silentLogger } from '../../src/log.ts';
 import { sha256 } from '../../src/oci/digest.ts';
 import { MediaTypes } from '../../src/oci/types.ts';
@@ -173,6 +173,40 @@ test("a failed upload into a declined mount's session cancels it, and the retry 
   assert.equal(session(cancelled!.path), session(failed!.path), 'the failed session is the one cancelled');
   assert.notEqual(session(retried!.path), session(failed!.path), 'the retry is not sent into it');
   assert.deepEqual(await client.getBlobBytes(dst, digest), data);
+});
+
+// A reservation's session takes the same rule as a declined mount's: a PUT that failed in it
+// leaves it cancelled, not open on the registry until it expires.
+test('a failed PUT into a reserved session cancels that session, and the bytes go into a fresh one', async () => {
+  const data = randomBytes(1000);
+  const digest = sha256(data);
+  const reserved = client.reserveUpload(repo);
+  proxy.failNext(1, { status: 500, method: 'PUT', match: /\/blobs\/uploads\// });
+  assert.deepEqual(await reserved.upload(data), { digest, size: data.length });
+  assert.deepEqual(calls(), ['POST 202', 'PUT 500', 'DELETE 204', 'POST 202', 'PUT 201']);
+  const [, failed, cancelled, , retried] = proxy.requests.filter((r) => r.method !== 'GET');
+  assert.equal(session(cancelled!.path), session(failed!.path), 'the failed session is the one cancelled');
+  assert.notEqual(session(retried!.path), session(failed!.path), 'the retry is not sent into it');
+  // Asked directly (with the session's own state token): the registry no longer knows it.
+  const status = await fetch(`${reg.url}${failed!.path}`);
+  assert.equal(status.status, 404, await status.text());
+  await reserved.release();
+  assert.equal(calls().length, 5, 'release has nothing left to cancel');
+  assert.deepEqual(await client.getBlobBytes(repo, digest), data);
+});
+
+test('a reserved upload aborted during its PUT still cancels the session', async () => {
+  const controller = new AbortController();
+  const reserved = client.reserveUpload(repo);
+  proxy.failNext(1, { delayMs: 3000, method: 'PUT', match: /\/blobs\/uploads\// });
+  const upload = reserved.upload(randomBytes(1000), controller.signal);
+  for (let i = 0; i < 500 && !proxy.requests.some((r) => r.method === 'PUT'); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  controller.abort();
+  await assert.rejects(upload, (err: unknown) => err instanceof AbortedError);
+  await reserved.release();
+  const put = proxy.requests.find((r) => r.method === 'PUT')!;
+  const deleted = proxy.requests.filter((r) => r.method === 'DELETE');
+  assert.deepEqual(deleted.map((r) => `${session(r.path)} ${r.status}`), [`${session(put.path)} 204`]);
 });
 
 test('a base blob whose mount is declined is copied into the session the 202 opened', async () => {
