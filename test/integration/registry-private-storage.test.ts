@@ -59,12 +59,12 @@ after(async () => {
 
 /**
  * A client for which the registry's name resolves to `address` (the dispatcher always connects to
- * loopback); `never` makes the client's lookup hang, as a resolver that does not answer.
+ * loopback); null makes the client's lookup hang, as a resolver that does not answer.
  */
-function client(address: string | 'never', lookups: string[] = [], privateRedirects = true): RegistryClient {
+function client(address: string | null, lookups: string[] = [], privateRedirects = true): RegistryClient {
   return new RegistryClient({
     insecureRegistries: [name], dispatcher, retry: { attempts: 1 }, privateRedirects,
-    lookup: (hostname) => (lookups.push(hostname), address === 'never' ? new Promise(() => {}) : Promise.resolve([{ address }])),
+    lookup: (hostname) => (lookups.push(hostname), address === null ? new Promise(() => {}) : Promise.resolve([{ address }])),
   });
 }
 
@@ -140,7 +140,7 @@ test('a private registry still may not send us to the metadata server or link-lo
 
 test('a resolver that does not answer holds the redirect only so long, then the registry is judged public', { timeout: REGISTRY_LOOKUP_TIMEOUT_MS + 20_000 }, async () => {
   const lookups: string[] = [];
-  const c = client('never', lookups);
+  const c = client(null, lookups);
   redirectBlobGets(2, minioUrl());
   const started = Date.now();
   await assert.rejects(c.getBlobBytes({ registry: name, repository: 'corp/base' }, digest), refused);
