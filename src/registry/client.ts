@@ -119,8 +119,13 @@ interface Sent {
 
 const pullScope = (r: Repository): string => `repository:${r.repository}:pull`;
 const pushScope = (r: Repository): string => `repository:${r.repository}:pull,push`;
-/** How long cancelling an unused reserved upload session may take; it is best effort. */
-const RELEASE_TIMEOUT_MS = 5000;
+/**
+ * How long cancelling an upload session may take ({@link RegistryClient} `#cancelUpload`): it is
+ * best effort, and it runs on a path that is failing already (wrong content, a failed PUT, an
+ * abort, an unused reservation), which must not wait on a registry that stops answering for
+ * undici's 300 s. Exported for tests; not part of the package's API.
+ */
+export const CANCEL_TIMEOUT_MS = 5000;
 
 /**
  * An upload's body, opened: what to send, with what headers, and what it turned out to be once
@@ -376,12 +381,42 @@ export class RegistryClient implements Registry {
     });
   }
 
-  async #cancelUpload(repo: Repository, location: string, signal?: AbortSignal): Promise<void> {
+  /**
+   * Cancels an upload session that will not be committed (DELETE its Location), so it does not
+   * stay open on the registry until it expires. One rule for every caller, kept here so no call
+   * site can get it wrong:
+   *
+   * - best effort: never rejects, so the error that made the upload fail is the one reported;
+   *   a failure or a refusal is logged at debug (the URL redacted) and otherwise ignored;
+   * - not under the build's signal: an abort may be what failed the upload, and the session is
+   *   still worth cancelling;
+   * - bounded by {@link CANCEL_TIMEOUT_MS} instead (token fetch included), so a registry that
+   *   stops answering cannot hold a failed build, or Ctrl-C, for undici's 300 s;
+   * - one attempt, never retried (only re-authenticated once, as every request is): a session
+   *   left open expires on its own.
+   */
+  async #cancelUpload(repo: Repository, location: string): Promise<void> {
+    const started = Date.now();
     try {
-      const { res } = await this.#send({ repo, scopes: [pushScope(repo)], action: `push ${repo.repository}`, method: 'DELETE', target: location, signal });
+      const { res, url } = await this.#send({
+        repo, scopes: [pushScope(repo)], action: `push ${repo.repository}`, method: 'DELETE', target: location,
+        signal: AbortSignal.timeout(CANCEL_TIMEOUT_MS),
+      });
       await res.body.dump();
+      if (res.statusCode < 200 || res.statusCode >= 300) {
+        this.#logger.debug('registry did not cancel the upload session (ignored)', { url: this.#shown(repo, url), status: res.statusCode });
+      }
     } catch (err) {
-      this.#logger.debug('cancelling an upload session failed (ignored)', { error: describe(err) });
+      this.#logger.debug('cancelling an upload session failed (ignored)', { url: this.#shown(repo, location), error: describe(err), ms: Date.now() - started });
+    }
+  }
+
+  /** `url` fit for a log line; never throws (it runs where another error is being reported). */
+  #shown(repo: Repository, url: string): string {
+    try {
+      return redactUrl(url, this.endpoint(repo.registry).origin);
+    } catch {
+      return redactUrl(url);
     }
   }
 
@@ -467,9 +502,8 @@ export class RegistryClient implements Registry {
       return await this.#uploadInto(repo, content, prepared, session, signal);
     } catch (err) {
       prepared.discard();
-      // Wrong content has cancelled it already. Not under the build's signal (an abort may be
-      // what failed the attempt), but bounded, as a reservation's release is.
-      if (!(err instanceof DigestMismatchError)) await this.#cancelUpload(repo, session, AbortSignal.timeout(RELEASE_TIMEOUT_MS));
+      // Wrong content has cancelled it already.
+      if (!(err instanceof DigestMismatchError)) await this.#cancelUpload(repo, session);
       if (signal?.aborted && !(err instanceof AbortedError)) throw new AbortedError(`${what}: aborted`, { cause: err });
       const sessionLost = err instanceof RegistryError && err.status === 404;
       if (!sessionLost && !isRetryable(err, this.#policy)) throw withContext(err, what);
@@ -502,9 +536,7 @@ export class RegistryClient implements Registry {
         if (spent) return;
         spent = taken = true;
         const session = await opened;
-        // Not under the build's signal (release runs after an abort too), but bounded: a registry
-        // that stops answering must not hold a failed build, or Ctrl-C, for undici's 300 s.
-        if (session) await this.#cancelUpload(repo, session, AbortSignal.timeout(RELEASE_TIMEOUT_MS));
+        if (session) await this.#cancelUpload(repo, session);
       },
     };
   }
@@ -542,7 +574,7 @@ export class RegistryClient implements Registry {
 
     const actual = await prepared.sent();
     if (claimed && claimed !== actual.digest) {
-      await this.#cancelUpload(repo, location2, signal);
+      await this.#cancelUpload(repo, location2);
       throw contentMismatch(repo, claimed, actual.digest);
     }
     return { location: location2, blob: actual };
@@ -559,7 +591,7 @@ export class RegistryClient implements Registry {
       return await this.#send({ repo, scopes: [pushScope(repo)], action: `push ${repo.repository}`, method, target, headers: prepared.headers, body: prepared.content, signal });
     } catch (err) {
       prepared.discard();
-      if (err instanceof DigestMismatchError && !signal?.aborted) await this.#cancelUpload(repo, session, signal);
+      if (err instanceof DigestMismatchError) await this.#cancelUpload(repo, session);
       throw err;
     }
   }
@@ -584,7 +616,7 @@ export class RegistryClient implements Registry {
       // reported as that, not as the registry's DIGEST_INVALID.
       const actual = await prepared?.sent().catch(() => undefined);
       if (actual && actual.digest !== blob.digest) {
-        await this.#cancelUpload(repo, location, signal);
+        await this.#cancelUpload(repo, location);
         throw contentMismatch(repo, blob.digest, actual.digest);
       }
       // A retried commit whose first attempt went through but whose answer was lost: the session

@@ -10,7 +10,7 @@ import { AbortedError, DigestMismatchError } from '../../src/errors.ts';
 import { silentLogger } from '../../src/log.ts';
 import { sha256 } from '../../src/oci/digest.ts';
 import { MediaTypes } from '../../src/oci/types.ts';
-import { RegistryClient } from '../../src/registry/client.ts';
+import { CANCEL_TIMEOUT_MS, RegistryClient } from '../../src/registry/client.ts';
 import type { Repository } from '../../src/registry/types.ts';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.ts';
 import { startRegistry, type RunningRegistry } from '../support/registry.ts';
@@ -32,6 +32,8 @@ after(async () => {
 });
 
 const calls = (): string[] => proxy.requests.filter((r) => r.method !== 'GET').map((r) => `${r.method} ${r.status}`);
+/** An upload request's session: its path without the query (the state token changes). */
+const session = (path: string): string => path.split('?')[0]!;
 
 test('bytes with a wrong digest: no session is opened, and the content is blamed', async () => {
   const claimed = sha256('y');
@@ -102,6 +104,79 @@ test('a source stream failing its own digest check mid-PATCH cancels the session
   assert.ok(!seen.some((c) => c.startsWith('PUT')), seen.join(', '));
 });
 
+// Cancelling is best effort on a path that is failing already: it must neither hide the error
+// that failed the upload nor hold it. Each wrong-content path cancels its session; here every
+// DELETE hangs, and all three still fail with the content's error once CANCEL_TIMEOUT_MS is up,
+// not after the proxy's delay (or, with no proxy, undici's 300 s). No signal is given, as a
+// library caller or the Cloud Function gives none.
+test('wrong content whose DELETE hangs fails with the digest mismatch once the cancel times out', { timeout: CANCEL_TIMEOUT_MS + 10_000 }, async () => {
+  proxy.failNext(Number.MAX_SAFE_INTEGER, { delayMs: CANCEL_TIMEOUT_MS + 4000, method: 'DELETE' });
+  const logged: Array<Record<string, unknown>> = [];
+  const logging = new RegistryClient({
+    retry: { attempts: 3, baseDelayMs: 1, maxDelayMs: 2 },
+    logger: { ...silentLogger, debug: (message, fields) => void logged.push({ message, ...fields }) },
+  });
+  const claimed = sha256('something else');
+  const failing = new DigestMismatchError('blob sha256:1 from base/app', 'sha256:1', 'sha256:2');
+  let n = 0;
+  const started = Date.now();
+  const outcomes = await Promise.allSettled([
+    // streamed: PATCH, then the digest is known (#sendContent)
+    logging.uploadBlob(repo, { open: () => Readable.from([randomBytes(5000)]), digest: claimed, replayable: false }),
+    // monolithic: the registry refuses the PUT (#commitUpload)
+    logging.uploadBlob(repo, { open: () => Readable.from([randomBytes(5000)]), digest: claimed, replayable: true }),
+    // a source stream failing its own check mid-PATCH (#sendBody)
+    logging.uploadBlob(repo, {
+      open: () => new Readable({ read() { if (n++ < 3) this.push(randomBytes(16_384)); else this.destroy(failing); } }),
+      replayable: false,
+    }),
+  ]);
+  const waited = Date.now() - started;
+  for (const outcome of outcomes) {
+    assert.equal(outcome.status, 'rejected');
+    const err = (outcome as PromiseRejectedResult).reason as unknown;
+    assert.ok(err instanceof DigestMismatchError, String(err));
+  }
+  assert.ok(waited >= CANCEL_TIMEOUT_MS - 100 && waited < CANCEL_TIMEOUT_MS + 3000, `failed after ${waited} ms`);
+  assert.equal(proxy.requests.filter((r) => r.method === 'DELETE').length, 3, 'each session was cancelled, once');
+  const failures = logged.filter((l) => l.message === 'cancelling an upload session failed (ignored)');
+  assert.equal(failures.length, 3, JSON.stringify(logged));
+  for (const l of failures) assert.match(String(l.url), /\/blobs\/uploads\/[^?]+\?.*_state=REDACTED/, 'logged with its state token redacted');
+  proxy.reset();
+});
+
+// The abort may be what ends an upload whose content turned out wrong (Ctrl-C while the
+// registry's refusal is read): the session is cancelled all the same, not under the aborted
+// signal, which would keep the DELETE from being sent at all.
+test('wrong content aborted by the caller still cancels its session', async () => {
+  const controller = new AbortController();
+  const aborting = new RegistryClient({
+    retry: { attempts: 3, baseDelayMs: 1, maxDelayMs: 2 },
+    logger: {
+      ...silentLogger,
+      // The moment the registry's 400 to the PUT arrives, before its body is read.
+      debug: (message, fields) => {
+        if (message === 'http' && fields?.method === 'PUT' && fields.status === 400) controller.abort();
+      },
+    },
+  });
+  const claimed = sha256('something else');
+  const upload = aborting.uploadBlob(repo, { open: () => Readable.from([randomBytes(5000)]), digest: claimed, replayable: true }, controller.signal);
+  await assert.rejects(upload, (err: unknown) => {
+    assert.ok(err instanceof AbortedError, String(err));
+    assert.ok(err.cause instanceof DigestMismatchError, String(err.cause));
+    return true;
+  });
+  assert.ok(controller.signal.aborted, 'the abort came before the cancel');
+  // distribution drops a session whose commit it refused (registry/handlers/blobupload.go,
+  // PutBlobUploadComplete), so the DELETE may find it gone; that it was sent is the point.
+  assert.deepEqual(calls().slice(0, 2), ['POST 202', 'PUT 400']);
+  assert.match(calls()[2] ?? '', /^DELETE (204|404)$/);
+  assert.equal(calls().length, 3);
+  const [, put, deleted] = proxy.requests.filter((r) => r.method !== 'GET');
+  assert.equal(session(deleted!.path), session(put!.path), 'the refused session is the one cancelled');
+});
+
 test('a manifest whose bytes do not match its digest reference blames the content', async () => {
   const ref = sha256('other');
   await assert.rejects(client.putManifest(repo, ref, Buffer.from('{}'), MediaTypes.ociManifest), (err: unknown) => {
@@ -147,7 +222,6 @@ test('a manifest PUT answered 202 (old distribution) is a success', async () => 
 // (aws/containers-roadmap#2860), which is every blob of a base pushed there by digest alone.
 // Cancelling that session and opening another cost two round trips per base blob.
 const lacksIt = (): Repository => ({ registry: proxy.host, repository: 'upload/lacks-it' });
-const session = (path: string): string => path.split('?')[0]!;
 
 test("a declined mount's session (202) takes the upload: no DELETE, no second POST", async () => {
   const data = randomBytes(3000);
