@@ -22,7 +22,7 @@ import { randomUUID } from 'node:crypto';
 import type { Bucket, Storage } from '@google-cloud/storage';
 import { build } from '../build/build.ts';
 import type { BuildResult } from '../build/request.ts';
-import { AbortedError, ArtificerError, InvalidSpecError, TagsIncompleteError, TargetNotAllowedError } from '../errors.ts';
+import { AbortedError, ArtificerError, InvalidSpecError, RegistryError, TagsIncompleteError, TargetNotAllowedError } from '../errors.ts';
 import { parseReference, repositoryName, type Reference } from '../reference/reference.ts';
 import { RegistryClient } from '../registry/client.ts';
 import type { CredentialProvider } from '../registry/types.ts';
@@ -33,7 +33,10 @@ import { isSpecObject, type RebuildMessage, type StorageObjectEvent } from './ev
 import { isTemporaryGcsError, MissingObjectError, pinGcsSource, storageError, UPLOAD_QUIET_MS, UploadInProgressError } from './gcs-source.ts';
 import type { JsonLogger } from './logger.ts';
 import { PublishError, type Publisher } from './pubsub.ts';
-import { claimRun, claimValue, layerInputs, readState, RECORD_KEYS, recordedLayer, recordError, unfinishedClaim, writeRecord, type BuildRecord, type RecordGuard, type WriteOutcome } from './record.ts';
+import {
+  claimRun, claimValue, keptImage, layerInputs, markUntagged, readState, RECORD_KEYS, recordedLayer, recordError, tagsUnmovedSince, unfinishedClaim, writeRecord,
+  type BuildRecord, type ObjectState, type RecordGuard, type WriteOutcome,
+} from './record.ts';
 
 export interface HandlerDeps {
   readonly storage: Storage;
@@ -128,6 +131,46 @@ function supersededIn(err: unknown): Superseded | undefined {
   return undefined;
 }
 
+/** True when a registry answered the request with a refusal (4xx but 408/429): it applied nothing. */
+function refusedOutright(err: unknown): boolean {
+  const e = err instanceof TagsIncompleteError ? err.cause : err;
+  return e instanceof RegistryError && e.status !== undefined && e.status >= 400 && e.status < 500 && !e.temporary;
+}
+
+/** What a failed run's record says about the tags (see {@link BuildRecord}). */
+type TagsAfter = Pick<Extract<BuildRecord, { status: 'failed' }>, 'digest' | 'image' | 'tags' | 'kept' | 'note'>;
+
+/**
+ * What the tags name after a failure, as far as it is known, for the record: the tags this run
+ * moved and their image; else, when it moved none and no run did since the earlier record of
+ * this generation, that record's image (kept); else nothing, and a note that says why.
+ *
+ * `sent`: tag requests this run sent, `lastSent` the last one's reference; one that failed moved
+ * nothing only if the registry refused it outright (a lost answer or a 5xx may have been applied).
+ * `before`: the object as this run claimed it (undefined: it failed before claiming).
+ */
+export function tagsAfterFailure(err: unknown, sent: number, lastSent: string | undefined, before: ObjectState | undefined, generation: string): TagsAfter {
+  const moved = err instanceof TagsIncompleteError ? err.tagged : [];
+  const unsure = sent > moved.length && !refusedOutright(err) ? lastSent : undefined;
+  const earlier = before && keptImage(before, generation);
+  const settled = before !== undefined && tagsUnmovedSince(before);
+  const perhaps = unsure ? `, but perhaps ${unsure} (its request got no definite answer)` : '';
+  // What the record before this run said the tags name: exactly the tags it lists (a failed
+  // record lists only some), which is all that can be said of the others.
+  const listed = earlier ? `${moved.length > 0 || unsure ? 'the other tags' : 'the tags'} recorded beside ${earlier.digest} at ${earlier.builtAt}` : '';
+  let since = '';
+  if (earlier && settled) since = `; ${listed} still name it`;
+  else if (earlier) since = `; ${listed} named it then, and a run since that did not finish may have moved them`;
+  else if (before && !settled && unfinishedClaim(before) !== undefined) since = '; a run before this one that did not finish may have moved tags';
+  if (err instanceof TagsIncompleteError && moved.length > 0) {
+    const image = `${repositoryName(parseReference(moved[0]!))}@${err.digest}`;
+    return { digest: err.digest, image, tags: moved, note: `(the spec's other tags were not moved by this build${perhaps}${since})` };
+  }
+  if (!unsure && !since) return {};
+  const note = `(no tag was moved by this build${perhaps}${since})`;
+  return earlier && settled && !unsure ? { kept: earlier, note } : { note };
+}
+
 /** Builds one spec generation and records the outcome. Throws only for retryable failures. */
 export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome> {
   const { config, logger } = deps;
@@ -173,22 +216,28 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
 
   let objectBytes = 0;
   /** Records a failure and says so in the event's line. */
-  const fail = async (reason: string, partial: { digest?: string; tags?: readonly string[] }, code?: string, unrecorded = false): Promise<Outcome> => {
-    const written = await record({ status: 'failed', error: reason, ...partial }, unrecorded);
-    const extra = { code, objectBytes, ...partial };
+  const fail = async (reason: string, tags: TagsAfter, code?: string, unrecorded = false): Promise<Outcome> => {
+    const written = await record({ status: 'failed', error: reason, ...tags }, unrecorded);
+    const extra = { code, objectBytes, digest: tags.digest, tags: tags.tags, keptDigest: tags.kept?.digest };
+    const text = recordError(reason, tags.note);
     if (typeof written === 'object') {
-      return done('failed', 'ERROR', `build failed, and the record could not be written (${message(written.error)}): ${recordError(reason)}`, { ...extra, recorded: false });
+      return done('failed', 'ERROR', `build failed, and the record could not be written (${message(written.error)}): ${text}`, { ...extra, recorded: false });
     }
     return done(
       written === 'written' ? 'failed' : written,
       'ERROR',
-      written === 'written' ? `build failed: ${recordError(reason)}` : `build failed, record not written (${written}): ${recordError(reason)}`,
+      written === 'written' ? `build failed: ${text}` : `build failed, record not written (${written}): ${text}`,
       extra,
     );
   };
 
   let result: BuildResult | undefined;
   let tagging = false;
+  /** The object as this run claimed it: the record before this run, and whether tags moved since. */
+  let before: ObjectState | undefined;
+  /** Tag requests this run sent (its checks passed), and the reference of the last one. */
+  let sent = 0;
+  let lastSent: string | undefined;
   let inputs = '';
   // A build that outlives the function is killed without a record; give up a little earlier
   // so the failure is recorded. The deadline stops a build only before its first tag (build()
@@ -231,9 +280,10 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
     }
 
     const claimed = await claimRun(file, state, runId);
-    if (claimed === 'deleted') return done('deleted', 'INFO', `${url} was deleted; nothing to build`);
-    if (claimed === 'superseded') return done('superseded', 'INFO', `${url} generation ${run.generation} was replaced before the build started; the newer upload builds`);
+    if (claimed.outcome === 'deleted') return done('deleted', 'INFO', `${url} was deleted; nothing to build`);
+    if (claimed.outcome === 'superseded') return done('superseded', 'INFO', `${url} generation ${run.generation} was replaced before the build started; the newer upload builds`);
     guard = { run: runId };
+    before = claimed.before;
 
     const spec = await readSpec(bucket, run.name, run.generation, state.size);
     base = recordedBase(spec);
@@ -286,7 +336,7 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
     // after a newer one must not move the tags back (the newer one's record would then name an
     // image the tags no longer point at). What this cannot close: a PUT sent after this check
     // (its retries included) that the registry applies after a later run's tag of the same name.
-    const beforeTag = async (): Promise<void> => {
+    const beforeTag = async (ref: string): Promise<void> => {
       tagging = true;
       const live = await readState(file);
       if (!live) throw new Superseded('deleted', `${url} was deleted during the build; no tag was moved by this build after that`);
@@ -296,6 +346,8 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
       if (live.record[RECORD_KEYS.run] !== runId) {
         throw new Superseded('superseded', `${url} generation ${run.generation}: a later run (${live.record[RECORD_KEYS.run] ?? 'none'}) started during this build; it tags and records`);
       }
+      sent++;
+      lastSent = ref;
     };
     result = await build(request, { registry, logger: libLogger, signal: deadline, beforeTag });
   } catch (caught) {
@@ -312,13 +364,15 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
       const why =
         err instanceof UploadInProgressError ? 'the spec\'s files are still being uploaded' : err instanceof MissingObjectError ? 'a file the spec names is not uploaded yet' : 'temporary failure';
       done('failed', 'WARNING', `${why}, the event will be retried: ${message(err)}`, { retry: true, eventAgeMs: now() - run.time.getTime() });
+      // Leave word that this claim moved no tag, so that a later run that fails too can still
+      // say which image the tags name (a retried rebuild that gives up, say).
+      if (sent === 0 && guard?.run === runId && before && tagsUnmovedSince(before)) await markUntagged(file, run.generation, runId);
       throw err;
     }
     const age = now() - run.time.getTime();
     const reason = isTemporary(err) ? `gave up after retrying for ${Math.round(age / 1000)} s: ${message(err)}` : message(err);
-    // Some tags moved before one failed: the record says which, and to what.
-    const partial = err instanceof TagsIncompleteError ? { digest: err.digest, tags: err.tagged } : {};
-    return fail(reason, partial, err instanceof ArtificerError ? err.code : undefined);
+    // Which tags this run moved, and what the others still name.
+    return fail(reason, tagsAfterFailure(err, sent, lastSent, before, run.generation), err instanceof ArtificerError ? err.code : undefined);
   }
 
   const image = result.images[0] ?? '';

@@ -50,6 +50,14 @@ export const RECORD_KEYS = {
    * finished.
    */
   run: 'artificer-run',
+  /**
+   * A run's claim ({@link RECORD_KEYS.run}) vouching that no tag was moved since the record: set
+   * by a run that threw to be retried before it sent a tag, when no tag had been moved since the
+   * record before it claimed either ({@link markUntagged}). Valid only while it equals the claim;
+   * every record removes it. What lets a rebuild that gives up after retrying keep the earlier
+   * image in its record ({@link keptImage}).
+   */
+  untagged: 'artificer-run-untagged',
 } as const;
 
 /**
@@ -66,8 +74,16 @@ export const CUSTOM_METADATA_LIMIT_BYTES = 8 * 1024;
 export const MAX_RECORD_BYTES = 4 * 1024;
 /** Longest `artificer-error` value, in UTF-8 bytes. */
 export const MAX_ERROR_BYTES = 1024;
+/**
+ * Longest `artificer-error` value of a failed record that names an image (the earlier one kept,
+ * or the one some tags were moved to), in UTF-8 bytes: the image and its layer take the rest of
+ * {@link MAX_RECORD_BYTES}.
+ */
+export const MAX_ERROR_WITH_IMAGE_BYTES = 600;
 /** Longest `artificer-base` value, in bytes; a longer one is left out (the fan-out then reads the spec). */
 export const MAX_BASE_BYTES = 512;
+/** Longest `artificer-image` a kept record carries over: a name (255), `@`, a digest (71). */
+const MAX_IMAGE_BYTES = 255 + 1 + 71;
 
 /** The new layer of a successful build, and what it was made of (see {@link recordedLayer}). */
 export interface RecordedLayer {
@@ -76,11 +92,43 @@ export interface RecordedLayer {
   readonly inputs: string;
 }
 
+/**
+ * The image an earlier record of the same generation names, as that record wrote it: kept by a
+ * failed run that moved no tag ({@link keptImage}), since the tags still name it. Its fields are
+ * the record's values, checked for form (metadata anyone with write access to the bucket can edit).
+ */
+export interface KeptImage {
+  readonly digest: string;
+  readonly image?: string;
+  /** `artificer-tags` as recorded (whole references, comma-separated, already bounded). */
+  readonly tags?: string;
+  readonly tagsOmitted?: string;
+  /** The four layer fields, as recorded; only when all are well formed. */
+  readonly layer?: { readonly digest: string; readonly diffId: string; readonly size: string; readonly inputs: string };
+  readonly base?: string;
+  /** `artificer-built-at` of that record: when the tags were last known to name it. */
+  readonly builtAt: string;
+}
+
 /** `base`: the spec's base ({@link RECORD_KEYS.base}), once the spec was read. */
 export type BuildRecord =
   | { readonly status: 'succeeded'; readonly digest: string; readonly image: string; readonly tags: readonly string[]; readonly layer?: RecordedLayer; readonly base?: string }
-  /** `digest` and `tags` only when some tags were moved before the failure: exactly those. */
-  | { readonly status: 'failed'; readonly error: string; readonly digest?: string; readonly tags?: readonly string[]; readonly base?: string };
+  /**
+   * `digest`, `image` and `tags` when some tags were moved before the failure: exactly those,
+   * and the image they name now. `kept` when no tag was moved by this run, nor by any run since
+   * the earlier record of this generation: that record's image, which the tags still name.
+   * `note` follows `error` and is never cut (it says what the tags name).
+   */
+  | {
+      readonly status: 'failed';
+      readonly error: string;
+      readonly note?: string;
+      readonly digest?: string;
+      readonly image?: string;
+      readonly tags?: readonly string[];
+      readonly kept?: KeptImage;
+      readonly base?: string;
+    };
 
 export interface ObjectState {
   readonly generation: string;
@@ -128,12 +176,15 @@ export function layerInputs(sourceFingerprint: string, policy: LayerPolicy): str
 const DIGEST = /^sha256:[0-9a-f]{64}$/;
 
 /**
- * The layer a succeeded record names, when it was made of exactly `inputs`; undefined when the
- * record is not a success, was made of something else, or its layer fields are not well formed
- * (metadata anyone with write access to the bucket can edit).
+ * The layer a succeeded record names (or a failed one that keeps the earlier image, with the layer
+ * that image was pushed with), when it was made of exactly `inputs`; undefined when the record
+ * names no such image, was made of something else, or its layer fields are not well formed
+ * (metadata anyone with write access to the bucket can edit). A failed record never names a layer
+ * its own run made.
  */
 export function recordedLayer(record: Readonly<Record<string, string>>, inputs: string): LayerDigests | undefined {
-  if (record[RECORD_KEYS.status] !== 'succeeded' || record[RECORD_KEYS.layerInputs] !== inputs) return undefined;
+  // A failed record carries a layer only when it keeps the earlier image, pushed with that layer.
+  if (!(record[RECORD_KEYS.status] === 'succeeded' || (record[RECORD_KEYS.status] === 'failed' && record[RECORD_KEYS.digest])) || record[RECORD_KEYS.layerInputs] !== inputs) return undefined;
   const digest = record[RECORD_KEYS.layer];
   const diffId = record[RECORD_KEYS.layerDiffId];
   const sizeText = record[RECORD_KEYS.layerSize];
@@ -153,9 +204,22 @@ export function truncateUtf8(s: string, max: number): string {
   return `${bytes.subarray(0, end).toString('utf8')}…`;
 }
 
-/** A bounded ({@link MAX_ERROR_BYTES}), credential-free, one-line error message for the record. */
-export function recordError(message: string): string {
-  return truncateUtf8(redactSecrets(message).replace(/\s+/g, ' ').trim(), MAX_ERROR_BYTES);
+function oneLine(text: string): string {
+  return redactSecrets(text).replace(/\s+/g, ' ').trim();
+}
+
+/** Least a record's error message keeps of its own when a note follows it ({@link recordError}). */
+const MIN_MESSAGE_BYTES = 200;
+
+/**
+ * A bounded (`max` bytes, {@link MAX_ERROR_BYTES} by default), credential-free, one-line error
+ * message for the record. `note` follows the message, and the message is cut first to leave it
+ * room (down to {@link MIN_MESSAGE_BYTES}): it says what the tags name, which a long registry
+ * error must not push out.
+ */
+export function recordError(message: string, note = '', max = MAX_ERROR_BYTES): string {
+  const tail = note ? truncateUtf8(` ${oneLine(note)}`, max - MIN_MESSAGE_BYTES) : '';
+  return `${truncateUtf8(oneLine(message), max - Buffer.byteLength(tail))}${tail}`;
 }
 
 /** Bytes Cloud Storage counts for custom metadata: every key and value, UTF-8 (a null deletes, and counts nothing). */
@@ -211,6 +275,71 @@ export function unfinishedClaim(state: ObjectState): number | undefined {
 export type ClaimOutcome = 'claimed' | 'superseded' | 'deleted';
 
 /**
+ * Whether no tag can have been moved since `state`'s record: no run claimed since it was written
+ * (the claim is the one of the run that wrote it, or there is none), or every run that did ended
+ * without sending a tag ({@link RECORD_KEYS.untagged} vouches for the current claim). A claim
+ * with no record since may belong to a run that tagged and then was killed, threw to be
+ * retried (a tag refused half-way, a record write that failed), or was superseded after tagging;
+ * a claim without a start (written before claims carried one) cannot be placed: both count as
+ * "may have moved".
+ */
+export function tagsUnmovedSince(state: ObjectState): boolean {
+  const claim = state.record[RECORD_KEYS.run];
+  if (claim === undefined) return true;
+  if (state.record[RECORD_KEYS.untagged] === claim) return true;
+  const m = /@([0-9]{1,15})$/.exec(claim);
+  return m !== null && Date.parse(state.record[RECORD_KEYS.builtAt] ?? '') >= Number(m[1]);
+}
+
+/**
+ * The image `state`'s record names, when that record is of `generation` (a copy or rewrite keeps
+ * an older upload's record, which says nothing of this one) and names a well-formed digest; see
+ * {@link KeptImage}. Whether the tags still name it is {@link tagsUnmovedSince}'s question.
+ */
+export function keptImage(state: ObjectState, generation: string): KeptImage | undefined {
+  const r = state.record;
+  const digest = r[RECORD_KEYS.digest];
+  if (r[RECORD_KEYS.generation] !== generation || !r[RECORD_KEYS.status] || !digest || !DIGEST.test(digest)) return undefined;
+  const image = r[RECORD_KEYS.image];
+  const tags = r[RECORD_KEYS.tags];
+  const omitted = r[RECORD_KEYS.tagsOmitted];
+  const base = r[RECORD_KEYS.base];
+  const [layer, diffId, size, inputs] = [r[RECORD_KEYS.layer], r[RECORD_KEYS.layerDiffId], r[RECORD_KEYS.layerSize], r[RECORD_KEYS.layerInputs]];
+  const layerOk = layer && diffId && size && inputs && DIGEST.test(layer) && DIGEST.test(diffId) && /^[0-9]{1,15}$/.test(size) && /^[0-9a-f]{64}$/.test(inputs);
+  return {
+    digest,
+    ...(image && image.endsWith(`@${digest}`) && Buffer.byteLength(image) <= MAX_IMAGE_BYTES ? { image } : {}),
+    ...(tags && Buffer.byteLength(tags) <= MAX_TAGS_BYTES ? { tags } : {}),
+    ...(omitted && /^[0-9]{1,6}$/.test(omitted) ? { tagsOmitted: omitted } : {}),
+    ...(layerOk ? { layer: { digest: layer, diffId, size, inputs } } : {}),
+    ...(base && Buffer.byteLength(base) <= MAX_BASE_BYTES ? { base } : {}),
+    builtAt: r[RECORD_KEYS.builtAt] ?? '',
+  };
+}
+
+/**
+ * Sets {@link RECORD_KEYS.untagged} to `run`, the claim of a run that is about to throw to be
+ * retried without having sent a tag, while the claim is still its own. Only when the caller saw
+ * no tag moved since the record before it claimed ({@link tagsUnmovedSince}): the mark vouches
+ * for every run since the record. Best effort: false when it was not written (a later run
+ * claimed, the object changed, Cloud Storage refused); the next run then takes the tags as
+ * possibly moved, which is never untrue.
+ */
+export async function markUntagged(file: File, generation: string, run: string): Promise<boolean> {
+  for (let attempt = 0; attempt < 6; attempt++) {
+    try {
+      const state = await readState(file);
+      if (!state || state.generation !== generation || state.record[RECORD_KEYS.run] !== run) return false;
+      await file.setMetadata({ metadata: { [RECORD_KEYS.untagged]: run } }, { ifGenerationMatch: state.generation, ifMetagenerationMatch: state.metageneration });
+      return true;
+    } catch (err) {
+      if (gcsStatus(err) !== 412) return false;
+    }
+  }
+  return false;
+}
+
+/**
  * Claims `state`'s generation for the run `run` ({@link claimValue}): writes {@link RECORD_KEYS.run},
  * and nothing else, so the last record (its image, digest and layer, which the claiming run may
  * reuse) stays as it is until the new outcome replaces it. Every later tag and the record then
@@ -226,6 +355,9 @@ export type ClaimOutcome = 'claimed' | 'superseded' | 'deleted';
  * Claim before reading anything the build depends on (the spec's objects, the base): the run
  * that claims last then also reads last, so it never builds older inputs than one it replaces.
  *
+ * Resolves `before`, the state the claim was written over (re-read after a 412): what the object
+ * said when this run started, for {@link tagsUnmovedSince} and {@link keptImage}.
+ *
  * `ifGenerationMatch` keeps the claim off a newer upload; `ifMetagenerationMatch` (the state just
  * read) makes the write conditionally idempotent, which is what lets @google-cloud/storage retry
  * it on 429/503 (its default `RetryConditional` strategy does not retry a metadata patch without
@@ -233,20 +365,20 @@ export type ClaimOutcome = 'claimed' | 'superseded' | 'deleted';
  * about one write per second per object (https://cloud.google.com/storage/quotas, "Objects"): a
  * build that records within a second of its claim may see a 429, which the client retries.
  */
-export async function claimRun(file: File, state: ObjectState, run: string): Promise<ClaimOutcome> {
+export async function claimRun(file: File, state: ObjectState, run: string): Promise<{ readonly outcome: ClaimOutcome; readonly before?: ObjectState }> {
   let live: ObjectState | undefined = state;
   for (let attempt = 0; ; attempt++) {
-    if (!live) return 'deleted';
-    if (live.generation !== state.generation) return 'superseded';
+    if (!live) return { outcome: 'deleted' };
+    if (live.generation !== state.generation) return { outcome: 'superseded' };
     try {
       await file.setMetadata({ metadata: { [RECORD_KEYS.run]: run } }, { ifGenerationMatch: live.generation, ifMetagenerationMatch: live.metageneration });
-      return 'claimed';
+      return { outcome: 'claimed', before: live };
     } catch (err) {
       if (gcsStatus(err) === 412 && attempt < 5) {
         live = await readState(file);
         continue;
       }
-      if (gcsStatus(err) === 404) return 'deleted';
+      if (gcsStatus(err) === 404) return { outcome: 'deleted' };
       throw storageError(err, `gs://${file.bucket.name}/${file.name}`, 'claiming the spec object for this run');
     }
   }
@@ -297,27 +429,43 @@ export async function writeRecord(file: File, generation: string, record: BuildR
  * The custom metadata a record writes (a null deletes a key left by an earlier record). Every
  * value is bounded, so the whole stays within {@link MAX_RECORD_BYTES}: references are at most
  * 255 + 128 + 72 ASCII characters (the distribution spec's name and tag limits, a digest), tags
- * {@link MAX_TAGS_BYTES}, the error {@link MAX_ERROR_BYTES}.
+ * {@link MAX_TAGS_BYTES}, the error {@link MAX_ERROR_BYTES}, or {@link MAX_ERROR_WITH_IMAGE_BYTES}
+ * beside an image.
+ *
+ * `artificer-digest`, `artificer-image` and `artificer-tags` always mean the same: the tags
+ * listed name that image. A success: every tag, its new image. A failure: the tags some were
+ * moved to before it, or the image an earlier record of the generation names, kept when no tag
+ * moved since ({@link KeptImage}); else none of them.
  */
 export function recordFields(generation: string, record: BuildRecord, now: Date): Record<string, string | null> {
-  const tags = record.tags?.length ? recordTags(record.tags) : undefined;
-  const layer = record.status === 'succeeded' ? record.layer : undefined;
-  const base = record.base !== undefined && Buffer.byteLength(record.base) <= MAX_BASE_BYTES ? record.base : null;
+  const failed = record.status === 'failed' ? record : undefined;
+  const kept = failed?.kept;
+  const tagList = record.tags?.length ? recordTags(record.tags) : undefined;
+  const tags = kept ? (kept.tags !== undefined ? { tags: kept.tags, omitted: Number(kept.tagsOmitted ?? 0) } : undefined) : tagList;
+  const digest = kept ? kept.digest : (record.digest ?? null);
+  const image = kept ? (kept.image ?? null) : (record.image ?? null);
+  // The layer goes with the image that contains it: a success's new layer, or the kept image's.
+  const layer = record.status === 'succeeded' && record.layer
+    ? { digest: record.layer.digests.digest, diffId: record.layer.digests.diffId, size: String(record.layer.digests.size), inputs: record.layer.inputs }
+    : kept?.layer;
+  const baseValue = record.base ?? kept?.base;
+  const base = baseValue !== undefined && Buffer.byteLength(baseValue) <= MAX_BASE_BYTES ? baseValue : null;
   return {
     [RECORD_KEYS.status]: record.status,
     [RECORD_KEYS.generation]: generation,
     [RECORD_KEYS.builtAt]: now.toISOString(),
     // null deletes a key left by an earlier record
-    [RECORD_KEYS.digest]: record.digest ?? null,
-    [RECORD_KEYS.image]: record.status === 'succeeded' ? record.image : null,
+    [RECORD_KEYS.digest]: digest,
+    [RECORD_KEYS.image]: image,
     [RECORD_KEYS.tags]: tags ? tags.tags : null,
     [RECORD_KEYS.tagsOmitted]: tags && tags.omitted > 0 ? String(tags.omitted) : null,
-    [RECORD_KEYS.error]: record.status === 'failed' ? recordError(record.error) : null,
-    // Only beside the image that contains it: a failed record says nothing of a layer.
-    [RECORD_KEYS.layer]: layer ? layer.digests.digest : null,
-    [RECORD_KEYS.layerDiffId]: layer ? layer.digests.diffId : null,
-    [RECORD_KEYS.layerSize]: layer ? String(layer.digests.size) : null,
+    [RECORD_KEYS.error]: failed ? recordError(failed.error, failed.note, image ? MAX_ERROR_WITH_IMAGE_BYTES : MAX_ERROR_BYTES) : null,
+    [RECORD_KEYS.layer]: layer ? layer.digest : null,
+    [RECORD_KEYS.layerDiffId]: layer ? layer.diffId : null,
+    [RECORD_KEYS.layerSize]: layer ? layer.size : null,
     [RECORD_KEYS.layerInputs]: layer ? layer.inputs : null,
     [RECORD_KEYS.base]: base,
+    // A record ends the runs the mark vouched for.
+    [RECORD_KEYS.untagged]: null,
   };
 }

@@ -80,11 +80,14 @@ async function uploadSpec(name: string, spec: Record<string, unknown>): Promise<
   return upload(name, JSON.stringify({ base, ...spec }));
 }
 
-/** The record on a spec object: its artificer-* keys but the claim ({@link claimOf}), which is not an outcome. */
+/**
+ * The record on a spec object: its artificer-* keys but the claim ({@link claimOf}) and the mark
+ * of a claim that moved no tag, which are not an outcome.
+ */
 async function record(name: string): Promise<Record<string, string>> {
   const [meta] = await bucket.file(name).getMetadata();
   const custom = (meta.metadata ?? {}) as Record<string, string>;
-  return Object.fromEntries(Object.entries(custom).filter(([k]) => k.startsWith('artificer-') && k !== 'artificer-run'));
+  return Object.fromEntries(Object.entries(custom).filter(([k]) => k.startsWith('artificer-') && k !== 'artificer-run' && k !== 'artificer-run-untagged'));
 }
 
 /**
@@ -781,8 +784,9 @@ describe('rebuildOnMessage: the layer of the last build', { concurrency: false }
     assert.equal(after['artificer-digest'], real['artificer-digest']);
   });
 
-  test('a failed build leaves no layer in the record', async () => {
-    assert.ok((await record('reuse/artificer.json'))['artificer-layer']);
+  test('a failed rebuild names no layer but the one in the image it keeps, which the next rebuild takes', async () => {
+    const before = await record('reuse/artificer.json');
+    assert.ok(before['artificer-layer']);
     proxy.failNext(1, { status: 400, method: 'PUT', match: /\/apps\/reuse\/manifests\/v1$/ });
     await withRebuild(async (rebuild) => {
       const res = await deliverPubsubEvent(rebuild.url, 'projects/p/topics/artificer-rebuild', { bucket: BUCKET, object: 'reuse/artificer.json' });
@@ -792,8 +796,136 @@ describe('rebuildOnMessage: the layer of the last build', { concurrency: false }
     assert.equal(proxy.pendingFaults(), 0);
     const rec = await record('reuse/artificer.json');
     assert.equal(rec['artificer-status'], 'failed', JSON.stringify(rec));
-    // Deleted (fake-gcs-server stores the deleting null as "", see writeRecord).
-    for (const key of ['artificer-layer', 'artificer-layer-diffid', 'artificer-layer-size', 'artificer-layer-inputs']) assert.ok(!rec[key], key);
+    // No tag moved: the record keeps the image the tag names, with the layer that image holds.
+    assert.equal(rec['artificer-digest'], await registryDigest('apps/reuse', 'v1'));
+    assert.equal(rec['artificer-layer'], (await lastLayer('apps/reuse', 'v1')).digest);
+    for (const key of ['artificer-digest', 'artificer-layer', 'artificer-layer-diffid', 'artificer-layer-size', 'artificer-layer-inputs']) assert.equal(rec[key], before[key], key);
+    await withRebuild(async (rebuild, gcsProxy) => {
+      const line = await rebuildOnce(rebuild, 'reuse/artificer.json');
+      assert.equal(line.outcome, 'succeeded', JSON.stringify(line));
+      assert.equal(line.layerReused, true, 'the kept layer is taken from the registry');
+      assert.equal(downloads(gcsProxy, 'reuse/app.bin'), 0);
+    });
+  });
+});
+
+describe('a failed rebuild: the record says what the tags name', { concurrency: false }, () => {
+  let rebuild: RunningFunction;
+  before(async () => {
+    rebuild = await startFunction({ target: 'rebuildOnMessage', env: functionEnv() });
+  });
+  after(async () => {
+    proxy.reset();
+    await rebuild?.stop();
+  });
+  const LAYER_KEYS = ['artificer-layer', 'artificer-layer-diffid', 'artificer-layer-size', 'artificer-layer-inputs'];
+  /** A spec built by its upload, then one of its objects replaced (so a rebuild makes a new image). */
+  const builtThenChanged = async (folder: string, spec: Record<string, unknown>): Promise<Record<string, string>> => {
+    await upload(`${folder}/app.txt`, `${folder} one`);
+    const meta = await uploadSpec(`${folder}/artificer.json`, { files: ['app.txt'], ...spec });
+    assert.equal((await deliverStorageEvent(fn.url, objectEventData(meta))).status, 204);
+    const first = await record(`${folder}/artificer.json`);
+    assert.equal(first['artificer-status'], 'succeeded', JSON.stringify(first));
+    await upload(`${folder}/app.txt`, `${folder} two`);
+    return first;
+  };
+  /** Delivers a rebuild of `object`; for an acknowledged one, its summary line. */
+  const rebuildOf = async (object: string, time = new Date()): Promise<{ status: number; line?: Record<string, unknown> }> => {
+    const seen = rebuild.logs().length;
+    const res = await deliverPubsubEvent(rebuild.url, 'projects/p/topics/artificer-rebuild', { bucket: BUCKET, object }, { id: `failed-rebuild-${randomUUID()}`, time });
+    if (res.status !== 204) return { status: res.status };
+    const summary = (l: Record<string, unknown>): boolean => l.spec === `gs://${BUCKET}/${object}` && typeof l.outcome === 'string' && l.retry === undefined;
+    await rebuild.waitForLog(() => rebuild.logs().slice(seen).some(summary));
+    return { status: res.status, line: rebuild.logs().slice(seen).find(summary) };
+  };
+
+  test('no tag moved: failed, and the earlier image, its tags and its layer are kept (not the layer the failed run pushed)', async () => {
+    const first = await builtThenChanged('keep', { target: target('apps/keep'), tags: ['stable'] });
+    // The objects changed, so the rebuild pushes a new layer; then its first tag is refused.
+    proxy.failNext(1, { status: 400, method: 'PUT', match: /\/apps\/keep\/manifests\/v1$/ });
+    const { status, line } = await rebuildOf('keep/artificer.json');
+    assert.equal(status, 204);
+    assert.equal(line?.outcome, 'failed', JSON.stringify(line));
+    assert.equal(proxy.pendingFaults(), 0);
+    const rec = await record('keep/artificer.json');
+    assert.equal(rec['artificer-status'], 'failed', JSON.stringify(rec));
+    assert.equal(rec['artificer-digest'], first['artificer-digest']);
+    assert.equal(rec['artificer-image'], first['artificer-image']);
+    assert.equal(rec['artificer-tags'], first['artificer-tags']);
+    assert.equal(rec['artificer-base'], first['artificer-base']);
+    assert.equal(rec['artificer-generation'], first['artificer-generation']);
+    for (const key of LAYER_KEYS) assert.equal(rec[key], first[key], key);
+    assert.match(rec['artificer-error']!, new RegExp(`^tagging \\S+/apps/keep:v1: .*\\(no tag was moved by this build; the tags recorded beside ${first['artificer-digest']} at ${first['artificer-built-at']} still name it\\)$`));
+    // What the record says is what the registry serves: both tags, the first build's image and layer.
+    assert.equal(await registryDigest('apps/keep', 'v1'), first['artificer-digest']);
+    assert.equal(await registryDigest('apps/keep', 'stable'), first['artificer-digest']);
+    assert.equal((await lastLayer('apps/keep', 'v1')).digest, first['artificer-layer']);
+  });
+
+  test('some tags moved: the record names the new image with exactly those, and what the others still name', async () => {
+    const first = await builtThenChanged('half', { target: target('apps/half'), tags: ['two'] });
+    proxy.failNext(1, { status: 400, method: 'PUT', match: /\/apps\/half\/manifests\/two$/ });
+    const { status } = await rebuildOf('half/artificer.json');
+    assert.equal(status, 204);
+    const rec = await record('half/artificer.json');
+    const moved = await registryDigest('apps/half', 'v1');
+    assert.notEqual(moved, first['artificer-digest'], 'v1 moved to the new image');
+    assert.equal(await registryDigest('apps/half', 'two'), first['artificer-digest'], 'two was not moved');
+    assert.equal(rec['artificer-status'], 'failed', JSON.stringify(rec));
+    assert.equal(rec['artificer-digest'], moved);
+    assert.equal(rec['artificer-image'], `${proxy.host}/apps/half@${moved}`);
+    assert.equal(rec['artificer-tags'], target('apps/half'));
+    for (const key of LAYER_KEYS) assert.ok(!rec[key], key);
+    assert.match(rec['artificer-error']!, /^only some tags were pushed/);
+    assert.ok(
+      rec['artificer-error']!.endsWith(`(the spec's other tags were not moved by this build; the other tags recorded beside ${first['artificer-digest']} at ${first['artificer-built-at']} still name it)`),
+      rec['artificer-error'],
+    );
+  });
+
+  test('retried, then given up on before any tag: the earlier image is still kept', async () => {
+    const first = await builtThenChanged('giveup', { target: target('apps/giveup') });
+    const blobs = /\/v2\/apps\/giveup\/blobs\//;
+    // A young message: a 503 is worth a retry, so the run throws; it sent no tag and says so.
+    proxy.failNext(1, { status: 503, method: 'HEAD', match: blobs });
+    assert.equal((await rebuildOf('giveup/artificer.json')).status, 500);
+    proxy.reset();
+    const [meta] = await bucket.file('giveup/artificer.json').getMetadata();
+    const custom = meta.metadata as Record<string, string>;
+    assert.equal(custom['artificer-run-untagged'], custom['artificer-run'], 'the throwing run vouched it moved no tag');
+    assert.equal((await record('giveup/artificer.json'))['artificer-status'], 'succeeded', 'the record is untouched');
+    // Redelivered just under ARTIFICER_MAX_EVENT_AGE (600 s), past it when the push fails: given up on.
+    proxy.failNext(1, { status: 503, method: 'HEAD', match: blobs, delayMs: 4000 });
+    const { status } = await rebuildOf('giveup/artificer.json', new Date(Date.now() - 598_000));
+    proxy.reset();
+    assert.equal(status, 204);
+    const rec = await record('giveup/artificer.json');
+    assert.equal(rec['artificer-status'], 'failed', JSON.stringify(rec));
+    assert.match(rec['artificer-error']!, /^gave up after retrying/);
+    assert.match(rec['artificer-error']!, /\(no tag was moved by this build; the tags recorded beside sha256:[0-9a-f]{64} at \S+ still name it\)$/);
+    assert.equal(rec['artificer-digest'], first['artificer-digest']);
+    assert.equal(rec['artificer-image'], first['artificer-image']);
+    assert.equal(rec['artificer-layer'], first['artificer-layer']);
+    const [done] = await bucket.file('giveup/artificer.json').getMetadata();
+    assert.ok(!(done.metadata as Record<string, string>)['artificer-run-untagged'], 'a record ends what the mark vouched for');
+    assert.equal(await registryDigest('apps/giveup', 'v1'), first['artificer-digest']);
+  });
+
+  test("the first build of a new upload that fails does not take over the older upload's record", async () => {
+    const name = 'fresh/artificer.json';
+    const first = await builtThenChanged('fresh', { target: target('apps/fresh') });
+    // A copy or rewrite keeps the custom metadata: the new generation carries the old record.
+    const [old] = await bucket.file(name).getMetadata();
+    await bucket.file(name).save(JSON.stringify({ base, target: target('apps/fresh'), files: ['app.txt'], cmd: ['new'] }), { resumable: false, metadata: { metadata: old.metadata } });
+    const [spec] = await bucket.file(name).getMetadata();
+    assert.equal((spec.metadata as Record<string, string>)['artificer-digest'], first['artificer-digest'], 'the old record came along');
+    proxy.failNext(1, { status: 400, method: 'PUT', match: /\/apps\/fresh\/manifests\/v1$/ });
+    assert.equal((await deliverStorageEvent(fn.url, objectEventData(spec as Record<string, unknown>))).status, 204);
+    const rec = await record(name);
+    assert.equal(rec['artificer-status'], 'failed', JSON.stringify(rec));
+    assert.equal(rec['artificer-generation'], String(spec.generation));
+    for (const key of ['artificer-digest', 'artificer-image', 'artificer-tags', ...LAYER_KEYS]) assert.ok(!rec[key], key);
+    assert.doesNotMatch(rec['artificer-error']!, /recorded beside|no tag was moved/);
   });
 });
 

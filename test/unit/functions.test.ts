@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
-import { UsageError } from '../../src/errors.ts';
+import { NetworkError, RegistryError, TagsIncompleteError, UsageError } from '../../src/errors.ts';
 import { bundleEntries, bundlePath } from '../../src/source/bundle.ts';
 import { isAllowedTarget, MIN_MAX_EVENT_AGE_SECONDS, parseFunctionConfig } from '../../src/functions/config.ts';
-import { MISSING_FILE_GRACE_MS } from '../../src/functions/handler.ts';
+import { MISSING_FILE_GRACE_MS, tagsAfterFailure } from '../../src/functions/handler.ts';
 import { isSpecObject, parseRebuildMessage, parseStorageEvent } from '../../src/functions/events.ts';
 import { GoogleCredentialProvider, isGoogleRegistry } from '../../src/functions/google-credentials.ts';
 import { jsonLogger, redactSecrets } from '../../src/functions/logger.ts';
@@ -13,7 +13,10 @@ import { isTemporaryGcsError } from '../../src/functions/gcs-source.ts';
 import { crc32c, crc32cValidator } from '../../src/functions/crc32c.ts';
 import { createStorage } from '../../src/functions/storage.ts';
 import { CRC32C } from '@google-cloud/storage';
-import { claimValue, layerInputs, MAX_ERROR_BYTES, MAX_RECORD_BYTES, MAX_TAGS_BYTES, metadataBytes, RECORD_KEYS, recordedLayer, recordError, recordFields, recordTags, unfinishedClaim, type ObjectState } from '../../src/functions/record.ts';
+import {
+  claimValue, keptImage, layerInputs, MAX_ERROR_BYTES, MAX_ERROR_WITH_IMAGE_BYTES, MAX_RECORD_BYTES, MAX_TAGS_BYTES, metadataBytes, RECORD_KEYS, recordedLayer, recordError, recordFields,
+  recordTags, tagsUnmovedSince, unfinishedClaim, type ObjectState,
+} from '../../src/functions/record.ts';
 import { createLayer, LAYER_FORMAT } from '../../src/layer/layer.ts';
 import type { LayerEntry } from '../../src/layer/entry.ts';
 import { metadataEnv, startMetadataServer } from '../support/metadata-server.ts';
@@ -172,7 +175,7 @@ describe('the recorded layer', () => {
 
   test('is ignored unless the record is a success of the same inputs with well-formed fields', () => {
     const cases: Array<[string, Record<string, string>]> = [
-      ['failed', rec({ [RECORD_KEYS.status]: 'failed' })],
+      ['failed, naming no image', rec({ [RECORD_KEYS.status]: 'failed' })],
       ['other inputs', rec({ [RECORD_KEYS.layerInputs]: 'c'.repeat(64) })],
       ['no digest', rec({ [RECORD_KEYS.layer]: '' })],
       ['bad digest', rec({ [RECORD_KEYS.layer]: 'sha256:xyz' })],
@@ -182,6 +185,10 @@ describe('the recorded layer', () => {
       ['huge size', rec({ [RECORD_KEYS.layerSize]: '9'.repeat(16) })],
     ];
     for (const [name, r] of cases) assert.equal(recordedLayer(r, inputs), undefined, name);
+  });
+
+  test('is read back from a failed record that keeps the earlier image (the layer that image was pushed with)', () => {
+    assert.deepEqual(recordedLayer(rec({ [RECORD_KEYS.status]: 'failed', [RECORD_KEYS.digest]: `sha256:${'d'.repeat(64)}` }), inputs), { digest, diffId, size: 1234 });
   });
 });
 
@@ -306,10 +313,27 @@ test('recordFields: a worst-case record stays within MAX_RECORD_BYTES of custom 
   const now = new Date();
   const succeeded = recordFields('1764355200000000', {
     status: 'succeeded', digest, image: `${repo}@${digest}`, tags, base,
-    layer: { digests: { digest, diffId: digest, size: 2 ** 50 }, inputs: 'c'.repeat(64) },
+    layer: { digests: { digest, diffId: digest, size: 10 ** 15 - 1 }, inputs: 'c'.repeat(64) },
   }, now);
   const failed = recordFields('1764355200000000', { status: 'failed', error: '失敗 😀 '.repeat(2000), digest, tags, base }, now);
-  for (const fields of [succeeded, failed]) {
+  const partial = recordFields('1764355200000000', { status: 'failed', error: '失敗 😀 '.repeat(2000), note: 'n'.repeat(300), digest, image: `${repo}@${digest}`, tags, base }, now);
+  // A failed record keeping the worst-case success above, as it was written (the largest size a record is read back with).
+  const state: ObjectState = { generation: '1764355200000000', metageneration: '3', size: 1, created: 0, record: Object.fromEntries(Object.entries(succeeded).filter((e): e is [string, string] => e[1] !== null)) };
+  const earlier = keptImage(state, '1764355200000000');
+  assert.ok(earlier?.layer && earlier.image && earlier.tags && earlier.tagsOmitted && earlier.base, JSON.stringify(earlier));
+  const kept = recordFields('1764355200000000', { status: 'failed', error: '失敗 😀 '.repeat(2000), note: 'n'.repeat(300), kept: earlier }, now);
+  for (const key of [RECORD_KEYS.digest, RECORD_KEYS.image, RECORD_KEYS.tags, RECORD_KEYS.tagsOmitted, RECORD_KEYS.layer, RECORD_KEYS.layerDiffId, RECORD_KEYS.layerSize, RECORD_KEYS.layerInputs]) {
+    assert.equal(kept[key], succeeded[key], key);
+  }
+  for (const fields of [partial, kept]) {
+    assert.ok(Buffer.byteLength(fields[RECORD_KEYS.error]!) <= MAX_ERROR_WITH_IMAGE_BYTES);
+    assert.ok(fields[RECORD_KEYS.error]!.endsWith(`${'n'.repeat(300)}`), 'the note is never cut');
+    // The mark of a claim that moved no tag may sit beside it until the next record.
+    const claim = claimValue(randomUUID(), now.getTime());
+    const all = { ...fields, [RECORD_KEYS.run]: claim, [RECORD_KEYS.untagged]: claim };
+    assert.ok(metadataBytes(all) <= MAX_RECORD_BYTES, `${metadataBytes(all)} bytes`);
+  }
+  for (const fields of [succeeded, failed, partial, kept]) {
     assert.equal(fields[RECORD_KEYS.base], base);
     assert.ok(Number(fields[RECORD_KEYS.tagsOmitted]) > 0);
     // With the claim beside it (a UUID and a start), which stays on the object with the record.
@@ -320,6 +344,68 @@ test('recordFields: a worst-case record stays within MAX_RECORD_BYTES of custom 
   assert.ok(Buffer.byteLength(failed[RECORD_KEYS.error]!) <= MAX_ERROR_BYTES);
   // A base too long to keep is left out (the fan-out then reads the spec), never cut.
   assert.equal(recordFields('1', { status: 'failed', error: 'x', base: `${base}${'x'.repeat(600)}` }, now)[RECORD_KEYS.base], null);
+});
+
+describe('what a failed run records about the tags', () => {
+  const created = Date.parse('2026-11-28T10:00:00.000Z');
+  const d1 = `sha256:${'1'.repeat(64)}`;
+  const d2 = `sha256:${'2'.repeat(64)}`;
+  const builtAt = new Date(created + 1000).toISOString();
+  const recorded = {
+    [RECORD_KEYS.status]: 'succeeded', [RECORD_KEYS.generation]: '7', [RECORD_KEYS.builtAt]: builtAt,
+    [RECORD_KEYS.digest]: d1, [RECORD_KEYS.image]: `r.example/app@${d1}`, [RECORD_KEYS.tags]: 'r.example/app:v1,r.example/app:two',
+  };
+  const claim = (ms: number): string => claimValue('c1a1m', ms);
+  const state = (extra: Record<string, string> = {}, record: Record<string, string> = recorded): ObjectState => ({ generation: '7', metageneration: '2', size: 1, created, record: { ...record, ...extra } });
+  const settled = state({ [RECORD_KEYS.run]: claim(created + 500) }); // the claim of the run that recorded
+  const unfinished = state({ [RECORD_KEYS.run]: claim(created + 5000) });
+  const vouched = state({ [RECORD_KEYS.run]: claim(created + 5000), [RECORD_KEYS.untagged]: claim(created + 5000) });
+  const refused = new RegistryError('tagging r.example/app:v1: 400', { method: 'PUT', url: 'http://r.example/v2/app/manifests/v1', status: 400 });
+  const lost = new NetworkError('tagging r.example/app:v1: socket hang up');
+  const notFound = new RegistryError('base: 404', { method: 'GET', url: 'http://b.example/v2/base/manifests/1', status: 404 });
+  const still = `(no tag was moved by this build; the tags recorded beside ${d1} at ${builtAt} still name it)`;
+
+  test('tagsUnmovedSince: only when every claim since the record ended, or vouched it moved no tag', () => {
+    assert.equal(tagsUnmovedSince(state()), true, 'no claim');
+    assert.equal(tagsUnmovedSince(settled), true);
+    assert.equal(tagsUnmovedSince(unfinished), false);
+    assert.equal(tagsUnmovedSince(vouched), true);
+    assert.equal(tagsUnmovedSince(state({ [RECORD_KEYS.run]: claim(created + 5000), [RECORD_KEYS.untagged]: claim(created + 4000) })), false, 'a mark of an earlier claim');
+    assert.equal(tagsUnmovedSince(state({ [RECORD_KEYS.run]: 'c1a1m' })), false, 'a claim without a start cannot be placed');
+  });
+
+  const cases: Array<[string, Parameters<typeof tagsAfterFailure>, ReturnType<typeof tagsAfterFailure>]> = [
+    ['nothing sent, the earlier record settled: kept', [notFound, 0, undefined, settled, '7'], { kept: keptImage(settled, '7')!, note: still }],
+    ['the first tag refused outright: kept', [refused, 1, 'r.example/app:v1', settled, '7'], { kept: keptImage(settled, '7')!, note: still }],
+    ['nothing sent after runs that vouched they moved no tag: kept', [notFound, 0, undefined, vouched, '7'], { kept: keptImage(vouched, '7')!, note: still }],
+    ['a run since did not finish: not kept, and said', [notFound, 0, undefined, unfinished, '7'], {
+      note: `(no tag was moved by this build; the tags recorded beside ${d1} at ${builtAt} named it then, and a run since that did not finish may have moved them)`,
+    }],
+    ['the first tag got no definite answer: not kept, and said', [lost, 1, 'r.example/app:v1', settled, '7'], {
+      note: `(no tag was moved by this build, but perhaps r.example/app:v1 (its request got no definite answer); the other tags recorded beside ${d1} at ${builtAt} still name it)`,
+    }],
+    ['a record of another generation: nothing', [notFound, 0, undefined, settled, '8'], {}],
+    ['a failed record naming no image: nothing', [notFound, 0, undefined, state({}, { [RECORD_KEYS.status]: 'failed', [RECORD_KEYS.generation]: '7', [RECORD_KEYS.builtAt]: builtAt }), '7'], {}],
+    ['no record, a run before that did not finish', [notFound, 0, undefined, state({ [RECORD_KEYS.run]: claim(created + 5000) }, {}), '7'], {
+      note: '(no tag was moved by this build; a run before this one that did not finish may have moved tags)',
+    }],
+    ['failed before claiming: nothing', [notFound, 0, undefined, undefined, '7'], {}],
+    ['some tags moved: exactly those, their image, and what the others name', [new TagsIncompleteError(d2, ['r.example/app:v1'], refused), 2, 'r.example/app:two', settled, '7'], {
+      digest: d2, image: `r.example/app@${d2}`, tags: ['r.example/app:v1'],
+      note: `(the spec's other tags were not moved by this build; the other tags recorded beside ${d1} at ${builtAt} still name it)`,
+    }],
+    ['some tags moved, the next one unanswered', [new TagsIncompleteError(d2, ['r.example/app:v1'], lost), 2, 'r.example/app:two', settled, '7'], {
+      digest: d2, image: `r.example/app@${d2}`, tags: ['r.example/app:v1'],
+      note: `(the spec's other tags were not moved by this build, but perhaps r.example/app:two (its request got no definite answer); the other tags recorded beside ${d1} at ${builtAt} still name it)`,
+    }],
+  ];
+  for (const [name, args, expected] of cases) test(`tagsAfterFailure: ${name}`, () => assert.deepEqual(tagsAfterFailure(...args), expected));
+
+  test('keptImage: the record as written, fields of the wrong form left out', () => {
+    const bad = state({ [RECORD_KEYS.image]: `r.example/other@${d2}`, [RECORD_KEYS.layer]: 'sha256:xyz', [RECORD_KEYS.layerDiffId]: d1, [RECORD_KEYS.layerSize]: '1', [RECORD_KEYS.layerInputs]: 'f'.repeat(64) });
+    assert.deepEqual(keptImage(bad, '7'), { digest: d1, tags: 'r.example/app:v1,r.example/app:two', builtAt });
+    assert.equal(keptImage(state({ [RECORD_KEYS.digest]: 'sha256:nope' }), '7'), undefined);
+  });
 });
 
 describe('bundle re-packer', () => {
