@@ -133,6 +133,16 @@ export function validateLinkTarget(target: string, origin: string): void {
   if (target.includes('\0')) throw new SourceError(origin, `symlink target "${shownPath(target)}" contains a NUL character`);
 }
 
+/**
+ * The refusal of a name that is not UTF-8 (`what`: "file name", "symlink target", "hardlink
+ * target"), for every source alike. Node decodes such bytes to U+FFFD, so two different names
+ * (Latin-1 `caf\xe9` and `caf\xe8`) would land at one path; layer paths are UTF-8, as PAX
+ * records are.
+ */
+export function notUtf8Error(origin: string, what: string, options?: { cause?: unknown }): SourceError {
+  return new SourceError(origin, `the ${what} is not valid UTF-8, which image layer paths must be; rename it`, options);
+}
+
 /** A path for a message: NULs and other control characters escaped, cut after a few characters. */
 export function shownPath(p: string): string {
   const head = p.length > SHOWN_PATH_CHARS ? `${p.slice(0, SHOWN_PATH_CHARS)}…` : p;

@@ -31,7 +31,7 @@ import type { Header as TarHeader } from 'tar-stream';
 type TarEntry = Readable & { readonly header: TarHeader; readonly offset: number };
 import { SourceError } from '../errors.ts';
 import type { LayerEntry } from '../layer/entry.ts';
-import { MAX_PATH_BYTES, pathLimitProblem, shownPath, validateLinkTarget } from '../layer/tar.ts';
+import { MAX_PATH_BYTES, notUtf8Error, pathLimitProblem, shownPath, validateLinkTarget } from '../layer/tar.ts';
 import { expandSparse, SPARSE_UNSUPPORTED, sparseOf } from './sparse.ts';
 import { decompressed, TarEnd } from './tar-input.ts';
 
@@ -58,7 +58,8 @@ export function bundlePath(name: string, origin: string, what = 'entry name'): s
   // x.tar .` writes every name as ./…/).
   if (name.length > 2 * MAX_PATH_BYTES) throw new SourceError(where, `${what} is ${Buffer.byteLength(name)} bytes long; at most ${MAX_PATH_BYTES} are allowed`);
   if (name.includes('\0')) throw new SourceError(where, `${what} contains a NUL character`);
-  if (name.includes('\uFFFD')) throw notUtf8(where, what);
+  // tar-stream decodes names (and PAX records) as UTF-8, replacing what is not with U+FFFD.
+  if (name.includes('\uFFFD')) throw notUtf8Error(where, what === 'entry name' ? 'file name' : what);
   if (name.startsWith('/')) throw new SourceError(where, 'absolute path in bundle (entries must be relative)');
   if (name.split('/').includes('..')) throw new SourceError(where, 'path with ".." in bundle (entries must stay inside it)');
   const norm = path.posix.normalize(name).replace(/\/+$/, '');
@@ -66,14 +67,6 @@ export function bundlePath(name: string, origin: string, what = 'entry name'): s
   const tooLong = pathLimitProblem(rel);
   if (tooLong) throw new SourceError(where, `${what} ${tooLong}`);
   return rel;
-}
-
-/**
- * tar-stream decodes names (and PAX records) as UTF-8, replacing what is not with U+FFFD: two
- * different Latin-1 names would land at one path. Refused, as the local source refuses them.
- */
-function notUtf8(where: string, what: string): SourceError {
-  return new SourceError(where, `the ${what === 'entry name' ? 'file name' : what} is not valid UTF-8, which image layer paths must be; rename it`);
 }
 
 /** What a path of the bundle holds, for its hardlinks: a file (first written at `path`) or a symlink. */
@@ -184,7 +177,7 @@ export async function* bundleEntries(open: () => Promise<Readable>, opts: Bundle
         case 'symlink':
           if (!header.linkname) throw new SourceError(where, 'symlink without a target');
           validateLinkTarget(header.linkname, where);
-          if (header.linkname.includes('\uFFFD')) throw notUtf8(where, 'symlink target');
+          if (header.linkname.includes('\uFFFD')) throw notUtf8Error(where, 'symlink target');
           nodes.set(rel, { kind: 'symlink', target: header.linkname });
           entry = { path: join(opts.to, rel), type: 'symlink', mode: 0o777, size: 0, linkname: header.linkname, origin: where };
           break;

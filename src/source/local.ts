@@ -16,6 +16,7 @@ import path from 'node:path';
 import { asSourceError, SourceError } from '../errors.ts';
 import type { EntrySource, EntryType, LayerEntry } from '../layer/entry.ts';
 import { SLAB_BYTES, type BufferPool } from '../layer/pool.ts';
+import { notUtf8Error } from '../layer/tar.ts';
 import { directoryDestination, fileDestination, namesContents } from './destination.ts';
 
 /** One `--files` argument: a local path and where it goes in the image. */
@@ -177,7 +178,7 @@ function walkDir(absDir: string, shownDir: string, destDir: string, out: LayerEn
     } catch (err) {
       // readdir decoded a name that is not UTF-8 with U+FFFD, so the name no longer names it.
       if ((err as NodeJS.ErrnoException).code === 'ENOENT' && name.includes('\uFFFD')) {
-        throw new SourceError(shown, 'the file name is not valid UTF-8, which image layer paths must be; rename it', { cause: err });
+        throw notUtf8Error(shown, 'file name', { cause: err });
       }
       throw asSourceError(err, shown);
     }

@@ -301,7 +301,7 @@ describe('localSource', () => {
     await using t = await tempDir('local-latin1');
     await mkdir(path.join(t.path, 'src'));
     writeFileSync(Buffer.concat([Buffer.from(path.join(t.path, 'src/caf')), Buffer.from([0xe9]), Buffer.from('.txt')]), 'x');
-    await assert.rejects(collect(localSource([{ from: 'src', to: '' }], { cwd: t.path })), isSourceError(/^src\/caf\uFFFD\.txt: the file name is not valid UTF-8/));
+    await assert.rejects(collect(localSource([{ from: 'src', to: '' }], { cwd: t.path })), isSourceError(/^src\/caf\uFFFD\.txt: the file name is not valid UTF-8, which image layer paths must be; rename it$/));
   });
 
   it('reports facts: mode bits including setuid, owner', async () => {
