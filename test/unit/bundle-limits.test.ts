@@ -5,6 +5,7 @@ import { gzipSync } from 'node:zlib';
 import { SourceError } from '../../src/errors.ts';
 import type { LayerEntry } from '../../src/layer/entry.ts';
 import { bundleEntries, bundlePath } from '../../src/source/bundle.ts';
+import { expandSparse, type Sparse } from '../../src/source/sparse.ts';
 import { tarOf } from '../support/bundles.ts';
 
 /** Every entry of a bundle held in memory, each file's content read. */
@@ -103,5 +104,85 @@ describe('a bundle without any tar header', () => {
     assert.ok(empty.length >= 1024 && empty.every((b) => b === 0));
     assert.deepEqual(await entriesOf(empty), []);
     assert.deepEqual(await entriesOf(gzipSync(empty)), []);
+  });
+});
+
+describe('reading a bundle', () => {
+  test('a consumer that skips file contents still gets every entry: an unread one is drained', { timeout: 10_000 }, async () => {
+    const tar = await tarOf([[{ name: 'a' }, 'x'.repeat(100_000)], [{ name: 'b' }, 'y'], [{ name: 'c/', type: 'directory' }]]);
+    const paths: string[] = [];
+    for await (const e of bundleEntries(async () => Readable.from([tar]), { to: '/', origin: 'mem' })) paths.push(e.path);
+    assert.deepEqual(paths, ['a', 'b', 'c']);
+  });
+
+  test('a failure of the bundle\'s byte stream is reported as mapReadError makes it, not as a bad bundle', async () => {
+    // The Cloud Function maps a storage failure to a temporary error (worth a retry); called "not
+    // a valid bundle", it would be a permanent failure of the user's upload.
+    const tar = await tarOf([[{ name: 'a' }, 'x'.repeat(100_000)], [{ name: 'b' }, 'y']]);
+    const mapped = new SourceError('gs://b/t.tar', 'reading bundle: connection reset', { temporary: true });
+    for (const cut of [700, 60_000, tar.length]) {
+      const broken = () =>
+        new Readable({
+          read() {
+            this.push(tar.subarray(0, cut));
+            this.destroy(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }));
+          },
+        });
+      const entries = bundleEntries(async () => broken(), { to: '/', origin: 'gs://b/t.tar', mapReadError: () => mapped });
+      await assert.rejects(
+        (async () => {
+          for await (const e of entries) if (e.open) for await (const _ of (await e.open()) as AsyncIterable<Buffer>);
+        })(),
+        (err: unknown) => err === mapped,
+        `cut after ${cut} bytes`,
+      );
+    }
+  });
+
+  test('a plain tar whose first name starts with byte 0x1f is not taken for gzip (1f 8b is)', async () => {
+    const entries = await entriesOf(await tarOf([[{ name: '\x1fodd' }, 'hi']]));
+    assert.deepEqual(entries.map((e) => e.path), ['app/\x1fodd']);
+  });
+});
+
+test('a directory header\'s size field carries no data (tar-stream and Go read it so): the end search does not skip it', async () => {
+  // A size of 512 on the directory: followed as data, the end-of-archive search would skip the
+  // next header and take z's 1,024 zero bytes for the end marker, and 'last' would be lost.
+  const tar = await tarOf([[{ name: 'd/', type: 'directory' }], [{ name: 'z' }, '\0'.repeat(1024)], [{ name: 'last' }, 'ok']]);
+  tar.write('00000001000\0', 124, 'latin1');
+  tar.fill(0x20, 148, 156);
+  let sum = 0;
+  for (let i = 0; i < 512; i++) sum += tar[i]!;
+  tar.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+  assert.deepEqual((await entriesOf(tar)).map((e) => [e.path, e.size]), [['app/d', 0], ['app/z', 1024], ['app/last', 2]]);
+});
+
+describe('sparse expansion: the cap and the map', () => {
+  const GiB = 1024 ** 3;
+  async function* bytes(n: number): AsyncIterable<Buffer> {
+    if (n > 0) yield Buffer.alloc(n, 'd');
+  }
+  /** The first chunk `expandSparse` yields (then stops it), or the SourceError it throws. */
+  async function first(sparse: Sparse, stored: number): Promise<number> {
+    const it = expandSparse(bytes(stored), sparse, stored, 'gs://b/t.tar#s');
+    try {
+      const step = await it.next();
+      return step.done ? 0 : step.value.length;
+    } finally {
+      await it.return(undefined);
+    }
+  }
+  const refused = (message: RegExp) => (err: unknown) => err instanceof SourceError && message.test(err.message);
+
+  test('expands up to 1 GiB + 1,024 times the stored bytes, and refuses one byte more', async () => {
+    assert.ok((await first({ name: 's', size: GiB, map: [[GiB, 0]] }, 0)) > 0, 'exactly 1 GiB of holes is expanded');
+    await assert.rejects(first({ name: 's', size: GiB + 1, map: [[GiB + 1, 0]] }, 0), refused(/^gs:\/\/b\/t\.tar#s: is a sparse file of 1073741825 bytes holding 0: at most 1073741824 \(1 GiB \+ 1024 times the stored bytes\)/));
+    assert.ok((await first({ name: 's', size: GiB + 10 * 1024, map: [[0, 10]] }, 10)) > 0, '10 bytes stored allow 10 KiB more');
+    await assert.rejects(first({ name: 's', size: GiB + 10 * 1024 + 1, map: [[0, 10]] }, 10), refused(/holding 10: at most 1073752064 /));
+  });
+
+  test('a map whose fragments overlap or pass the end of the file is refused', async () => {
+    await assert.rejects(first({ name: 's', size: 100, map: [[0, 10], [5, 10]] }, 20), refused(/sparse map is invalid: fragment at 5 \(\+10\) overlaps another or lies past the file's end \(100\)$/));
+    await assert.rejects(first({ name: 's', size: 100, map: [[95, 10]] }, 10), refused(/sparse map is invalid: fragment at 95 \(\+10\)/));
   });
 });
