@@ -17,7 +17,8 @@ import { packEntries } from './tar.ts';
  * way. Bump it with any such change; a change of compression alone does not need it (a reused
  * blob stays valid whatever compresses the next one).
  */
-export const LAYER_FORMAT = 1;
+// 2: owner ids 262144..2097151 (`--chown`) are PAX records; format 1 wrote them as 262143.
+export const LAYER_FORMAT = 2;
 
 /** What is known about a layer once it has been produced once. */
 export interface LayerDigests {

@@ -10,8 +10,12 @@ const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
 const S_IFLNK = 0o120000;
 const SPECIAL_BITS = 0o6000; // setuid | setgid; the sticky bit is kept
-/** The largest id a ustar header's 7 octal digits hold; larger ones go into PAX records. */
-const MAX_USTAR_ID = 0o7777777;
+/**
+ * The largest owner id tar-stream writes into a ustar header: it encodes uid and gid in 6 octal
+ * digits (262143), not the 7 the field has room for, and writes 777777 for anything larger.
+ * Larger ones go into PAX records.
+ */
+const MAX_USTAR_ID = 0o777777;
 /** The largest owner id (32 bits, as Linux's uid_t; OpenShift assigns ids like 1000680000). */
 export const MAX_OWNER_ID = 0xffffffff;
 /** The latest mtime a ustar header's 11 octal digits hold (the year 2242). */

@@ -410,7 +410,7 @@ describe('what a failed run records about the tags', () => {
 
 describe('bundle re-packer', () => {
 
-  test('a fixed bundle re-packs to a fixed layer under LAYER_FORMAT 1: a change to that needs a new LAYER_FORMAT', async () => {
+  test('a fixed bundle re-packs to a fixed layer under LAYER_FORMAT 2: a change to that needs a new LAYER_FORMAT', async () => {
     // The Cloud Function reuses a recorded layer while LAYER_FORMAT and its inputs match.
     const tar = await tarOf([
       [{ name: './', type: 'directory' }],
@@ -422,7 +422,7 @@ describe('bundle re-packer', () => {
     ]);
     const source = () => bundleEntries(async () => Readable.from([tar]), { to: '/opt/app', origin: 'gs://b/t.tar' });
     const { diffId } = await createLayer(source, { mtime: 0 }).measure();
-    assert.deepEqual({ LAYER_FORMAT, diffId }, { LAYER_FORMAT: 1, diffId: 'sha256:6bbfd95b964c5ce94734b235734de52843d1be2f1872aa5211517a97548208de' });
+    assert.deepEqual({ LAYER_FORMAT, diffId }, { LAYER_FORMAT: 2, diffId: 'sha256:6bbfd95b964c5ce94734b235734de52843d1be2f1872aa5211517a97548208de' });
   });
 
   test('bundlePath', () => {

@@ -11,7 +11,7 @@ import type { LayerPolicy } from '../../src/build/request.ts';
 import { SourceError } from '../../src/errors.ts';
 import type { LayerEntry } from '../../src/layer/entry.ts';
 import { LAYER_FORMAT } from '../../src/layer/layer.ts';
-import { packEntries } from '../../src/layer/tar.ts';
+import { MAX_MTIME, packEntries } from '../../src/layer/tar.ts';
 
 const GOLDEN = path.join(import.meta.dirname, '../fixtures/layer/golden.tar');
 const LONG = 'app/' + 'very-long-directory-name/'.repeat(5) + 'file-with-a-name-that-does-not-fit.txt';
@@ -61,11 +61,11 @@ describe('packEntries', () => {
     assert.ok(tar.equals(readFileSync(GOLDEN)), 'tar differs from test/fixtures/layer/golden.tar (UPDATE_GOLDEN=1 to regenerate after review)');
   });
 
-  it('the golden tar is LAYER_FORMAT 1: a new golden tar needs a new LAYER_FORMAT', () => {
+  it('the golden tar is LAYER_FORMAT 2: a new golden tar needs a new LAYER_FORMAT', () => {
     // The Cloud Function reuses a layer it recorded while its inputs and LAYER_FORMAT match
     // (src/functions/record.ts): without a bump, images would keep a layer made the old way.
     const golden = createHash('sha256').update(readFileSync(GOLDEN)).digest('hex');
-    assert.deepEqual({ LAYER_FORMAT, golden }, { LAYER_FORMAT: 1, golden: '4542e6fc972fd2ad266538ef303c41b55b5b6192e7b77d163b7bff25182ddd65' });
+    assert.deepEqual({ LAYER_FORMAT, golden }, { LAYER_FORMAT: 2, golden: '4542e6fc972fd2ad266538ef303c41b55b5b6192e7b77d163b7bff25182ddd65' });
   });
 
   it('is read by GNU tar: no entries for undescribed parents, fixed mtime, 0:0 owner and setuid dropped', async () => {
@@ -129,6 +129,17 @@ describe('packEntries', () => {
       'the ustar field says 0 (as Go writes it), the PAX record the id',
     );
     await assert.rejects(tarOf([file('x', 'x')], { mtime: 0, chown: { uid: 2 ** 32, gid: 0 } }), /owner id 4294967296 is out of range 0\.\.4294967295/);
+  });
+
+  it('an owner id up to 262143 (what tar-stream writes in 6 octal digits) is in the ustar field; above, in PAX records', async () => {
+    const [h] = await headers(await tarOf([file('f', 'x')], { mtime: 0, chown: { uid: 262143, gid: 262143 } }));
+    assert.deepEqual([h?.uid, h?.gid, h?.pax ?? null], [262143, 262143, null]);
+    // tar-stream writes 777777 (262143) for a larger id: --chown 300000:300000 gave files to 262143.
+    const tar = await tarOf([file('f', 'x')], { mtime: 0, chown: { uid: 262144, gid: 300000 } });
+    const [next] = await headers(tar);
+    const pax = next?.pax as Record<string, string> | undefined;
+    assert.deepEqual([next?.uid, next?.gid, pax?.uid, pax?.gid], [0, 0, '262144', '300000']);
+    assert.match(execFileSync('tar', ['--numeric-owner', '-tvf', '-'], { input: tar }).toString(), /^-rw-r--r-- 262144\/300000 /);
   });
 
   it('does not mutate or share headers: two passes give identical bytes', async () => {
