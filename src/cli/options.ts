@@ -162,7 +162,7 @@ function parseSourceDateEpoch(env: NodeJS.ProcessEnv): number {
   const raw = env.SOURCE_DATE_EPOCH;
   if (raw === undefined || raw === '') return 0;
   if (!/^\d{1,12}$/.test(raw) || Number(raw) > MAX_MTIME) {
-    throw new UsageError(`SOURCE_DATE_EPOCH="${raw}": expected whole seconds since 1970-01-01 UTC, at most ${MAX_MTIME} (what a tar header holds)`);
+    throw new UsageError(`SOURCE_DATE_EPOCH="${raw}": expected whole seconds since 1970-01-01 UTC, at most ${MAX_MTIME} (2038-01-19T03:14:07Z, the latest a layer's tar records)`);
   }
   return Number(raw);
 }

@@ -62,7 +62,7 @@ function positiveInt(name: string, v: string | undefined, fallback: number | und
 
 function sourceDateEpoch(v: string | undefined): number {
   const n = positiveInt('SOURCE_DATE_EPOCH', v, 0) ?? 0;
-  if (n > MAX_MTIME) throw new UsageError(`SOURCE_DATE_EPOCH must be at most ${MAX_MTIME} (what a tar header holds), got "${v}"`);
+  if (n > MAX_MTIME) throw new UsageError(`SOURCE_DATE_EPOCH must be at most ${MAX_MTIME} (2038-01-19T03:14:07Z, the latest a layer's tar records), got "${v}"`);
   return n;
 }
 

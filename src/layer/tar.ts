@@ -18,8 +18,12 @@ const SPECIAL_BITS = 0o6000; // setuid | setgid; the sticky bit is kept
 const MAX_USTAR_ID = 0o777777;
 /** The largest owner id (32 bits, as Linux's uid_t; OpenShift assigns ids like 1000680000). */
 export const MAX_OWNER_ID = 0xffffffff;
-/** The latest mtime a ustar header's 11 octal digits hold (the year 2242). */
-export const MAX_MTIME = 0o77777777777;
+/**
+ * The latest mtime the layer's tar can carry, 2038-01-19T03:14:07Z: a ustar header's 11 octal
+ * digits would hold up to the year 2242, but tar-stream computes the field as `seconds | 0`, a
+ * 32-bit signed integer, so a later one came out as garbage (GNU tar read 2242-03-16).
+ */
+export const MAX_MTIME = 2 ** 31 - 1;
 
 type Sink = ReturnType<Pack['entry']>;
 type TarHeader = Partial<Header> & Pick<Header, 'name'>;

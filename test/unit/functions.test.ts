@@ -59,7 +59,7 @@ describe('parseFunctionConfig', () => {
     // At 90 s, a spec whose files arrive late (retried for 3 minutes) could be settled as "did not finish".
     [{ ARTIFICER_MAX_EVENT_AGE: '90' }, /at least 300 seconds/],
     [{ ARTIFICER_LOG_LEVEL: 'loud' }, /debug, info or warning/],
-    [{ SOURCE_DATE_EPOCH: '99999999999' }, /at most 8589934591/],
+    [{ SOURCE_DATE_EPOCH: '2147483648' }, /at most 2147483647 \(2038-01-19T03:14:07Z/],
   ];
   for (const [env, message] of bad) {
     test(`rejects ${JSON.stringify(env)}`, () => assert.throws(() => parseFunctionConfig(env), (e: unknown) => e instanceof UsageError && message.test(e.message)));

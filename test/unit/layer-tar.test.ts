@@ -142,6 +142,13 @@ describe('packEntries', () => {
     assert.match(execFileSync('tar', ['--numeric-owner', '-tvf', '-'], { input: tar }).toString(), /^-rw-r--r-- 262144\/300000 /);
   });
 
+  it('takes an mtime up to 2038-01-19T03:14:07Z (tar-stream writes seconds | 0), and refuses a later one', async () => {
+    const [h] = await headers(await tarOf([file('f', 'x')], { mtime: MAX_MTIME }));
+    assert.equal(h?.mtime.getTime(), MAX_MTIME * 1000);
+    assert.equal(MAX_MTIME, 2147483647);
+    await assert.rejects(tarOf([file('f', 'x')], { mtime: MAX_MTIME + 1 }), { code: 'ARTIFICER_USAGE', message: `layer mtime ${MAX_MTIME + 1} is not a valid timestamp in seconds` });
+  });
+
   it('does not mutate or share headers: two passes give identical bytes', async () => {
     const a = await tarOf(goldenEntries());
     await new Promise((r) => setTimeout(r, 1100));
