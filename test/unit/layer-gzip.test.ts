@@ -126,6 +126,16 @@ describe('parallelGzip', () => {
     assert.ok(producedWhenTurned !== undefined && producedWhenTurned < produced, `the loop turned after ${producedWhenTurned} of ${produced} bytes`);
   });
 
+  it('input of whole members gets exactly those members, no empty one after them', async () => {
+    const whole = input.subarray(0, 2 * GZIP_MEMBER_BYTES);
+    const expected = [0, 1].map((i) => {
+      const member = gzipSync(whole.subarray(i * GZIP_MEMBER_BYTES, (i + 1) * GZIP_MEMBER_BYTES), { level: 1 });
+      member[9] = 3;
+      return member;
+    });
+    assert.ok((await gz(split(whole, [65536]))).equals(Buffer.concat(expected)));
+  });
+
   it('emits a valid gzip stream for empty input', async () => {
     const out = await gz([]);
     assert.equal(gunzipSync(out).length, 0);

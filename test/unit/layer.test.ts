@@ -83,6 +83,21 @@ describe('createLayer', () => {
     assert.deepEqual(await layer.measure(), m);
   });
 
+  it('measure() after a complete pass reads nothing: it returns that pass\'s digests', async () => {
+    await using t = await tempDir('layer-measure');
+    await writeFile(path.join(t.path, 'f'), 'one');
+    let passes = 0;
+    const files = localSource([{ from: 'f', to: '' }], { cwd: t.path });
+    const counted = Object.assign(() => (passes++, files()), {});
+    const layer = createLayer(counted, { mtime: 0 });
+    const { stream, done } = layer.open();
+    stream.resume();
+    const first = await done;
+    await writeFile(path.join(t.path, 'f'), 'two');
+    assert.deepEqual(await layer.measure(), first);
+    assert.equal(passes, 1);
+  });
+
   it('fails a later pass when the files changed since an earlier one', async () => {
     await using t = await tempDir('layer-changed');
     await writeFile(path.join(t.path, 'f'), 'one');

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { chmod, link, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, chown, link, mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -311,6 +311,48 @@ describe('localSource', () => {
     const [e] = await collect(localSource([{ from: 'suid', to: '' }], { cwd: t.path }));
     assert.equal(e?.mode, 0o4750);
     assert.equal(e?.uid, process.getuid?.());
+  });
+
+  it("a spec's mode is given to its regular files only: directories and symlinks keep theirs", async () => {
+    await using t = await tempDir('local-spec-mode');
+    await mkdir(path.join(t.path, 'd/sub'), { recursive: true });
+    await chmod(path.join(t.path, 'd/sub'), 0o750);
+    await writeFile(path.join(t.path, 'd/sub/f'), 'x');
+    await chmod(path.join(t.path, 'd/sub/f'), 0o600);
+    await symlink('f', path.join(t.path, 'd/sub/l'));
+    const entries = await collect(localSource([{ from: 'd', to: '', mode: 0o755 }], { cwd: t.path }));
+    assert.deepEqual(entries.map((e) => [e.path, e.type, e.mode.toString(8)]), [['d/sub', 'directory', '750'], ['d/sub/f', 'file', '755'], ['d/sub/l', 'symlink', '777']]);
+  });
+
+  it('reads a file through a symlink named on the command line, small or large', async () => {
+    await using t = await tempDir('local-follow');
+    for (const [name, size] of [['small', 5], ['big', SMALL_FILE_BYTES + 1]] as const) {
+      await writeFile(path.join(t.path, name), Buffer.alloc(size, 'q'));
+      await symlink(name, path.join(t.path, `to-${name}`));
+      const [entry] = await collect(localSource([{ from: `to-${name}`, to: '' }], { cwd: t.path }));
+      const body = await entry!.open!(new BufferPool());
+      let got = 0;
+      if (body instanceof Uint8Array) got = body.byteLength;
+      else for await (const c of body) got += c.byteLength;
+      assert.deepEqual([entry!.path, entry!.type, got], [`to-${name}`, 'file', size]);
+    }
+  });
+
+  it('a file of ours without the owner read bit is refused by the walk, before any byte (as an unprivileged user)', async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('needs root to switch to nobody');
+    await using d = await tempDir('local-noread');
+    await chmod(d.path, 0o777);
+    await writeFile(path.join(d.path, 'w'), 's');
+    await chmod(path.join(d.path, 'w'), 0o266); // others (and the group) may read it; its owner may not
+    await chown(path.join(d.path, 'w'), 65534, 65534);
+    const script = `
+      import { localSource } from ${JSON.stringify(path.resolve('src/source/local.ts'))};
+      const src = localSource([{ from: 'w', to: '' }], { cwd: ${JSON.stringify(d.path)} });
+      try { await src.check(); console.log('no error'); } catch (e) { console.log(e.code + ' ' + e.message); }`;
+    const out = execFileSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--input-type=module', '-e', script], {
+      cwd: process.cwd(),
+    }).toString();
+    assert.equal(out.trim(), 'ARTIFICER_SOURCE w: permission denied');
   });
 
   it('check() validates up front and its walk serves the next pass only', async () => {
