@@ -18,8 +18,9 @@
  * with no tar header at all (0 bytes, or a gzip of nothing), which GNU tar calls "not a tar
  * archive". A tar of only end-of-archive blocks (`tar cf x.tar -T /dev/null`) is a valid empty
  * bundle, as GNU tar reads it. Reading stops at the end-of-archive marker: what follows it (a
- * second archive `cat`ed on, notes) is ignored, as GNU tar and Go's archive/tar ignore it. v7
- * archives are read; GNU volume labels are skipped.
+ * second archive `cat`ed on, notes) is ignored, as GNU tar and Go's archive/tar ignore it. A lone
+ * zero block followed by more of the archive, where GNU tar stops with only a warning, is refused
+ * (see {@link TarEnd}). v7 archives are read; GNU volume labels are skipped.
  */
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';

@@ -101,6 +101,14 @@ const MAX_META_BYTES = 4 * 1024 * 1024;
  * appended after the marker are not "unexpected data". tar-stream itself skips zero blocks and
  * reads on.
  *
+ * A lone zero block followed by anything but a second one fails the stream, naming the block's
+ * offset. Readers disagree on such an archive: GNU tar stops there with a warning ("A lone zero
+ * block at N") and exit status 0, bsdtar stops silently, Go's archive/tar fails (ErrHeader),
+ * tar-stream and `tar --ignore-zeros` read on. Reading on, the layer would hold files `tar tf`
+ * does not list; stopping, it would lack files with no more than a warning nobody reads in a
+ * Cloud Function. Such an archive is damaged or was pieced together by hand either way. A lone
+ * zero block at the very end of the input is accepted: every one of those readers ends there.
+ *
  * To know where headers are it follows the entry sizes as tar-stream computes them (the header's
  * size field, a PAX `size` record, no data for a directory). On input it cannot follow (a size it
  * cannot parse) it stops looking and passes everything on: tar-stream then reports the problem.
@@ -122,7 +130,19 @@ export class TarEnd extends Transform {
   #state: 'reading' | 'ended' | 'lost' = 'reading';
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    // Past the marker the input is still read to its end, and dropped: the gzip trailer (CRC-32,
+    // length) and a download's checksum come last, and a bundle damaged there must fail, not
+    // pass because reading stopped early (nor should a download be cut off mid-body).
     if (this.#state === 'ended') return callback();
+    try {
+      this.#scan(chunk);
+    } catch (err) {
+      return callback(err as Error);
+    }
+    callback();
+  }
+
+  #scan(chunk: Buffer): void {
     let at = 0;
     while (at < chunk.length && this.#state === 'reading') {
       if (this.#skip > 0) {
@@ -145,10 +165,6 @@ export class TarEnd extends Transform {
     const ended = (this.#state as string) === 'ended'; // #header may have changed it
     this.#pos += chunk.length;
     if (!ended || at > 0) this.push(ended ? chunk.subarray(0, at) : chunk);
-    // Past the marker the input is still read to its end, and dropped: the gzip trailer (CRC-32,
-    // length) and a download's checksum come last, and a bundle damaged there must fail, not
-    // pass because reading stopped early (nor should a download be cut off mid-body).
-    callback();
   }
 
   #header(block: Buffer, offset: number): void {
@@ -157,7 +173,11 @@ export class TarEnd extends Transform {
       if (++this.#zeros === 2) this.#state = 'ended';
       return;
     }
-    this.#zeros = 0;
+    if (this.#zeros === 1) {
+      throw new Error(
+        `a lone zero block at byte ${offset - BLOCK} of the tar is followed by more of the archive: GNU tar and bsdtar stop reading there, other readers go on, so which files the bundle holds is unclear; it is damaged or was pieced together, re-create it with tar`,
+      );
+    }
     const flag = block[156]!;
     const size = octal(block.subarray(124, 136));
     if (size === undefined || size < 0) return void (this.#state = 'lost');

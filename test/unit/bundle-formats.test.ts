@@ -1,7 +1,7 @@
 // Bundles as real tools write them (GNU tar, bsdtar, gzip, zstd, bzip2, xz, python3's tarfile),
 // re-packed and compared with what GNU tar reads from them or with the same tree given to -f.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdir, open, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -141,6 +141,49 @@ describe('a bundle ends at its end-of-archive marker, as GNU tar reads it', () =
     const noted = Buffer.concat([a, Buffer.from('notes\n')]);
     run('tar', ['-tf', '-'], noted); // GNU tar accepts it
     assert.equal(await diffIdOfBundle(noted), await diffIdOfBundle(a));
+  });
+
+  describe('a lone zero block where a header is due', () => {
+    // x.tar: x's header, its data block, then the marker and GNU tar's zero padding to 10 KiB.
+    let x: Buffer;
+    let y: Buffer;
+    const zero = Buffer.alloc(512);
+    before(async () => {
+      await tree('lz', { x: 'x\n', y: 'y\n' });
+      x = run('tar', ['-C', 'lz', '-cf', '-', 'x']);
+      y = run('tar', ['-C', 'lz', '-cf', '-', 'y']);
+    });
+    /** GNU tar's `tar tf`: exit status, stdout, stderr. */
+    const gnuList = (tar: Buffer) => {
+      const r = spawnSync('tar', ['-tf', '-'], { input: tar, env: { ...process.env, LC_ALL: 'C' } });
+      return [r.status, r.stdout.toString(), r.stderr.toString()];
+    };
+    const lone = (at: number) => new RegExp(`^gs://b/t\\.tar: not a valid \\.tar(\\.gz)? bundle: a lone zero block at byte ${at} of the tar is followed by more of the archive: GNU tar and bsdtar stop reading there`);
+
+    test('followed by another header: refused, naming its offset, where GNU tar drops the rest with only a warning', async () => {
+      const spliced = Buffer.concat([x.subarray(0, 1024), zero, y]);
+      // What GNU tar does with it: lists x alone, warns on stderr, and exits 0 all the same.
+      assert.deepEqual(gnuList(spliced), [0, 'x\n', 'tar: A lone zero block at 3\n']);
+      assert.equal(x.length, 10240, 'x.tar is padded to a 10 KiB record');
+      assert.deepEqual(await entriesOf(x), [['app/x', 'file', 'x\n']], 'x.tar, padded to 10 KiB with zeros, is read');
+      await refuses(spliced, lone(1024));
+      await refuses(run('gzip', ['-c'], spliced), lone(1024));
+      // Found across chunk boundaries too, with the zero block split between chunks.
+      const chunked = () => bundleEntries(async () => Readable.from(Array.from({ length: Math.ceil(spliced.length / 100) }, (_, i) => spliced.subarray(i * 100, i * 100 + 100))), { to: '/app', origin: 'gs://b/t.tar' });
+      await assert.rejects(createLayer(chunked, { mtime: 0 }).measure(), (err) => err instanceof SourceError && lone(1024).test(err.message));
+    });
+
+    test('as the first block, or followed by what is no header at all', async () => {
+      await refuses(Buffer.concat([zero, y]), lone(0));
+      await refuses(Buffer.concat([x.subarray(0, 1024), zero, Buffer.alloc(512, 'notes\n'), zero, zero]), lone(1024));
+    });
+
+    test('as the last block of the input it is the end, as every reader takes it', async () => {
+      const ended = Buffer.concat([x.subarray(0, 1024), zero]);
+      assert.deepEqual(gnuList(ended).slice(0, 2), [0, 'x\n']); // with the same warning
+      assert.deepEqual(await entriesOf(ended), [['app/x', 'file', 'x\n']]);
+      assert.deepEqual(await entriesOf(run('gzip', ['-c'], ended)), [['app/x', 'file', 'x\n']]);
+    });
   });
 });
 
