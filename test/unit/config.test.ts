@@ -109,3 +109,20 @@ test('an arm config without the variant its index entry names gets it (crane val
   assert.equal(v6.variant, 'v6', "a config's own variant is kept");
   assert.equal('variant' in newImageConfig({ ...armBase, architecture: 'amd64' } as ImageConfig, { os: 'linux', architecture: 'amd64' }, {}, { mtime: 0 }, diffId), false);
 });
+
+test("an empty entrypoint (--entrypoint '') clears the base's entrypoint and its cmd, as Dockerfile's ENTRYPOINT [] does", () => {
+  const nginx = { Entrypoint: ['/docker-entrypoint.sh'], Cmd: ['nginx', '-g', 'daemon off;'], Env: [alpinePath] };
+  assert.deepEqual(applyContainerConfig(nginx, { entrypoint: [] }), { Entrypoint: [], Env: [alpinePath] });
+  assert.deepEqual(applyContainerConfig(nginx, { entrypoint: [], cmd: ['/server'] }), { Entrypoint: [], Cmd: ['/server'], Env: [alpinePath] });
+});
+
+test("an empty cmd (--cmd '[]') clears the base's cmd instead of keeping it", () => {
+  assert.deepEqual(applyContainerConfig({ Cmd: ['sh'], Env: [alpinePath] }, { cmd: [] }), { Cmd: [], Env: [alpinePath] });
+});
+
+test('env on scratch: a base without Env gets the variables', () => {
+  const diffId = `sha256:${'d'.repeat(64)}` as const;
+  const out = newImageConfig(undefined, { os: 'linux', architecture: 'amd64' }, { env: [['A', '1'], ['PATH', '/bin']] }, { mtime: 0 }, diffId);
+  assert.deepEqual(out.config?.Env, ['A=1', 'PATH=/bin']);
+  assert.deepEqual(applyContainerConfig({ Cmd: ['sh'] }, { env: [['A', '1']] }), { Cmd: ['sh'], Env: ['A=1'] });
+});

@@ -115,3 +115,9 @@ test('a bare linux/arm falls back to v6, then v5, as containerd\'s platforms.Onl
   assert.throws(() => selectEntries([amd64, v6], [{ os: 'linux', architecture: 'arm', variant: 'v7' }], 'b'), /has no linux\/arm\/v7 variant; available: linux\/amd64, linux\/arm\/v6$/);
   assert.throws(() => selectEntries([v5, armv7], [{ os: 'linux', architecture: 'arm', variant: 'v6' }], 'b'), /has no linux\/arm\/v6 variant/);
 });
+
+test('linux/arm64/v8 matches an arm64 entry that names no variant (containerd: arm64 and arm64/v8 are one platform)', () => {
+  const bareArm64 = entry({ os: 'linux', architecture: 'arm64' }, 13);
+  assert.deepEqual(selectEntries([amd64, bareArm64], [{ os: 'linux', architecture: 'arm64', variant: 'v8' }], 'b'), [bareArm64]);
+  assert.deepEqual(selectEntries([amd64, bareArm64], [{ os: 'linux', architecture: 'arm64', variant: '8' }], 'b'), [bareArm64], 'a bare 8 is v8');
+});
