@@ -33,6 +33,7 @@ const cases: Array<[name: string, header: string | string[] | undefined, expecte
     ],
   ],
   ['escaped quote and backslash', 'Basic realm="a \\"quoted\\" \\\\ realm, ok"', [{ scheme: 'basic', params: { realm: 'a "quoted" \\ realm, ok' } }]],
+  ['tabs as white space (RFC 7230 OWS)', 'Bearer\trealm="https://a/t",\tservice="reg"', [{ scheme: 'bearer', params: { realm: 'https://a/t', service: 'reg' } }]],
   ['scheme alone', 'Negotiate', [{ scheme: 'negotiate', params: {} }]],
   ['token68', 'Negotiate abc123==', [{ scheme: 'negotiate', params: {}, token68: 'abc123==' }]],
   ['unterminated quote keeps the rest', 'Bearer realm="https://a/t', [{ scheme: 'bearer', params: { realm: 'https://a/t' } }]],

@@ -29,6 +29,7 @@ test('short flags are the same as long ones', () => {
 
 const good: Array<[string, string[], Record<string, string>, (o: ReturnType<typeof parseOptions>) => void]> = [
   ['JSON cmd', ['-c', '["/bin/sh","-c","echo $HOME"]'], {}, (o) => assert.deepEqual(o.cmd, ['/bin/sh', '-c', 'echo $HOME'])],
+  ['JSON cmd after white space (a YAML block, a line break in a CI file)', ['-c', '\n  ["/server", "--port", "80"]'], {}, (o) => assert.deepEqual(o.cmd, ['/server', '--port', '80'])],
   ['shell-split cmd, no shell', ['-c', `/server --name 'a b' "c\\"d"`], {}, (o) => assert.deepEqual(o.cmd, ['/server', '--name', 'a b', 'c"d'])],
   ['entrypoint', ['--entrypoint', '/server --x'], {}, (o) => assert.deepEqual(o.entrypoint, ['/server', '--x'])],
   ['env value with =', ['-e', 'A=b=c'], {}, (o) => assert.deepEqual(o.env, [['A', 'b=c']])],
@@ -87,6 +88,8 @@ const bad: Array<[string, string[], Record<string, string>, RegExp]> = [
   ['an insecure registry with a path', ['-b', 'alpine', '-t', 'l:5000/a', '--insecure-registry', 'http://reg.lan:5000/v2/'], {}, /--insecure-registry "http:\/\/reg.lan:5000\/v2\/": not a registry host; expected HOST or HOST:PORT/],
   ['an insecure registry with credentials', ['-b', 'alpine', '-t', 'l:5000/a', '--insecure-registry', 'u:p@reg.lan'], {}, /not a registry host/],
   ['output junk', ['-b', 'alpine', '-o', 'dir:/x'], {}, /expected oci:DIR or tarball:FILE/],
+  ['two OCI layouts', ['-b', 'alpine', '-o', 'oci:a', '-o', 'oci:b'], {}, /^--output oci: given twice$/],
+  ['two tarballs', ['-b', 'alpine', '-o', 'tarball:a.tar', '-o', 'tarball:b.tar'], {}, /^--output tarball: given twice$/],
   ['unknown flag', ['-b', 'alpine', '-t', 'l:5000/a', '--frobnicate'], {}, /Unknown option '--frobnicate'.*artificer --help/],
   ['positional', ['-b', 'alpine', '-t', 'l:5000/a', 'extra'], {}, /Unexpected argument 'extra'/],
   ['bad SOURCE_DATE_EPOCH', ['-b', 'alpine', '-t', 'l:5000/a'], { SOURCE_DATE_EPOCH: 'yesterday' }, /SOURCE_DATE_EPOCH="yesterday"/],
@@ -98,6 +101,7 @@ const bad: Array<[string, string[], Record<string, string>, RegExp]> = [
   ['SOURCE_DATE_EPOCH past what tar holds', ['-b', 'alpine', '-t', 'l:5000/a'], { SOURCE_DATE_EPOCH: '2147483648' }, /SOURCE_DATE_EPOCH="2147483648": .*at most 2147483647 \(2038-01-19T03:14:07Z/],
   ['a uid over 32 bits', ['-b', 'alpine', '-t', 'l:5000/a', '--chown', '4294967296:0'], {}, /--chown/],
   ['concurrency', ['-b', 'alpine', '-t', 'l:5000/a', '-j', '0'], {}, /--concurrency "0"/],
+  ['concurrency above 64', ['-b', 'alpine', '-t', 'l:5000/a', '-j', '65'], {}, /--concurrency "65": expected a whole number from 1 to 64/],
   // The spec's rules (src/spec/values.ts): runc refuses a relative cwd, an empty user means nothing.
   ['a relative --workdir', ['-b', 'alpine', '-t', 'l:5000/a', '-w', 'app'], {}, /^--workdir "app": "app" must be an absolute path/],
   ['an empty --workdir', ['-b', 'alpine', '-t', 'l:5000/a', '-w', ''], {}, /^--workdir "": must not be empty/],

@@ -39,6 +39,8 @@ describe('splitCommand', () => {
     [`x'y'"z"`, ['xyz']],
     [`'' ""`, ['', '']],
     ['a > b | c', ['a', '>', 'b', '|', 'c']],
+    // A backslash-newline is a line continuation, outside quotes and inside double quotes (not single).
+    ['a\\\nb "c\\\nd" \'e\\\nf\'', ['ab', 'cd', 'e\\\nf']],
     ['', []],
   ];
   for (const [line, words] of cases) {
