@@ -184,3 +184,17 @@ test('outputProblem: a digest file that exists is written in place, so only it m
   assert.equal(probe('ro/new', 'written-file'), `its directory ${p('ro')} is not writable`, 'a new one needs its directory');
   assert.equal(probe('ro/digest', 'file'), `its directory ${p('ro')} is not writable`, 'a tarball is renamed into place');
 });
+
+test('a layout built into again: the entry of the same tag is replaced, not listed twice (skopeo would call oci:DIR:TAG ambiguous)', async () => {
+  await using t = await tempDir('oci-rebuild');
+  const dir = path.join(t.path, 'layout');
+  await writeFile(path.join(t.path, 'server'), 'one');
+  const first = await build(request(t.path, 'server', dir), { registry: new RegistryClient() });
+  await writeFile(path.join(t.path, 'server'), 'two');
+  const second = await build(request(t.path, 'server', dir), { registry: new RegistryClient() });
+  assert.notEqual(first.digest, second.digest);
+  const index = JSON.parse(await readFile(path.join(dir, 'index.json'), 'utf8')) as { manifests: Array<{ digest: string; annotations?: Record<string, string> }> };
+  assert.deepEqual(index.manifests.map((m) => [m.digest, m.annotations]), [[second.digest, { 'org.opencontainers.image.ref.name': 'latest' }]]);
+  // The file that makes a directory an OCI image layout (image-layout.md), which skopeo and umoci look for.
+  assert.deepEqual(JSON.parse(await readFile(path.join(dir, 'oci-layout'), 'utf8')), { imageLayoutVersion: '1.0.0' });
+});
