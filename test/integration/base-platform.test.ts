@@ -64,3 +64,18 @@ test('a single manifest matches a platform as an index entry would, and a mismat
     (e: unknown) => e instanceof PlatformMismatchError && e.wanted === 'linux/arm/v7 (or v6, v5)' && /available: linux\/amd64$/.test(e.message),
   );
 });
+
+test('--platform all on an index with one Linux platform still builds an index; the default builds a single manifest', async () => {
+  const repo = { registry: reg.host, repository: 'x86/base' };
+  const { digest, bytes } = await client.getManifest(repo, 'latest');
+  const index = Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: MediaTypes.ociIndex,
+    manifests: [{ mediaType: MediaTypes.ociManifest, digest, size: bytes.length, platform: { os: 'linux', architecture: 'amd64' } }],
+  }));
+  await client.putManifest(repo, 'index', index, MediaTypes.ociIndex);
+  const all = await resolveBase({ base: parseReference(`${reg.host}/x86/base:index`), platforms: 'all' }, client);
+  assert.equal(all.multiPlatform, true, 'all asks for an index, whatever the count');
+  const one = await resolveBase({ base: parseReference(`${reg.host}/x86/base:index`), platforms: 'default' }, client);
+  assert.equal(one.multiPlatform, false);
+  assert.deepEqual(one.images.map((i) => i.manifestDigest), [digest]);
+});
