@@ -107,6 +107,16 @@ test('a tag that fails after another was written: the error names the tags that 
   assert.equal(await tagged('publish/partial', 'b'), undefined);
 });
 
+test('tags are written in the order given, the target first, across repositories too', async () => {
+  proxy.reset();
+  proxy.failNext(1, { method: 'PUT', match: /\/v2\/publish\/order-b\/manifests\/1$/, status: 400 });
+  await assert.rejects(build(request(['publish/order-a:1', 'publish/order-b:1']), { registry: new RegistryClient({ retry: { attempts: 1 } }) }), (err: unknown) => {
+    assert.ok(err instanceof TagsIncompleteError, String(err));
+    assert.deepEqual(err.tagged, [`${proxy.host}/publish/order-a:1`]);
+    return true;
+  });
+});
+
 test('aborted once the blobs are in place, before any tag: no tag is written', async () => {
   proxy.reset();
   const controller = new AbortController();
