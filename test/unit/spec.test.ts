@@ -201,6 +201,12 @@ describe('specToRequest', () => {
     assert.deepEqual(request.annotations, { a: '2' });
   });
 
+  test('an empty entrypoint or cmd ([], as the spec\'s error for "" advises) reaches the request, to clear the base\'s', () => {
+    const { request } = specToRequest(parseSpec({ ...minimal, entrypoint: [], cmd: [] }), files);
+    assert.deepEqual(request.config.entrypoint, []);
+    assert.deepEqual(request.config.cmd, []);
+  });
+
   test('scratch base, defaults', () => {
     const { request } = specToRequest(parseSpec({ ...minimal, base: 'scratch' }), files);
     assert.equal(request.base, 'scratch');
