@@ -13,24 +13,29 @@ import { parseReference } from '../../src/reference/reference.ts';
 import { RegistryClient } from '../../src/registry/client.ts';
 import { localSource } from '../../src/source/local.ts';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.ts';
+import { pushBusyboxBase, type PushedImage } from '../support/images.ts';
 import { startRegistry, type RunningRegistry } from '../support/registry.ts';
 import { tempDir, type TempDir } from '../support/tmp.ts';
 
 let registry: RunningRegistry;
+/** Another registry, holding a base: its blobs are copied, not mounted. */
+let other: RunningRegistry;
+let base: PushedImage;
 let proxy: FaultProxy;
 let work: TempDir;
 /** Straight to the registry, past the proxy: what is there once build() has settled. */
 const direct = new RegistryClient({ retry: { attempts: 1 } });
 
 before(async () => {
-  [registry, work] = await Promise.all([startRegistry(), tempDir('build-publish')]);
+  [registry, other, work] = await Promise.all([startRegistry(), startRegistry(), tempDir('build-publish')]);
   proxy = await startFaultProxy(registry.url);
+  base = await pushBusyboxBase(other.host, { repository: 'base/busybox', tag: '1', format: 'oci' });
   await writeFile(path.join(work.path, 'hello'), 'hello\n');
 });
 
 after(async () => {
   await proxy?.stop();
-  await registry?.stop();
+  await Promise.all([registry?.stop(), other?.stop()]);
   await work?.remove();
 });
 
@@ -137,4 +142,16 @@ test('aborted while tagging: the tag set is finished, never left half moved', as
   const beforeTag = async (): Promise<void> => controller.abort();
   const result = await build(request(['publish/tagging:a', 'publish/tagging:b', 'publish/tagging:c']), { registry: new RegistryClient(), signal: controller.signal, beforeTag });
   for (const tag of ['a', 'b', 'c']) assert.equal(await tagged('publish/tagging', tag), result.digest, tag);
+});
+
+test("a base layer the target already has is not copied again from the base's registry", async () => {
+  const req = { ...request(['publish/rebuilt:1']), base: parseReference(base.reference) };
+  await build(req, { registry: new RegistryClient() });
+  proxy.reset();
+  await build({ ...req, outputs: { registry: [parseReference(`${proxy.host}/publish/rebuilt:2`)] } }, { registry: new RegistryClient() });
+  const lines = log();
+  // A HEAD finds the base's layer; the only uploads are the new layer's and the config's.
+  assert.ok(lines.some((l) => l.startsWith('HEAD /v2/publish/rebuilt/blobs/sha256:') && l.endsWith(' 200')), lines.join('\n'));
+  assert.equal(lines.filter((l) => l.startsWith('POST ')).length, 2, lines.join('\n'));
+  assert.equal(lines.filter((l) => l.startsWith('PUT /v2/publish/rebuilt/blobs/uploads/')).length, 2, lines.join('\n'));
 });
