@@ -1,14 +1,18 @@
 // What build() writes to a real registry once its layer is known, read from the requests a proxy
 // saw: every blob in every target repository before any manifest, one manifest PUT per tag, the
-// tags last, the pushed digest the one printed, and the tag set never left half moved by an abort.
+// tags last, the pushed digest the one printed, the tag set never left half moved by an abort,
+// and a docker tarball written beside the push that matches it.
 import assert from 'node:assert/strict';
+import { createReadStream } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { after, before, test } from 'node:test';
+import tar from 'tar-stream';
 import { build } from '../../src/build/build.ts';
 import type { BuildRequest } from '../../src/build/request.ts';
 import { AbortedError, DigestMismatchError, TagsIncompleteError } from '../../src/errors.ts';
-import { MediaTypes, type ImageIndex } from '../../src/oci/types.ts';
+import { MediaTypes, type ImageIndex, type ImageManifest } from '../../src/oci/types.ts';
 import { parseReference } from '../../src/reference/reference.ts';
 import { RegistryClient } from '../../src/registry/client.ts';
 import { localSource } from '../../src/source/local.ts';
@@ -154,4 +158,29 @@ test("a base layer the target already has is not copied again from the base's re
   assert.ok(lines.some((l) => l.startsWith('HEAD /v2/publish/rebuilt/blobs/sha256:') && l.endsWith(' 200')), lines.join('\n'));
   assert.equal(lines.filter((l) => l.startsWith('POST ')).length, 2, lines.join('\n'));
   assert.equal(lines.filter((l) => l.startsWith('PUT /v2/publish/rebuilt/blobs/uploads/')).length, 2, lines.join('\n'));
+});
+
+test('a docker tarball beside the push: every layer in order, base first, named by the pushed references', async () => {
+  const file = path.join(work.path, 'image.tar');
+  const targets = [`${proxy.host}/publish/tarball:1`, `${proxy.host}/publish/tarball:latest`];
+  const req = { ...request(['publish/tarball:1', 'publish/tarball:latest']), base: parseReference(base.reference) };
+  const result = await build({ ...req, outputs: { ...req.outputs, tarball: file } }, { registry: new RegistryClient() });
+  const entries = new Map<string, Buffer>();
+  const extract = tar.extract();
+  extract.on('entry', (header, stream, next) => {
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: unknown) => chunks.push(c as Buffer));
+    stream.on('end', () => {
+      entries.set(header.name, Buffer.concat(chunks));
+      next();
+    });
+  });
+  await pipeline(createReadStream(file), extract);
+  const [entry, ...more] = JSON.parse(entries.get('manifest.json')!.toString('utf8')) as Array<{ Config: string; RepoTags: string[]; Layers: string[] }>;
+  assert.equal(more.length, 0);
+  assert.deepEqual(entry!.RepoTags, targets);
+  const pushed = (await direct.getManifest({ registry: registry.host, repository: 'publish/tarball' }, result.digest)).manifest as ImageManifest;
+  assert.deepEqual(entry!.Layers, pushed.layers.map((l) => `${l.digest.slice('sha256:'.length)}.tar.gz`));
+  assert.equal(entry!.Config, `${pushed.config.digest.slice('sha256:'.length)}.json`);
+  for (const name of [...entry!.Layers, entry!.Config]) assert.ok(entries.has(name), name);
 });
