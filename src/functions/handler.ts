@@ -7,11 +7,12 @@
  * returns (Eventarc would retry a throw forever); a temporary failure throws so Eventarc
  * retries, until the event is older than `maxEventAgeMs`, then it is recorded as `failed`. An
  * event that arrives already that old, whose generation carries a claim made since the event's
- * time by a run that wrote no record ({@link unfinishedClaim}), is settled without a build: that
- * attempt was killed by the platform (memory, timeout), which leaves no record, or threw to be
- * retried, and Eventarc would redeliver it for a day. Age alone is no such evidence: a backlog
- * (the instance limit, a base-image fan-out) delivers never-attempted events that old, and
- * they build as usual.
+ * time by a run that wrote no record ({@link unfinishedClaim}), is settled without a build and
+ * recorded as `failed` (a rebuild's record then says what the tags name, as any failed
+ * rebuild's does): that attempt was killed by the platform (memory, timeout), which leaves no
+ * record, or threw to be retried, and Eventarc would redeliver it for a day. Age alone is no
+ * such evidence: a backlog (the instance limit, a base-image fan-out) delivers never-attempted
+ * events that old, and they build as usual.
  *
  * Runs of one generation may overlap (an upload and a rebuild, two base updates, a redelivery
  * while the first delivery still runs): each run claims the generation before it reads anything
@@ -202,7 +203,7 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
   let base: string | undefined; // the spec's, once read: every record from then on names it
   // The claim the record requires: the one seen when the object was read, then this run's own.
   let guard: RecordGuard | undefined;
-  const record = async (rec: BuildRecord, unrecorded = false): Promise<WriteOutcome | { readonly error: unknown }> => {
+  const record = async (rec: BuildRecord, unrecorded?: RecordGuard['unrecorded']): Promise<WriteOutcome | { readonly error: unknown }> => {
     try {
       return await writeRecord(file, run.generation, base === undefined ? rec : { ...rec, base }, guard && { ...guard, unrecorded });
     } catch (err) {
@@ -216,7 +217,7 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
 
   let objectBytes = 0;
   /** Records a failure and says so in the event's line. */
-  const fail = async (reason: string, tags: TagsAfter, code?: string, unrecorded = false): Promise<Outcome> => {
+  const fail = async (reason: string, tags: TagsAfter, code?: string, unrecorded?: RecordGuard['unrecorded']): Promise<Outcome> => {
     const written = await record({ status: 'failed', error: reason, ...tags }, unrecorded);
     const extra = { code, objectBytes, digest: tags.digest, tags: tags.tags, keptDigest: tags.kept?.digest };
     const text = recordError(reason, tags.note);
@@ -269,14 +270,21 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
       const why =
         `earlier attempts since ${run.time.toISOString()} (the last started at ${new Date(attempt).toISOString()}) did not finish for longer than ARTIFICER_MAX_EVENT_AGE ` +
         `(${config.maxEventAgeMs / 1000} s; the event is ${Math.round(age / 1000)} s old): killed by timeout/memory, or failed for a reason worth retrying`;
-      if (state.record[RECORD_KEYS.generation] === run.generation && state.record[RECORD_KEYS.status]) {
-        // A rebuild: the record of an earlier build of this generation still says what its tags name.
-        return done('failed', 'ERROR', `not rebuilt: ${why}; the record of the earlier build is kept`, { status: state.record[RECORD_KEYS.status] });
-      }
       // No claim: this builds nothing. Written only if no run started since the read and no
-      // record appeared (a run in progress then, which the read could not tell from a killed
-      // one, records its own outcome over this one when it ends).
-      return await fail(why, {}, undefined, true);
+      // record was written since (a run in progress then, which the read could not tell from a
+      // killed one, records its own outcome: before this one, which is then not written, or
+      // over it).
+      const recorded = state.record[RECORD_KEYS.generation] === run.generation && Boolean(state.record[RECORD_KEYS.status]);
+      if (!recorded) return await fail(why, {}, undefined, { recordedAt: undefined });
+      // A rebuild of a recorded generation: the attempts since that record failed, and may have
+      // moved tags, so the record must not go on saying what it said (a platform reading
+      // `succeeded` would take the spec as rebuilt on its new base). It says what the tags name
+      // as any failed rebuild's does: the earlier image only if no run can have moved a tag since
+      // (`artificer-run-untagged`), else none, and that an unfinished run may have moved them.
+      // The spec of this generation is the one the earlier record read: its base still holds.
+      base = state.record[RECORD_KEYS.base];
+      const tags = tagsAfterFailure(undefined, 0, undefined, state, run.generation);
+      return await fail(`not rebuilt: ${why}`, tags, undefined, { recordedAt: state.record[RECORD_KEYS.builtAt] });
     }
 
     const claimed = await claimRun(file, state, runId);

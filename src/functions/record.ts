@@ -388,8 +388,13 @@ export async function claimRun(file: File, state: ObjectState, run: string): Pro
 export interface RecordGuard {
   /** The {@link RECORD_KEYS.run} the object must carry: this run's claim, or the one seen before claiming (undefined: none). */
   readonly run: string | undefined;
-  /** Write only while the generation has no record (the event-age settle path, which builds nothing). */
-  readonly unrecorded?: boolean;
+  /**
+   * Write only while no record of the generation was written since the object was read (the
+   * event-age settle path, which builds nothing: a run in progress then records its own outcome).
+   * `recordedAt` is the `artificer-built-at` of the generation's record that read saw, undefined
+   * when it saw none.
+   */
+  readonly unrecorded?: { readonly recordedAt: string | undefined };
 }
 
 export type WriteOutcome = 'written' | 'superseded' | 'deleted' | 'duplicate';
@@ -397,7 +402,7 @@ export type WriteOutcome = 'written' | 'superseded' | 'deleted' | 'duplicate';
 /**
  * Writes the record for `generation` of the spec object. Resolves 'superseded' (nothing
  * written) when the object is now a newer generation or another run claimed it since (`guard`),
- * 'duplicate' when `guard.unrecorded` and a record appeared, 'deleted' when it is gone. Without
+ * 'duplicate' when `guard.unrecorded` and a record was written since, 'deleted' when it is gone. Without
  * `guard` the claim is not checked (a run that failed before it could read the object).
  */
 export async function writeRecord(file: File, generation: string, record: BuildRecord, guard?: RecordGuard, now = new Date()): Promise<WriteOutcome> {
@@ -407,7 +412,9 @@ export async function writeRecord(file: File, generation: string, record: BuildR
     if (!state) return 'deleted';
     if (state.generation !== generation) return 'superseded';
     if (guard && state.record[RECORD_KEYS.run] !== guard.run) return 'superseded';
-    if (guard?.unrecorded && state.record[RECORD_KEYS.generation] === generation && state.record[RECORD_KEYS.status]) return 'duplicate';
+    if (guard?.unrecorded && state.record[RECORD_KEYS.generation] === generation && state.record[RECORD_KEYS.status] && state.record[RECORD_KEYS.builtAt] !== guard.unrecorded.recordedAt) {
+      return 'duplicate';
+    }
     // Send null (delete) only for keys that exist: fake-gcs-server stores null as "".
     const patch = Object.fromEntries(Object.entries(fields).filter(([k, v]) => v !== null || k in state.record));
     try {

@@ -22,6 +22,7 @@ import { exec, hasTool, tool } from '../support/tools.ts';
 import { parseScope } from '../support/token-server.ts';
 import { freePort } from '../support/ports.ts';
 import { MAX_DECODED_BYTES, pinGcsSource, READ_AHEAD_MAX_BYTES, READ_AHEAD_OBJECTS, UPLOAD_QUIET_MS } from '../../src/functions/gcs-source.ts';
+import { readState, writeRecord, type BuildRecord } from '../../src/functions/record.ts';
 import { createStorage } from '../../src/functions/storage.ts';
 import { createLayer } from '../../src/layer/layer.ts';
 import { localSource } from '../../src/source/local.ts';
@@ -154,6 +155,11 @@ function functionEnv(): Record<string, string> {
     ARTIFICER_REGISTRY_RETRY_ATTEMPTS: '1',
     ARTIFICER_MAX_EVENT_AGE: '600',
   };
+}
+
+/** Object downloads (not metadata reads) of `name` that crossed `gcsProxy`. */
+function downloads(gcsProxy: FaultProxy, name: string): number {
+  return gcsProxy.requests.filter((r) => r.method === 'GET' && r.path.includes(encodeURIComponent(name)) && r.path.includes('alt=media')).length;
 }
 
 /** A second function instance whose Cloud Storage traffic crosses a fault proxy (which logs it); both are stopped after `body`. */
@@ -628,25 +634,101 @@ describe('rebuildOnMessage: temporary failures stop at ARTIFICER_MAX_EVENT_AGE',
     assert.notEqual(after['artificer-built-at'], before['artificer-built-at'], 'a new record: rebuilt');
   });
 
-  test('an old rebuild of a recorded generation whose last attempt did not finish is not built again; the record is kept', async () => {
-    await upload('agefan/app.txt', 'agefan');
-    const spec = await uploadSpec('agefan/artificer.json', { target: target('apps/agefan'), files: ['app.txt'] });
+  /** A spec built by its upload, then the claim of a rebuild that was killed (started after that record). */
+  const builtThenKilled = async (folder: string): Promise<{ first: Record<string, string>; claim: string }> => {
+    await upload(`${folder}/app.txt`, folder);
+    const spec = await uploadSpec(`${folder}/artificer.json`, { target: target(`apps/${folder}`), files: ['app.txt'] });
     assert.equal((await deliverStorageEvent(fn.url, objectEventData(spec))).status, 204);
-    const before = await record('agefan/artificer.json');
-    assert.equal(before['artificer-status'], 'succeeded');
+    const first = await record(`${folder}/artificer.json`);
+    assert.equal(first['artificer-status'], 'succeeded');
     await new Promise((r) => setTimeout(r, 5)); // the killed run starts after the record was written
-    await leaveKilledClaim('agefan/artificer.json');
+    await leaveKilledClaim(`${folder}/artificer.json`);
+    return { first, claim: (await claimOf(`${folder}/artificer.json`))! };
+  };
+  /** The first summary line of `object` that `instance` logged after its `seen` first lines. */
+  const lineAfter = async (instance: RunningFunction, seen: number, object: string): Promise<Record<string, unknown>> => {
+    const summary = (l: Record<string, unknown>): boolean => l.spec === `gs://${BUCKET}/${object}` && typeof l.outcome === 'string';
+    await instance.waitForLog(() => instance.logs().slice(seen).some(summary));
+    return instance.logs().slice(seen).find(summary)!;
+  };
+  /** Delivers a rebuild message of `payload.object` to `instance`; its summary line. */
+  const rebuildLine = async (instance: RunningFunction, payload: { bucket: string; object: string; base?: string }, time: Date): Promise<Record<string, unknown>> => {
+    const seen = instance.logs().length;
+    assert.equal((await deliver(instance, payload, time)).status, 204, 'acknowledged: not redelivered');
+    return lineAfter(instance, seen, payload.object);
+  };
+  const LAYER_KEYS = ['artificer-layer', 'artificer-layer-diffid', 'artificer-layer-size', 'artificer-layer-inputs'];
+
+  test('an old rebuild of a recorded generation whose last attempt did not finish is not built again; the record says it failed, and keeps no image', async () => {
+    const { first } = await builtThenKilled('agefan');
+    const time = OLD();
+    proxy.reset();
     await withGcsFaults(
-      async (_gcsProxy, rebuild) => {
-        assert.equal((await deliver(rebuild, { bucket: BUCKET, object: 'agefan/artificer.json' }, OLD())).status, 204);
-        const line = await rebuild.waitForLog((l) => l.spec === `gs://${BUCKET}/agefan/artificer.json` && typeof l.outcome === 'string');
+      async (gcsProxy, rebuild) => {
+        const line = await rebuildLine(rebuild, { bucket: BUCKET, object: 'agefan/artificer.json', base }, time);
+        assert.equal(line.outcome, 'failed', JSON.stringify(line));
         assert.equal(line.severity, 'ERROR');
-        assert.match(String(line.message), /not rebuilt: .*did not finish for longer than ARTIFICER_MAX_EVENT_AGE .*: killed by timeout\/memory, or failed for a reason worth retrying; the record of the earlier build is kept/);
+        assert.match(String(line.message), /not rebuilt: .*did not finish for longer than ARTIFICER_MAX_EVENT_AGE .*: killed by timeout\/memory, or failed for a reason worth retrying/);
+        assert.deepEqual(proxy.requests.filter((r) => r.path.includes('/apps/agefan/')), [], 'nothing was built');
+
+        const rec = await record('agefan/artificer.json');
+        assert.equal(rec['artificer-status'], 'failed', JSON.stringify(rec));
+        assert.equal(rec['artificer-generation'], first['artificer-generation']);
+        assert.notEqual(rec['artificer-built-at'], first['artificer-built-at']);
+        assert.equal(rec['artificer-base'], first['artificer-base'], 'the base of the spec, which was not read, is kept for the fan-out');
+        // The killed run may have moved the tag: the record names no image (the null deletes,
+        // which fake-gcs-server stores as "").
+        for (const key of ['artificer-digest', 'artificer-image', 'artificer-tags', ...LAYER_KEYS]) assert.ok(!rec[key], key);
+        assert.ok(rec['artificer-error']!.startsWith(`not rebuilt: earlier attempts since ${time.toISOString()} (the last started at `), rec['artificer-error']);
+        assert.ok(
+          rec['artificer-error']!.endsWith(
+            `killed by timeout/memory, or failed for a reason worth retrying (no tag was moved by this build; the tags recorded beside ${first['artificer-digest']} at ${first['artificer-built-at']} named it then, and a run since that did not finish may have moved them)`,
+          ),
+          rec['artificer-error'],
+        );
+
+        // The next base update rebuilds as usual; with no image recorded it takes no layer from
+        // the registry but makes it again from the objects (the same layer, they did not change).
+        const next = await rebuildLine(rebuild, { bucket: BUCKET, object: 'agefan/artificer.json', base }, new Date());
+        assert.equal(next.outcome, 'succeeded', JSON.stringify(next));
+        assert.equal(next.layerReused, false);
+        assert.equal(downloads(gcsProxy, 'agefan/app.txt'), 1);
+        const after = await record('agefan/artificer.json');
+        assert.equal(after['artificer-status'], 'succeeded', JSON.stringify(after));
+        assert.equal(after['artificer-digest'], await registryDigest('apps/agefan', 'v1'));
+        for (const key of LAYER_KEYS) assert.equal(after[key], first[key], key);
       },
       'rebuildOnMessage',
       await fanoutEnv(),
     );
-    assert.deepEqual(await record('agefan/artificer.json'), before);
+  });
+
+  test('an old rebuild whose unfinished attempts vouched they moved no tag: failed, the earlier image kept, and the next rebuild takes its layer', async () => {
+    const { first, claim } = await builtThenKilled('agevouch');
+    // What a run that threw to be retried before its first tag leaves (markUntagged).
+    await bucket.file('agevouch/artificer.json').setMetadata({ metadata: { 'artificer-run-untagged': claim } });
+    await withGcsFaults(
+      async (gcsProxy, rebuild) => {
+        const line = await rebuildLine(rebuild, { bucket: BUCKET, object: 'agevouch/artificer.json' }, OLD());
+        assert.equal(line.outcome, 'failed', JSON.stringify(line));
+        const rec = await record('agevouch/artificer.json');
+        assert.equal(rec['artificer-status'], 'failed', JSON.stringify(rec));
+        for (const key of ['artificer-digest', 'artificer-image', 'artificer-tags', 'artificer-base', 'artificer-generation', ...LAYER_KEYS]) assert.equal(rec[key], first[key], key);
+        assert.match(rec['artificer-error']!, /^not rebuilt: earlier attempts since /);
+        assert.ok(
+          rec['artificer-error']!.endsWith(`(no tag was moved by this build; the tags recorded beside ${first['artificer-digest']} at ${first['artificer-built-at']} still name it)`),
+          rec['artificer-error'],
+        );
+        assert.equal(await registryDigest('apps/agevouch', 'v1'), first['artificer-digest']);
+
+        const next = await rebuildLine(rebuild, { bucket: BUCKET, object: 'agevouch/artificer.json' }, new Date());
+        assert.equal(next.outcome, 'succeeded', JSON.stringify(next));
+        assert.equal(next.layerReused, true, 'the kept layer is taken from the registry');
+        assert.equal(downloads(gcsProxy, 'agevouch/app.txt'), 0);
+      },
+      'rebuildOnMessage',
+      await fanoutEnv(),
+    );
   });
 
   test('the spec cannot be read, the specs cannot be listed, the rebuilds cannot be queued: past the age, logged and acknowledged', async () => {
@@ -678,11 +760,40 @@ describe('rebuildOnMessage: temporary failures stop at ARTIFICER_MAX_EVENT_AGE',
   });
 });
 
+describe('the record of an old event settled without a build: written only over what was read', { concurrency: false }, () => {
+  const failed = { status: 'failed', error: 'not rebuilt: earlier attempts … did not finish' } as const;
+  const succeeded = (n: string): BuildRecord => ({ status: 'succeeded', digest: `sha256:${n.repeat(64)}`, image: `r.example/app@sha256:${n.repeat(64)}`, tags: ['r.example/app:v1'] });
+
+  test('over the record it read: written; a record written since (a run in progress finished): not', async () => {
+    const meta = await uploadSpec('settle-guard/artificer.json', { target: target('apps/settle-guard'), files: ['app.txt'] });
+    const generation = String(meta.generation);
+    const file = bucket.file('settle-guard/artificer.json');
+    assert.equal(await writeRecord(file, generation, succeeded('1'), undefined, new Date('2026-01-01T00:00:01Z')), 'written');
+    const read = (await readState(file))!;
+    const guard = { run: read.record['artificer-run'], unrecorded: { recordedAt: read.record['artificer-built-at'] } };
+    assert.equal(await writeRecord(file, generation, failed, guard, new Date('2026-01-01T00:00:02Z')), 'written', 'the record read is still there');
+    assert.equal((await record('settle-guard/artificer.json'))['artificer-status'], 'failed');
+
+    const read2 = (await readState(file))!;
+    // A run in progress, which the read could not tell from a killed one, records its outcome.
+    assert.equal(await writeRecord(file, generation, succeeded('2'), undefined, new Date('2026-01-01T00:00:03Z')), 'written');
+    const stale = { run: read2.record['artificer-run'], unrecorded: { recordedAt: read2.record['artificer-built-at'] } };
+    assert.equal(await writeRecord(file, generation, failed, stale, new Date('2026-01-01T00:00:04Z')), 'duplicate');
+    const rec = await record('settle-guard/artificer.json');
+    assert.equal(rec['artificer-status'], 'succeeded', 'the outcome of the run that finished stays');
+    assert.equal(rec['artificer-digest'], `sha256:${'2'.repeat(64)}`);
+
+    // No record read: any record of the generation since stops it.
+    assert.equal(await writeRecord(file, generation, failed, { run: undefined, unrecorded: { recordedAt: undefined } }), 'duplicate');
+    // A newer upload: its own event records.
+    const newer = await uploadSpec('settle-guard/artificer.json', { target: target('apps/settle-guard'), files: ['other.txt'] });
+    assert.notEqual(String(newer.generation), generation);
+    assert.equal(await writeRecord(file, generation, failed, guard), 'superseded');
+  });
+});
+
 describe('rebuildOnMessage: the layer of the last build', { concurrency: false }, () => {
   let reuseBase: string;
-  /** Object downloads (not metadata reads) of `name` that crossed `gcsProxy`. */
-  const downloads = (gcsProxy: FaultProxy, name: string): number =>
-    gcsProxy.requests.filter((r) => r.method === 'GET' && r.path.includes(encodeURIComponent(name)) && r.path.includes('alt=media')).length;
 
   const withRebuild = (body: (rebuild: RunningFunction, gcsProxy: FaultProxy) => Promise<void>): Promise<void> =>
     withGcsFaults((gcsProxy, rebuild) => body(rebuild, gcsProxy), 'rebuildOnMessage');
