@@ -275,7 +275,8 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
       // killed one, records its own outcome: before this one, which is then not written, or
       // over it).
       const recorded = state.record[RECORD_KEYS.generation] === run.generation && Boolean(state.record[RECORD_KEYS.status]);
-      if (!recorded) return await fail(why, {}, undefined, { recordedAt: undefined });
+      // The killed attempt may have tagged before it died: the note says so, as any failure's does.
+      if (!recorded) return await fail(why, tagsAfterFailure(undefined, 0, undefined, state, run.generation), undefined, { recordedAt: undefined });
       // A rebuild of a recorded generation: the attempts since that record failed, and may have
       // moved tags, so the record must not go on saying what it said (a platform reading
       // `succeeded` would take the spec as rebuilt on its new base). It says what the tags name
