@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
-import { gzipSync } from 'node:zlib';
+import { createGzip, gzipSync } from 'node:zlib';
+import tarStream from 'tar-stream';
 import { SourceError } from '../../src/errors.ts';
 import type { LayerEntry } from '../../src/layer/entry.ts';
+import { createLayer } from '../../src/layer/layer.ts';
+import { MAX_LAYER_PATH_BYTES } from '../../src/layer/tar.ts';
 import { bundleEntries, bundlePath } from '../../src/source/bundle.ts';
 import { expandSparse, type Sparse } from '../../src/source/sparse.ts';
 import { tarOf } from '../support/bundles.ts';
@@ -54,6 +57,32 @@ describe('bundle entry names: PATH_MAX bytes, 256 components', () => {
 
   test('bundlePath: a long hardlink target is refused as such', () => {
     assert.throws(() => bundlePath('t'.repeat(5000), 'x', 'hardlink target'), /^SourceError: x#t{120}…: hardlink target is 5000 bytes long/);
+  });
+});
+
+describe('a bundle bomb of long names', () => {
+  test('a small .tar.gz of many 4,000-byte names is refused once the layer\'s paths pass the limit, before they fill the memory', { timeout: 60_000 }, async () => {
+    // Names that differ in their last digits compress to a few bytes each: 9,000 of them are
+    // ~250 KB to upload and 36 MB of paths, which the layer writer (and the bundle reader, for
+    // its hardlinks) remember. 60,000 held 490 MiB: a 512 MiB Cloud Function was killed.
+    const pack = tarStream.pack();
+    const gz = pack.pipe(createGzip());
+    const chunks: Buffer[] = [];
+    const read = (async () => {
+      for await (const c of gz as AsyncIterable<Buffer>) chunks.push(c);
+    })();
+    const dir = 'a'.repeat(3990);
+    for (let i = 0; i < 9000; i++) pack.entry({ name: 'f', size: 0, mtime: new Date(0), pax: { path: `${dir}/${i}` } } as tarStream.Header, '');
+    pack.finalize();
+    await read;
+    const bundle = Buffer.concat(chunks);
+    assert.ok(bundle.length < 400_000, `a small upload (${bundle.length} bytes)`);
+    const source = Object.assign(() => bundleEntries(async () => Readable.from([bundle]), { to: '/app', origin: 'gs://b/bomb.tar.gz' }), {});
+    await assert.rejects(createLayer(source, { mtime: 0 }).measure(), (err: unknown) => {
+      assert.ok(err instanceof SourceError, String(err));
+      assert.match(err.message, new RegExp(`^gs://b/bomb\\.tar\\.gz#a{120}…: the paths of the layer's files and directories add up to more than ${MAX_LAYER_PATH_BYTES} bytes`));
+      return true;
+    });
   });
 });
 

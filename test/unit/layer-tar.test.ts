@@ -11,7 +11,7 @@ import type { LayerPolicy } from '../../src/build/request.ts';
 import { SourceError } from '../../src/errors.ts';
 import type { LayerEntry } from '../../src/layer/entry.ts';
 import { LAYER_FORMAT } from '../../src/layer/layer.ts';
-import { MAX_MTIME, packEntries } from '../../src/layer/tar.ts';
+import { LAYER_LIMITS, MAX_LAYER_PATH_BYTES, MAX_LAYER_PATHS, MAX_MTIME, packEntries, type LayerLimits } from '../../src/layer/tar.ts';
 
 const GOLDEN = path.join(import.meta.dirname, '../fixtures/layer/golden.tar');
 const LONG = 'app/' + 'very-long-directory-name/'.repeat(5) + 'file-with-a-name-that-does-not-fit.txt';
@@ -272,6 +272,38 @@ describe('packEntries', () => {
     const out = packEntries(list([file('a', 'x', 0o644, { open: () => new Promise(() => {}) })]), POLICY, ac.signal);
     ac.abort();
     await assert.rejects(buffer(out), { code: 'ARTIFICER_ABORTED' });
+  });
+});
+
+describe('the paths a layer holds are bounded (the writer remembers each one)', () => {
+  /** `count` empty files from `name(i)`, without a list of them in memory. */
+  async function* files(count: number, name: (i: number) => string): AsyncIterable<LayerEntry> {
+    for (let i = 0; i < count; i++) yield { path: name(i), type: 'file', mode: 0o644, size: 0, origin: `mem:${i}`, open: async () => Buffer.alloc(0) };
+  }
+  const pack = (count: number, name: (i: number) => string, limits?: LayerLimits): Promise<Buffer> => buffer(packEntries(files(count, name), POLICY, undefined, undefined, limits));
+
+  it(`refuses the entry past ${MAX_LAYER_PATHS} paths (here 1,000), parents no entry names counted`, async () => {
+    const limits = { ...LAYER_LIMITS, paths: 1000 };
+    // "d" and 999 files below it: exactly the limit. One file more is refused.
+    await pack(999, (i) => `d/${i}`, limits);
+    await assert.rejects(pack(1000, (i) => `d/${i}`, limits), {
+      code: 'ARTIFICER_SOURCE',
+      message: 'mem:999: the layer holds more than 1000 files and directories; at most 1000 are allowed',
+    });
+    // 10 files, each under 99 directories of its own that no entry names.
+    await assert.rejects(pack(11, (i) => `${i}/${'d/'.repeat(98)}f`, limits), /^SourceError: mem:10: the layer holds more than 1000 files/);
+    assert.equal(LAYER_LIMITS.paths, MAX_LAYER_PATHS);
+  });
+
+  it(`refuses the entry whose path takes the paths past ${MAX_LAYER_PATH_BYTES} bytes, a deep tree's parents counted`, { timeout: 60_000 }, async () => {
+    // 4,096-byte names: exactly the limit takes 8,192 of them.
+    const flat = (i: number): string => `${String(i).padStart(8, '0')}${'x'.repeat(4088)}`;
+    await pack(MAX_LAYER_PATH_BYTES / 4096, flat);
+    await assert.rejects(pack(MAX_LAYER_PATH_BYTES / 4096 + 1, flat), /^SourceError: mem:8192: the paths of the layer's files and directories add up to more than 33554432 bytes/);
+    // Each file 255 directories deep, under a top directory of its own: ~130 KB of parents per
+    // entry that no entry names, remembered all the same.
+    const deep = (i: number): string => `${String(i).padStart(8, '0')}/${'d'.repeat(250)}/${'e/'.repeat(253)}f`;
+    await assert.rejects(pack(5000, deep), /the paths of the layer's files and directories add up to more than 33554432 bytes/);
   });
 });
 
