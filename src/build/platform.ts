@@ -1,4 +1,4 @@
-import { PlatformMismatchError, UsageError } from '../errors.ts';
+import { PlatformMismatchError, UnsupportedError, UsageError } from '../errors.ts';
 import { formatPlatform, type Descriptor, type Platform } from '../oci/types.ts';
 
 /**
@@ -100,6 +100,15 @@ export function availablePlatforms(manifests: readonly Descriptor[]): string[] {
 }
 
 /**
+ * The most platforms one build makes. Each is a manifest and a config fetched at once from the
+ * base's registry, then an image pushed: an index may list thousands (distribution takes 4 MiB
+ * of it, ~20,000 entries), and a hostile base on `platforms: "all"` had the Cloud Function open
+ * that many requests together. Real indexes list about ten (docker's official images: amd64,
+ * arm/v5-v7, arm64, 386, ppc64le, riscv64, s390x, mips64le).
+ */
+export const MAX_PLATFORMS = 64;
+
+/**
  * The entries of a base index to build on, for a request's `platforms`. Only Linux entries are
  * built on: python, eclipse-temurin and mcr.microsoft.com/dotnet list windows/amd64 next to
  * their Linux images, and a Linux layer on a Windows image is broken (see {@link requireLinux}).
@@ -109,7 +118,7 @@ export function availablePlatforms(manifests: readonly Descriptor[]): string[] {
  * - a list: for each, the first entry that matches it best (a bare arm: v7, else v6, else v5);
  *   a non-Linux one is a usage error.
  * Throws {@link PlatformMismatchError} (naming everything the index has, Windows included) when
- * a platform is missing.
+ * a platform is missing, {@link UnsupportedError} past {@link MAX_PLATFORMS}.
  */
 export function selectEntries(manifests: readonly Descriptor[], wanted: 'default' | 'all' | readonly Platform[], reference: string): Descriptor[] {
   const available = availablePlatforms(manifests);
@@ -117,7 +126,7 @@ export function selectEntries(manifests: readonly Descriptor[], wanted: 'default
   if (wanted !== 'default' && wanted !== 'all') wanted.forEach(requireLinux);
   if (wanted === 'all') {
     if (!entries.length) throw new PlatformMismatchError(reference, 'all', available);
-    return entries;
+    return atMostMax(entries, reference);
   }
   if (wanted === 'default' && entries.length === 1) return entries;
   const list = wanted === 'default' ? [DEFAULT_PLATFORM] : wanted;
@@ -128,5 +137,12 @@ export function selectEntries(manifests: readonly Descriptor[], wanted: 'default
   });
   // Two spellings of one platform (linux/arm64 and linux/arm64/v8) pick the same entry: once.
   // By entry, not digest: two platforms may share one manifest (arm/v6 and arm/v7), and both stay.
-  return picked.filter((e, i) => picked.indexOf(e) === i);
+  return atMostMax(picked.filter((e, i) => picked.indexOf(e) === i), reference);
+}
+
+function atMostMax(entries: Descriptor[], reference: string): Descriptor[] {
+  if (entries.length > MAX_PLATFORMS) {
+    throw new UnsupportedError(`base image ${reference}: building on ${entries.length} of its platforms; at most ${MAX_PLATFORMS} are built in one build`);
+  }
+  return entries;
 }

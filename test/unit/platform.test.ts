@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parsePlatform, selectEntries } from '../../src/build/platform.ts';
-import { PlatformMismatchError, UsageError } from '../../src/errors.ts';
+import { MAX_PLATFORMS, parsePlatform, selectEntries } from '../../src/build/platform.ts';
+import { PlatformMismatchError, UnsupportedError, UsageError } from '../../src/errors.ts';
 import type { Descriptor, Platform } from '../../src/oci/types.ts';
 
 const entry = (platform: Platform | undefined, n: number): Descriptor => ({
@@ -120,4 +120,17 @@ test('linux/arm64/v8 matches an arm64 entry that names no variant (containerd: a
   const bareArm64 = entry({ os: 'linux', architecture: 'arm64' }, 13);
   assert.deepEqual(selectEntries([amd64, bareArm64], [{ os: 'linux', architecture: 'arm64', variant: 'v8' }], 'b'), [bareArm64]);
   assert.deepEqual(selectEntries([amd64, bareArm64], [{ os: 'linux', architecture: 'arm64', variant: '8' }], 'b'), [bareArm64], 'a bare 8 is v8');
+});
+
+test(`an index of thousands of Linux platforms is refused past ${MAX_PLATFORMS}, before any is fetched`, () => {
+  // A hostile base: 20,000 entries (what 4 MiB of index holds), each a variant of its own.
+  const huge = Array.from({ length: 20_000 }, (_, i) => entry({ os: 'linux', architecture: 'amd64', variant: `v${i}` }, i));
+  const refused = (n: number) => (e: unknown) =>
+    e instanceof UnsupportedError && e.message === `base image b:1: building on ${n} of its platforms; at most ${MAX_PLATFORMS} are built in one build`;
+  assert.throws(() => selectEntries(huge, 'all', 'b:1'), refused(20_000));
+  // A list of as many platforms (a spec of 1 MiB names thousands) is held to the same bound.
+  const wanted = huge.slice(0, MAX_PLATFORMS + 1).map((e) => e.platform!);
+  assert.throws(() => selectEntries(huge, wanted, 'b:1'), refused(MAX_PLATFORMS + 1));
+  assert.equal(selectEntries(huge.slice(0, MAX_PLATFORMS), 'all', 'b:1').length, MAX_PLATFORMS);
+  assert.equal(selectEntries(huge, wanted.slice(0, MAX_PLATFORMS), 'b:1').length, MAX_PLATFORMS);
 });
