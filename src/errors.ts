@@ -136,15 +136,33 @@ export class ManifestUnknownError extends ArtificerError {
   }
 }
 
-/** The requested platform is not in the base image's index. */
+/** How many of a base's platforms a {@link PlatformMismatchError} message names. */
+const MAX_LISTED_PLATFORMS = 20;
+/** How much of one platform's name it shows. */
+const MAX_PLATFORM_CHARS = 64;
+
+/**
+ * A platform name as the base's registry wrote it, fit for a message: control characters escaped
+ * (it reaches a terminal, and the record), at most {@link MAX_PLATFORM_CHARS} characters.
+ */
+function shownPlatform(p: string): string {
+  const head = p.length > MAX_PLATFORM_CHARS ? `${p.slice(0, MAX_PLATFORM_CHARS)}…` : p;
+  return head.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
+/**
+ * The requested platform is not in the base image's index. The message names the first
+ * {@link MAX_LISTED_PLATFORMS} platforms the index has (an index may list thousands: one log
+ * line of hundreds of KiB is past Cloud Logging's 256 KB an entry), each as {@link shownPlatform}
+ * shows it; `available` keeps them all, as the registry wrote them.
+ */
 export class PlatformMismatchError extends ArtificerError {
   readonly wanted: string;
   readonly available: readonly string[];
   constructor(reference: string, wanted: string, available: readonly string[]) {
-    super(
-      'ARTIFICER_PLATFORM_MISMATCH',
-      `base image ${reference} has no ${wanted} variant; available: ${available.length ? available.join(', ') : '(none)'}`,
-    );
+    const listed = available.slice(0, MAX_LISTED_PLATFORMS).map(shownPlatform).join(', ');
+    const more = available.length > MAX_LISTED_PLATFORMS ? ` and ${available.length - MAX_LISTED_PLATFORMS} more` : '';
+    super('ARTIFICER_PLATFORM_MISMATCH', `base image ${reference} has no ${wanted} variant; available: ${available.length ? `${listed}${more}` : '(none)'}`);
     this.wanted = wanted;
     this.available = available;
   }

@@ -134,3 +134,21 @@ test(`an index of thousands of Linux platforms is refused past ${MAX_PLATFORMS},
   assert.equal(selectEntries(huge.slice(0, MAX_PLATFORMS), 'all', 'b:1').length, MAX_PLATFORMS);
   assert.equal(selectEntries(huge, wanted.slice(0, MAX_PLATFORMS), 'b:1').length, MAX_PLATFORMS);
 });
+
+test('a mismatch names at most 20 of the base\'s platforms, their control characters escaped: the registry wrote them', () => {
+  // An index of 5,000 entries whose names would clear a terminal and set its title.
+  const hostile = Array.from({ length: 5000 }, (_, i) => entry({ os: 'windows\u001b[2J\u001b]0;pwned\u0007', architecture: `a${i}` }, i));
+  assert.throws(
+    () => selectEntries(hostile, 'default', 'b:1'),
+    (e: unknown) => {
+      assert.ok(e instanceof PlatformMismatchError);
+      assert.doesNotMatch(e.message, /[\u0000-\u001f\u007f-\u009f]/);
+      assert.ok(e.message.length < 2000, `${e.message.length} characters`);
+      assert.match(e.message, /^base image b:1 has no linux\/amd64 variant; available: windows\\x1b\[2J\\x1b\]0;pwned\\x07\/a0, .*\/a19 and 4980 more$/);
+      assert.equal(e.available.length, 5000);
+      return true;
+    },
+  );
+  const long = entry({ os: 'linux', architecture: 'x'.repeat(10_000) }, 1);
+  assert.throws(() => selectEntries([long], [{ os: 'linux', architecture: 'amd64' }], 'b:1'), /available: linux\/x{58}…$/);
+});
