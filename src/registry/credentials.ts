@@ -128,6 +128,22 @@ function fromAuthEntry(entry: NonNullable<DockerConfig['auths']>[string]): Crede
   return undefined;
 }
 
+/**
+ * A credential helper's name as config.json gives it, checked: `docker-credential-NAME` is looked
+ * up on PATH only when it holds no "/" (spawn runs a name with one as a path from the current
+ * directory, so `"credsStore": "x/../../tool"` ran a file of whatever checkout artificer runs in,
+ * once a `docker-credential-x` directory is there). Helpers are named by their binary's suffix:
+ * `desktop`, `osxkeychain`, `ecr-login`, `gcloud`.
+ */
+function helperName(value: unknown, path: string): string {
+  if (typeof value === 'string' && /^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(value)) return value;
+  const shown = (typeof value === 'string' ? value : JSON.stringify(value) ?? String(value)).slice(0, 100).replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
+  throw new ArtificerError(
+    'ARTIFICER_UNAUTHORIZED',
+    `docker config ${path}: credential helper "${shown}" is not a helper name (letters, digits, ".", "_" and "-": docker-credential-NAME is looked up on PATH)`,
+  );
+}
+
 /** Where docker keeps its config: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`. */
 export function dockerConfigPath(env: NodeJS.ProcessEnv = process.env): string {
   const dir = env.DOCKER_CONFIG || join(env.HOME || homedir(), '.docker');
@@ -152,14 +168,16 @@ export function dockerConfigCredentials(opts: { env?: NodeJS.ProcessEnv } = {}):
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
         throw new ArtificerError('ARTIFICER_UNAUTHORIZED', `cannot read docker config ${path}: ${err instanceof SyntaxError ? 'invalid JSON' : ((err as NodeJS.ErrnoException).code ?? String(err))}`, { cause: err });
       }
-      const helper = findEntry(config.credHelpers, registry);
-      if (helper) {
+      const found = findEntry(config.credHelpers, registry);
+      if (found) {
+        const helper = helperName(found, path);
         const c = await runHelper(helper, helperServer(registry), env, signal);
         return c ? { credential: c, source: `credential helper docker-credential-${helper}` } : undefined;
       }
       if (config.credsStore) {
-        const c = await runHelper(config.credsStore, helperServer(registry), env, signal);
-        if (c) return { credential: c, source: `credential helper docker-credential-${config.credsStore}` };
+        const store = helperName(config.credsStore, path);
+        const c = await runHelper(store, helperServer(registry), env, signal);
+        if (c) return { credential: c, source: `credential helper docker-credential-${store}` };
       }
       const entry = findEntry(config.auths, registry);
       const c = entry ? fromAuthEntry(entry) : undefined;

@@ -1,6 +1,6 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { anonymous, chainCredentials, dockerConfigCredentials, dockerConfigPath, staticCredentials } from '../../src/registry/credentials.ts';
@@ -126,4 +126,28 @@ test('chainCredentials: first provider with an answer wins; anonymous has none',
   assert.equal((await chain.resolve('b.io'))?.source, 'B');
   assert.equal(await chain.resolve('c.io'), undefined);
   assert.equal(await anonymous.resolve('a.io'), undefined);
+});
+
+test('a credential helper name that is not a plain name is refused: "a/b" ran ./docker-credential-a/b from the current directory', async () => {
+  // What spawn does with a name holding "/": no PATH lookup, a path from the current directory
+  // (docker-credential-x/../../anything reaches any file once docker-credential-x exists).
+  const work = join(dir, 'checkout');
+  await mkdir(join(work, 'docker-credential-x'), { recursive: true });
+  const ran = join(dir, 'ran');
+  await writeFile(join(work, 'docker-credential-x', 'evil'), `#!/bin/sh\necho ran > "${ran}"\necho '{"Username":"u","Secret":"s"}'\n`);
+  await chmod(join(work, 'docker-credential-x', 'evil'), 0o755);
+  const cwd = process.cwd();
+  process.chdir(work);
+  try {
+    for (const config of [{ credsStore: 'x/evil' }, { credHelpers: { 'r.example.com': 'x/evil' } }, { credHelpers: { 'r.example.com': '..' } }, { credsStore: { name: 'x' } }]) {
+      const path = await writeConfig(config);
+      await assert.rejects(dockerConfigCredentials({ env }).resolve('r.example.com'), (err: Error) => {
+        assert.match(err.message, new RegExp(`^docker config ${path.replace(/[.]/g, '\\.')}: credential helper ".*" is not a helper name \\(letters, digits, "\\.", "_" and "-": docker-credential-NAME is looked up on PATH\\)$`));
+        return true;
+      }, JSON.stringify(config));
+    }
+    await assert.rejects(readFile(ran), { code: 'ENOENT' }, 'the file was not run');
+  } finally {
+    process.chdir(cwd);
+  }
 });
