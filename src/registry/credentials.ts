@@ -166,7 +166,13 @@ export function dockerConfigCredentials(opts: { env?: NodeJS.ProcessEnv } = {}):
         config = JSON.parse(await readFile(path, 'utf8')) as DockerConfig;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-        throw new ArtificerError('ARTIFICER_UNAUTHORIZED', `cannot read docker config ${path}: ${err instanceof SyntaxError ? 'invalid JSON' : ((err as NodeJS.ErrnoException).code ?? String(err))}`, { cause: err });
+        if (err instanceof SyntaxError) {
+          // Not the cause (-vv prints it): V8 quotes the text around the mistake (`…"auth": dXNlcjpzdX"…`),
+          // and the text of this file is credentials. Where the mistake is, it does not quote.
+          const where = /at position \d+(?: \(line \d+ column \d+\))?/.exec(err.message)?.[0];
+          throw new ArtificerError('ARTIFICER_UNAUTHORIZED', `cannot read docker config ${path}: invalid JSON${where ? ` ${where}` : ''}`);
+        }
+        throw new ArtificerError('ARTIFICER_UNAUTHORIZED', `cannot read docker config ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
       }
       const found = findEntry(config.credHelpers, registry);
       if (found) {

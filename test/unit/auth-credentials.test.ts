@@ -151,3 +151,14 @@ test('a credential helper name that is not a plain name is refused: "a/b" ran ./
     process.chdir(cwd);
   }
 });
+
+test('a malformed config leaves no part of its text in the error\'s causes either (-vv prints the cause)', async () => {
+  // An auth value without its quotes: V8's SyntaxError quotes the text around the mistake.
+  const path = await writeConfig({});
+  await writeFile(path, '{"auths": {"r.example.com": {"auth": dXNlcjpzdXBlcnNlY3JldHBhc3N3b3Jk}}}');
+  await assert.rejects(dockerConfigCredentials({ env }).resolve('r.example.com'), (err: Error) => {
+    assert.match(err.message, /: invalid JSON/);
+    for (let e: unknown = err; e instanceof Error; e = e.cause) assert.ok(!e.message.includes('dXNlcjpz'), `a cause quotes the config: ${e.message}`);
+    return true;
+  });
+});
