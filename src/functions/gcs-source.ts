@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import type { Bucket, File } from '@google-cloud/storage';
-import { ArtificerError, SourceError } from '../errors.ts';
+import { AbortedError, ArtificerError, SourceError } from '../errors.ts';
 import type { EntrySource, LayerEntry } from '../layer/entry.ts';
 import type { FileSpec } from '../spec/spec.ts';
 import { bundleEntries } from '../source/bundle.ts';
@@ -143,6 +143,10 @@ export interface GcsSourceOptions {
   /** The spec object's name; spec paths are relative to its folder. */
   readonly specName: string;
   readonly files: readonly FileSpec[];
+  /**
+   * Stops the pinning between requests (the build's deadline): a spec names any number of items,
+   * one request or more each, which may take longer than the function may run.
+   */
   readonly signal?: AbortSignal;
 }
 
@@ -194,7 +198,12 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
     return { name: f.name, generation: String(md.generation), size, dest, mode: objectMode(md, mode), gzipEncoded, symlink };
   };
 
+  const checkSignal = (): void => {
+    if (opts.signal?.aborted) throw new AbortedError('listing the spec\'s objects: aborted', { cause: opts.signal.reason });
+  };
+
   const list = async (p: string): Promise<File[]> => {
+    checkSignal();
     try {
       const [files] = await opts.bucket.getFiles({ prefix: p, autoPaginate: true });
       return files.filter((f) => !f.name.endsWith('/')); // folder placeholders
@@ -204,6 +213,7 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
   };
 
   const stat = async (name: string): Promise<File | undefined> => {
+    checkSignal();
     const f = opts.bucket.file(name);
     try {
       await f.getMetadata();

@@ -1210,6 +1210,19 @@ describe('the Cloud Storage source', { concurrency: false }, () => {
     }
   });
 
+  test('pinning stops at the signal (ARTIFICER_BUILD_TIMEOUT): a spec of 20,000 items is not stat-ed to the end', async () => {
+    // Each item is one metadata request; in a function (~20–50 ms each) 20,000 of them ran past
+    // its 540 s timeout, which kills it without a record, while the build's deadline waited.
+    await bucket.file('manyitems/a.txt').save('a', { resumable: false });
+    const spec = parseSpecText(Buffer.from(JSON.stringify({ base: 'scratch', target: target('apps/x'), files: Array.from({ length: 20_000 }, () => 'a.txt') })), 'mem');
+    const started = Date.now();
+    await assert.rejects(pinGcsSource({ bucket, specName: 'manyitems/artificer.json', files: spec.files, signal: AbortSignal.timeout(500) }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'ARTIFICER_ABORTED', String(err));
+      return true;
+    });
+    assert.ok(Date.now() - started < 5000, `stopped after ${Date.now() - started} ms`);
+  });
+
   test('an object stored gzip-encoded (gcloud storage cp -Z) is added as its uncompressed bytes', async () => {
     await using dir = await tempDir('gzip-encoded');
     const page = Buffer.from('<p>served compressed, stored compressed</p>\n'.repeat(500));
