@@ -17,7 +17,7 @@ import type { EntrySource, LayerEntry } from '../layer/entry.ts';
 import type { FileSpec } from '../spec/spec.ts';
 import { bundleEntries } from '../source/bundle.ts';
 import { directoryDestination, fileDestination, imagePath } from '../source/destination.ts';
-import { MAX_PATH_BYTES } from '../layer/tar.ts';
+import { MAX_LAYER_PATHS, MAX_PATH_BYTES } from '../layer/tar.ts';
 
 /**
  * Objects downloaded ahead of the one being packed. Each download pays a round trip to Cloud
@@ -148,7 +148,12 @@ export interface GcsSourceOptions {
    * one request or more each, which may take longer than the function may run.
    */
   readonly signal?: AbortSignal;
+  /** Most objects pinned, over all items; default {@link MAX_LAYER_PATHS} (tests give fewer). */
+  readonly maxObjects?: number;
 }
+
+/** Objects per listing page of a folder item (the API's most). */
+const LIST_PAGE = 1000;
 
 export interface PinnedSource {
   readonly source: EntrySource;
@@ -186,9 +191,17 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
   // Not part of PinnedObject: its creation time says nothing of its content (the fingerprint).
   let newest: { name: string; created: number } | undefined;
 
+  // The layer holds no more paths than MAX_LAYER_PATHS, so no more objects are pinned: a spec of
+  // 10,000 items naming one folder of 1,000 objects held 10 million of them in memory, listed
+  // before the layer writer counts a path. Counted as they are listed, page by page.
+  const maxObjects = opts.maxObjects ?? MAX_LAYER_PATHS;
+  const tooMany = (name: string): SourceError =>
+    new SourceError(gs(name), `the spec's items name more than ${maxObjects} objects (an object named by several items counts for each); at most ${maxObjects} go into a layer`);
+
   const pin = (f: File, dest: string, mode: number | undefined): PinnedObject => {
     const md = f.metadata as Record<string, unknown>;
     const size = Number(md.size ?? 0);
+    if (objects >= maxObjects) throw tooMany(f.name);
     objects++;
     bytes += size;
     const created = Date.parse(String(md.timeCreated ?? ''));
@@ -203,13 +216,22 @@ export async function pinGcsSource(opts: GcsSourceOptions): Promise<PinnedSource
   };
 
   const list = async (p: string): Promise<File[]> => {
-    checkSignal();
-    try {
-      const [files] = await opts.bucket.getFiles({ prefix: p, autoPaginate: true });
-      return files.filter((f) => !f.name.endsWith('/')); // folder placeholders
-    } catch (err) {
-      throw storageError(err, gs(p), 'listing objects');
+    const out: File[] = [];
+    let query: Record<string, unknown> | null = { prefix: p, autoPaginate: false, maxResults: LIST_PAGE };
+    while (query) {
+      checkSignal();
+      let page: File[];
+      try {
+        const [files, next] = (await opts.bucket.getFiles(query)) as unknown as [File[], Record<string, unknown> | null | undefined];
+        page = files;
+        query = next ?? null;
+      } catch (err) {
+        throw storageError(err, gs(p), 'listing objects');
+      }
+      for (const f of page) if (!f.name.endsWith('/')) out.push(f); // folder placeholders
+      if (objects + out.length > maxObjects) throw tooMany(out[maxObjects - objects]!.name);
     }
+    return out;
   };
 
   const stat = async (name: string): Promise<File | undefined> => {

@@ -1223,6 +1223,18 @@ describe('the Cloud Storage source', { concurrency: false }, () => {
     assert.ok(Date.now() - started < 5000, `stopped after ${Date.now() - started} ms`);
   });
 
+  test('the objects a spec pins are bounded over all its items (MAX_LAYER_PATHS; here 12), a folder counted as it is listed', async () => {
+    for (let i = 0; i < 5; i++) await bucket.file(`manyobjects/d/${i}.txt`).save(`${i}`, { resumable: false });
+    const pin = (files: unknown[]) =>
+      pinGcsSource({ bucket, specName: 'manyobjects/artificer.json', files: parseSpecText(Buffer.from(JSON.stringify({ base: 'scratch', target: target('apps/x'), files })), 'mem').files, maxObjects: 12 });
+    // The same folder under two names is 10 objects; a third is 15.
+    assert.equal((await pin([{ from: 'd/', to: '/a/' }, { from: 'd/', to: '/b/' }, 'd/0.txt', 'd/1.txt'])).objects, 12);
+    const refused = (name: string) => (err: Error & { code?: string }) =>
+      err.code === 'ARTIFICER_SOURCE' && err.message === `gs://${BUCKET}/manyobjects/${name}: the spec's items name more than 12 objects (an object named by several items counts for each); at most 12 go into a layer`;
+    await assert.rejects(pin([{ from: 'd/', to: '/a/' }, { from: 'd/', to: '/b/' }, { from: 'd/', to: '/c/' }]), refused('d/2.txt'));
+    await assert.rejects(pin([{ from: 'd/', to: '/a/' }, { from: 'd/', to: '/b/' }, 'd/0.txt', 'd/1.txt', 'd/2.txt']), refused('d/2.txt'));
+  });
+
   test('an object stored gzip-encoded (gcloud storage cp -Z) is added as its uncompressed bytes', async () => {
     await using dir = await tempDir('gzip-encoded');
     const page = Buffer.from('<p>served compressed, stored compressed</p>\n'.repeat(500));
