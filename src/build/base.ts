@@ -41,14 +41,57 @@ function platformOfConfig(config: ImageConfig): Platform {
     : { os: config.os, architecture: config.architecture };
 }
 
-async function fetchImage(registry: Registry, repo: Repository, ref: string, reference: Reference, signal?: AbortSignal) {
+/**
+ * Most bytes the manifests and configs of one base may take together: they are held for the whole
+ * build. One manifest may be 4 MiB and one config 16 MiB (the registry client's limits), so the
+ * 64 platforms (`MAX_PLATFORMS`) of a hostile index held 1.25 GiB; real ones take KiBs each.
+ */
+export const MAX_BASE_METADATA_BYTES = 32 * 1024 * 1024;
+/** Platforms of an index whose manifest and config are fetched at once. */
+const FETCH_CONCURRENCY = 4;
+
+/** Counts the bytes of a base's manifests and configs against {@link MAX_BASE_METADATA_BYTES}. */
+function metadataBudget(reference: Reference): (bytes: number, at: string) => void {
+  let used = 0;
+  return (bytes, at) => {
+    used += bytes;
+    if (used > MAX_BASE_METADATA_BYTES) {
+      throw new UnsupportedError(`base image ${reference}: its manifests and configs take more than ${MAX_BASE_METADATA_BYTES} bytes (at ${at}); real images take a few KiB a platform`);
+    }
+  };
+}
+
+async function fetchImage(registry: Registry, repo: Repository, ref: string, reference: Reference, spend: (bytes: number, at: string) => void, at: string, signal?: AbortSignal) {
   const fetched = await registry.getManifest(repo, ref, signal);
+  spend(fetched.bytes.byteLength, at);
   if (isIndexMediaType(fetched.mediaType)) {
     throw new UnsupportedError(`${reference}: an index inside an index (${fetched.digest}) is not supported`);
   }
   const manifest = fetched.manifest as ImageManifest;
-  const config = JSON.parse((await registry.getBlobBytes(repo, manifest.config.digest, signal)).toString('utf8')) as ImageConfig;
+  const bytes = await registry.getBlobBytes(repo, manifest.config.digest, signal);
+  spend(bytes.byteLength, at);
+  const config = JSON.parse(bytes.toString('utf8')) as ImageConfig;
   return { manifest, manifestDigest: fetched.digest, config };
+}
+
+/** `work` over `items`, at most `limit` at a time, results in order; the first failure stops the rest from starting. */
+async function mapLimited<T, R>(items: readonly T[], limit: number, work: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  let failed = false;
+  const worker = async (): Promise<void> => {
+    while (!failed && next < items.length) {
+      const i = next++;
+      try {
+        out[i] = await work(items[i]!);
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
 }
 
 /**
@@ -69,20 +112,23 @@ export async function resolveBase(req: Pick<BuildRequest, 'base' | 'platforms'>,
   const repo = repositoryOf(reference);
   const top = await registry.getManifest(repo, reference.digest ?? reference.tag ?? 'latest', signal);
   const family = familyOf(top.mediaType);
+  const spend = metadataBudget(reference);
+  spend(top.bytes.byteLength, String(reference));
 
   if (isIndexMediaType(top.mediaType)) {
     const chosen = selectEntries((top.manifest as ImageIndex).manifests, wanted, String(reference));
-    const images = await Promise.all(
-      chosen.map(async (desc) => {
-        const img = await fetchImage(registry, repo, desc.digest, reference, signal);
-        return { ...img, platform: desc.platform ?? platformOfConfig(img.config) };
-      }),
-    );
+    // Named by position: the index's own platform names are the registry's text.
+    const images = await mapLimited([...chosen.entries()], FETCH_CONCURRENCY, async ([i, desc]) => {
+      const img = await fetchImage(registry, repo, desc.digest, reference, spend, `platform ${i + 1} of ${chosen.length}`, signal);
+      return { ...img, platform: desc.platform ?? platformOfConfig(img.config) };
+    });
     return { reference, repo, family, images, multiPlatform: wanted === 'all' || images.length > 1 };
   }
 
   const manifest = top.manifest as ImageManifest;
-  const config = JSON.parse((await registry.getBlobBytes(repo, manifest.config.digest, signal)).toString('utf8')) as ImageConfig;
+  const configBytes = await registry.getBlobBytes(repo, manifest.config.digest, signal);
+  spend(configBytes.byteLength, String(reference));
+  const config = JSON.parse(configBytes.toString('utf8')) as ImageConfig;
   const platform = platformOfConfig(config);
   // A Windows image (mcr.microsoft.com/windows/nanoserver:<version>) is never built on: see requireLinux.
   if (platform.os !== 'linux') throw new PlatformMismatchError(String(reference), wanted === 'all' ? 'all' : 'Linux', [formatPlatform(platform)]);

@@ -3,8 +3,8 @@
 // Linux tar, and Windows base layers are foreign blobs that cannot be copied.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { resolveBase } from '../../src/build/base.ts';
-import { PlatformMismatchError } from '../../src/errors.ts';
+import { MAX_BASE_METADATA_BYTES, resolveBase } from '../../src/build/base.ts';
+import { PlatformMismatchError, UnsupportedError } from '../../src/errors.ts';
 import { sha256 } from '../../src/oci/digest.ts';
 import { MediaTypes } from '../../src/oci/types.ts';
 import { parseReference } from '../../src/reference/reference.ts';
@@ -78,4 +78,30 @@ test('--platform all on an index with one Linux platform still builds an index; 
   const one = await resolveBase({ base: parseReference(`${reg.host}/x86/base:index`), platforms: 'default' }, client);
   assert.equal(one.multiPlatform, false);
   assert.deepEqual(one.images.map((i) => i.manifestDigest), [digest]);
+});
+
+test('a base whose manifests and configs take more than MAX_BASE_METADATA_BYTES is refused, not held in memory', async () => {
+  // Three platforms of a 12 MiB config each (a label of 12 MiB): 36 MiB. A hostile index of 64
+  // platforms of 16 MiB configs (the most a config may be) and 4 MiB manifests held 1.25 GiB.
+  const repo = { registry: reg.host, repository: 'huge/configs' };
+  const manifests = [];
+  for (const architecture of ['amd64', 'arm64', 's390x']) {
+    const config = Buffer.from(JSON.stringify({ architecture, os: 'linux', config: { Labels: { big: 'x'.repeat(12 * 1024 * 1024) } }, rootfs: { type: 'layers', diff_ids: [] } }));
+    await client.uploadBlob(repo, { bytes: config });
+    const manifest = Buffer.from(JSON.stringify({
+      schemaVersion: 2, mediaType: MediaTypes.ociManifest,
+      config: { mediaType: MediaTypes.ociConfig, digest: sha256(config), size: config.length }, layers: [],
+    }));
+    const digest = await client.putManifest(repo, architecture, manifest, MediaTypes.ociManifest);
+    manifests.push({ mediaType: MediaTypes.ociManifest, digest, size: manifest.length, platform: { os: 'linux', architecture } });
+  }
+  const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaTypes.ociIndex, manifests }));
+  await client.putManifest(repo, 'all', index, MediaTypes.ociIndex);
+  const base = parseReference(`${reg.host}/huge/configs:all`);
+  assert.equal((await resolveBase({ base, platforms: [{ os: 'linux', architecture: 'amd64' }] }, client)).images.length, 1, 'one of them is fine');
+  await assert.rejects(resolveBase({ base, platforms: 'all' }, client), (e: unknown) => {
+    assert.ok(e instanceof UnsupportedError, String(e));
+    assert.match(e.message, new RegExp(`^base image ${base.toString().replace(/[.]/g, '\\.')}: its manifests and configs take more than ${MAX_BASE_METADATA_BYTES} bytes \\(at platform \\d of 3\\)`));
+    return true;
+  });
 });
