@@ -46,7 +46,7 @@ export async function build(req: BuildRequest, ctx: BuildContext): Promise<Build
   // A layer that fails stops the base's blob copies in turn (the pusher runs under the same signal).
   const stopLayer = new AbortController();
   const layerSignal = signal ? AbortSignal.any([signal, stopLayer.signal]) : stopLayer.signal;
-  const layer = reused ? reusedLayer(reused) : createLayer(req.files, req.layer, { signal: layerSignal });
+  const layer = reused ? reusedLayer(reused) : createLayer(req.files, req.layer, { signal: layerSignal, ...(req.layerLimits ? { limits: req.layerLimits } : {}) });
   const pusher = new BlobPusher(ctx.registry, {
     concurrency: ctx.concurrency ?? DEFAULT_CONCURRENCY,
     logger,

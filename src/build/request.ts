@@ -1,5 +1,6 @@
 import type { EntrySource } from '../layer/entry.ts';
 import type { LayerDigests } from '../layer/layer.ts';
+import type { LayerLimits } from '../layer/tar.ts';
 import type { Logger, ProgressEvent } from '../log.ts';
 import type { Digest, Platform } from '../oci/types.ts';
 import type { Reference } from '../reference/reference.ts';
@@ -33,6 +34,12 @@ export interface BuildRequest {
    * files with it: a wrong hint gives an image with that layer.
    */
   readonly knownLayer?: LayerDigests;
+  /**
+   * Bounds on the new layer's paths, for files someone else controls: the Cloud Function passes
+   * `LAYER_LIMITS` (layer/tar.ts), so a bundle of millions of long names is refused instead of running it
+   * out of memory. None by default.
+   */
+  readonly layerLimits?: LayerLimits;
 }
 
 export interface LayerPolicy {

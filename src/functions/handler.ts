@@ -27,6 +27,7 @@ import { AbortedError, ArtificerError, InvalidSpecError, RegistryError, TagsInco
 import { parseReference, repositoryName, type Reference } from '../reference/reference.ts';
 import { RegistryClient } from '../registry/client.ts';
 import type { CredentialProvider } from '../registry/types.ts';
+import { LAYER_LIMITS } from '../layer/tar.ts';
 import { MAX_SPEC_BYTES, parseSpecText, type BuildSpec } from '../spec/spec.ts';
 import { resolveTags, specToRequest } from '../spec/request.ts';
 import { isAllowedTarget, type FunctionConfig } from './config.ts';
@@ -330,7 +331,8 @@ export async function runSpec(deps: HandlerDeps, run: SpecRun): Promise<Outcome>
     // new base, usually): the build takes it from the registry instead of reading them again.
     inputs = layerInputs(pinned.fingerprint, specRequest.layer);
     const knownLayer = recordedLayer(state.record, inputs);
-    const request = knownLayer ? { ...specRequest, knownLayer } : specRequest;
+    // A bucket writer controls the files: the layer's paths are bounded (LAYER_LIMITS).
+    const request = { ...specRequest, layerLimits: LAYER_LIMITS, ...(knownLayer ? { knownLayer } : {}) };
     fields.target = target.toString();
     // The library's progress lines go out at DEBUG: the event's one INFO line is the summary.
     const libLogger = { debug: logger.debug, info: logger.debug, warn: logger.warn };

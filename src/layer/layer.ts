@@ -7,7 +7,7 @@ import type { Digest } from '../oci/types.ts';
 import type { EntrySource } from './entry.ts';
 import { parallelGzip, type GzipOptions } from './gzip.ts';
 import { BufferPool } from './pool.ts';
-import { packEntries } from './tar.ts';
+import { packEntries, type LayerLimits } from './tar.ts';
 
 /**
  * The version of what a layer pass makes of its entries: the tar headers (names, modes, owners,
@@ -62,6 +62,8 @@ export interface Layer {
 export interface CreateLayerOptions {
   readonly signal?: AbortSignal;
   readonly gzip?: GzipOptions;
+  /** Bounds on the layer's paths (see {@link LayerLimits}); none by default. */
+  readonly limits?: LayerLimits;
 }
 
 /**
@@ -79,7 +81,7 @@ export function createLayer(files: EntrySource, policy: LayerPolicy, opts: Creat
     // on their way out. (Stream stages in between re-buffered and copied every byte.)
     // File contents are read into pooled memory and recycled once copied into a gzip member.
     const pool = new BufferPool();
-    const tar = packEntries(files(), policy, signal, pool);
+    const tar = packEntries(files(), policy, signal, pool, opts.limits);
     const diffHash = createHash('sha256');
     const blobHash = createHash('sha256');
     let size = 0;

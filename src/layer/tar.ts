@@ -61,7 +61,7 @@ export function packEntries(
   policy: LayerPolicy,
   signal?: AbortSignal,
   pool?: BufferPool,
-  limits: LayerLimits = LAYER_LIMITS,
+  limits: LayerLimits = NO_LAYER_LIMITS,
 ): Pack & AsyncIterable<Buffer> {
   const owner = policy.chown ?? { uid: 0, gid: 0 };
   for (const id of [owner.uid, owner.gid]) {
@@ -107,12 +107,22 @@ export const MAX_PATH_DEPTH = 256;
 export const MAX_LAYER_PATHS = 300_000;
 export const MAX_LAYER_PATH_BYTES = 32 * 1024 * 1024;
 
-/** The bounds {@link packEntries} applies; other values only in tests (a pass of 300,000 entries takes a minute there). */
+/** Bounds on the paths {@link packEntries} remembers: how many, and their UTF-8 bytes together. */
 export interface LayerLimits {
   readonly paths: number;
   readonly pathBytes: number;
 }
+/**
+ * The bounds for a layer built from input someone else controls: the Cloud Function applies them
+ * to every build (a bucket writer's bundle must not run it out of memory). Other values only in
+ * tests (a pass of 300,000 entries takes a minute there).
+ */
 export const LAYER_LIMITS: LayerLimits = { paths: MAX_LAYER_PATHS, pathBytes: MAX_LAYER_PATH_BYTES };
+/**
+ * No bounds: the default for the CLI and the library, whose caller owns both the files and the
+ * memory (a monorepo's node_modules may pass 300,000 files, and docker takes it).
+ */
+export const NO_LAYER_LIMITS: LayerLimits = { paths: Infinity, pathBytes: Infinity };
 /** How much of a refused path a message shows. */
 const SHOWN_PATH_CHARS = 120;
 

@@ -22,6 +22,7 @@ import { exec, hasTool, tool } from '../support/tools.ts';
 import { parseScope } from '../support/token-server.ts';
 import { freePort } from '../support/ports.ts';
 import { MAX_DECODED_BYTES, pinGcsSource, READ_AHEAD_MAX_BYTES, READ_AHEAD_OBJECTS, UPLOAD_QUIET_MS } from '../../src/functions/gcs-source.ts';
+import { MAX_LAYER_PATH_BYTES } from '../../src/layer/tar.ts';
 import { readState, writeRecord, type BuildRecord } from '../../src/functions/record.ts';
 import { createStorage } from '../../src/functions/storage.ts';
 import { createLayer } from '../../src/layer/layer.ts';
@@ -375,6 +376,19 @@ describe('buildOnUpload', { concurrency: false }, () => {
     const rec = await record('bundled/svc.artificer.json');
     assert.equal(rec['artificer-status'], 'succeeded', JSON.stringify(rec));
     assert.equal(rec['artificer-digest'], await registryDigest('apps/bundled', 'v1'));
+  });
+
+  test("a bundle bomb of long names is refused by the function's layer limits and recorded as failed", { timeout: 120_000 }, async () => {
+    // ~250 KB of .tar.gz, 36 MB of paths: past LAYER_LIMITS' 32 MiB, which only the function applies.
+    const dir = 'a'.repeat(3990);
+    const entries = Array.from({ length: 9000 }, (_, i) => ({ header: { name: 'f', size: 0, pax: { path: `${dir}/${i}` } }, body: '' }));
+    await upload('bomb/names.tar.gz', await tarBundle(entries, true));
+    const spec = await uploadSpec('bomb/artificer.json', { target: target('apps/bomb'), files: [{ bundle: 'names.tar.gz', to: '/app' }] });
+    const res = await deliverStorageEvent(fn.url, objectEventData(spec));
+    assert.equal(res.status, 204, res.body);
+    const rec = await record('bomb/artificer.json');
+    assert.equal(rec['artificer-status'], 'failed', JSON.stringify(rec));
+    assert.match(rec['artificer-error']!, new RegExp(`the paths of the layer's files and directories add up to more than ${MAX_LAYER_PATH_BYTES} bytes`));
   });
 
   test('a non-spec object is acknowledged at once and ignored', async () => {

@@ -298,12 +298,12 @@ describe('the paths a layer holds are bounded (the writer remembers each one)', 
   it(`refuses the entry whose path takes the paths past ${MAX_LAYER_PATH_BYTES} bytes, a deep tree's parents counted`, { timeout: 60_000 }, async () => {
     // 4,096-byte names: exactly the limit takes 8,192 of them.
     const flat = (i: number): string => `${String(i).padStart(8, '0')}${'x'.repeat(4088)}`;
-    await pack(MAX_LAYER_PATH_BYTES / 4096, flat);
-    await assert.rejects(pack(MAX_LAYER_PATH_BYTES / 4096 + 1, flat), /^SourceError: mem:8192: the paths of the layer's files and directories add up to more than 33554432 bytes/);
+    await pack(MAX_LAYER_PATH_BYTES / 4096, flat, LAYER_LIMITS);
+    await assert.rejects(pack(MAX_LAYER_PATH_BYTES / 4096 + 1, flat, LAYER_LIMITS), /^SourceError: mem:8192: the paths of the layer's files and directories add up to more than 33554432 bytes/);
     // Each file 255 directories deep, under a top directory of its own: ~130 KB of parents per
     // entry that no entry names, remembered all the same.
     const deep = (i: number): string => `${String(i).padStart(8, '0')}/${'d'.repeat(250)}/${'e/'.repeat(253)}f`;
-    await assert.rejects(pack(5000, deep), /the paths of the layer's files and directories add up to more than 33554432 bytes/);
+    await assert.rejects(pack(5000, deep, LAYER_LIMITS), /the paths of the layer's files and directories add up to more than 33554432 bytes/);
   });
 });
 
