@@ -90,3 +90,11 @@ test('the index follows the family too: an OCI index with annotations, a Docker 
     else assert.equal('annotations' in index, false, JSON.stringify(index));
   }
 });
+
+test("an annotation the user gives replaces the base's that artificer computes (a mirror's base named as the canonical image)", () => {
+  const image = baseImage('oci', amd64, MediaTypes.ociLayerGzip);
+  const named = { ...req, annotations: { [BASE_NAME_ANNOTATION]: 'docker.io/library/alpine:3.20' } };
+  const manifest = json<ImageManifest>(assembleImage(resolved('oci', [image]), image, named, newLayer('oci')).manifest);
+  assert.equal(manifest.annotations?.[BASE_NAME_ANNOTATION], 'docker.io/library/alpine:3.20');
+  assert.equal(manifest.annotations?.[BASE_DIGEST_ANNOTATION], d('4'), 'the digest artificer computed stays');
+});
