@@ -359,7 +359,8 @@ class Writer {
       throw new SourceError(entry.origin, `invalid size ${entry.size}`);
     }
     const header = this.#header(entry.path, 'file', S_IFREG | this.#mode(entry), { size: entry.size });
-    if (entry.size === 0 && !entry.open) return this.#add(header);
+    // With no body at all, tar-stream would wait for one (its file sink ends only when written to).
+    if (entry.size === 0 && !entry.open) return this.#add(header, EMPTY);
     if (!entry.open) throw new SourceError(entry.origin, 'regular file without content');
     let body: Readable | Uint8Array | AsyncIterable<Uint8Array>;
     try {
@@ -428,6 +429,9 @@ class Writer {
     return sink;
   }
 }
+
+/** The body of an empty file that has no `open`. */
+const EMPTY = Buffer.alloc(0);
 
 /** The same bytes as a Buffer (tar-stream takes nothing else), without a copy. */
 function asBuffer(bytes: Uint8Array): Buffer {

@@ -61,6 +61,11 @@ describe('packEntries', () => {
     assert.ok(tar.equals(readFileSync(GOLDEN)), 'tar differs from test/fixtures/layer/golden.tar (UPDATE_GOLDEN=1 to regenerate after review)');
   });
 
+  it('an empty file that has no open() is written (tar-stream waited for a body that never came)', { timeout: 5000 }, async () => {
+    const tar = await tarOf([{ path: 'empty', type: 'file', mode: 0o644, size: 0, origin: 'mem:empty' }, file('after', 'x')]);
+    assert.deepEqual((await headers(tar)).map((h) => [h.name, h.size]), [['empty', 0], ['after', 1]]);
+  });
+
   it('the golden tar is LAYER_FORMAT 2: a new golden tar needs a new LAYER_FORMAT', () => {
     // The Cloud Function reuses a layer it recorded while its inputs and LAYER_FORMAT match
     // (src/functions/record.ts): without a bump, images would keep a layer made the old way.
