@@ -364,8 +364,10 @@ describe('credential rotation (CredentialProvider.resolve is called again)', () 
 });
 
 describe('auth edge cases against small servers', () => {
-  test('a token realm on a link-local / metadata address is refused', async () => {
-    for (const realm of ['http://169.254.169.254/computeMetadata/v1/token', 'http://metadata.google.internal/token', 'http://[fe80::1]/t']) {
+  test('a token realm on a link-local / metadata address, or carrying userinfo, is refused', async () => {
+    // A realm the registry chose may not carry credentials of its own either (on loopback, which
+    // this loopback registry may otherwise send us to).
+    for (const realm of ['http://169.254.169.254/computeMetadata/v1/token', 'http://metadata.google.internal/token', 'http://[fe80::1]/t', 'http://x:y@127.0.0.1:1/token']) {
       const srv = await listen((_req, res) => void res.writeHead(401, { 'www-authenticate': `Bearer realm="${realm}",service="x"` }).end());
       try {
         const client = new RegistryClient({ retry: noRetry, credentials: staticCredentials(srv.host, { username: 'u', password: 'p' }) });
@@ -387,6 +389,49 @@ describe('auth edge cases against small servers', () => {
       await assert.rejects(client.hasBlob({ registry: srv.host, repository: 'a' }, sha256('x')), /refusing to send credentials for 127\.0\.0\.1:\d+ over plain http to auth\.example\.invalid/);
     } finally {
       await srv.close();
+    }
+  });
+
+  test('a token server answering 403 is UnauthorizedError naming the credential source, not a bare registry error', async () => {
+    const tokens = await listen((_req, res) => void res.writeHead(403).end());
+    const srv = await listen((_req, res) => void res.writeHead(401, { 'www-authenticate': `Bearer realm="http://${tokens.host}/token",service="x"` }).end());
+    try {
+      const client = new RegistryClient({ retry: noRetry, credentials: staticCredentials(srv.host, { username: 'u', password: 'p' }, 'test source') });
+      await assert.rejects(client.hasBlob({ registry: srv.host, repository: 'a' }, sha256('x')), (err: unknown) => {
+        assert.ok(err instanceof UnauthorizedError, String(err));
+        assert.equal(err.credentialSource, 'test source');
+        assert.equal(err.status, 403);
+        return true;
+      });
+    } finally {
+      await srv.close();
+      await tokens.close();
+    }
+  });
+
+  test('a token without expires_in is kept for the default 60 s less the 10 s margin, then fetched anew', async (t) => {
+    let issued = 0;
+    const tokens = await listen((_req, res) => void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token: `t${++issued}` })));
+    const srv = await listen((req, res) => {
+      if (!req.headers.authorization?.startsWith('Bearer t')) return void res.writeHead(401, { 'www-authenticate': `Bearer realm="http://${tokens.host}/token",service="x"` }).end();
+      res.writeHead(404).end();
+    });
+    // Only Date is mocked: the client judges a token's age by Date.now(); sockets keep real time.
+    t.mock.timers.enable({ apis: ['Date'], now: Date.now() });
+    try {
+      const client = new RegistryClient({ retry: noRetry });
+      const repo = { registry: srv.host, repository: 'a' };
+      assert.equal(await client.hasBlob(repo, sha256('x')), false);
+      t.mock.timers.tick(45_000);
+      assert.equal(await client.hasBlob(repo, sha256('x')), false);
+      assert.equal(issued, 1, 'the token serves for 45 s');
+      t.mock.timers.tick(10_000);
+      assert.equal(await client.hasBlob(repo, sha256('x')), false);
+      assert.equal(issued, 2, 'after 55 s the client asks for a new one before the registry refuses the old');
+    } finally {
+      t.mock.timers.reset();
+      await srv.close();
+      await tokens.close();
     }
   });
 

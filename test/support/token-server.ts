@@ -147,14 +147,18 @@ export async function startTokenServer(opts: TokenServerOptions = {}): Promise<R
   const requests: TokenRequestRecord[] = [];
   let issued = 0;
 
-  function issue(subject: string, granted: string[]): string {
+  /**
+   * The token's audience is the service the client asked for, as Docker Hub's and docker_auth's
+   * token servers write it: a client that leaves `service` out gets a token the registry refuses.
+   */
+  function issue(subject: string, audience: string, granted: string[]): string {
     const now = Math.floor(Date.now() / 1000);
     const access = granted.flatMap((s) => {
       const p = parseScope(s);
       return p ? [{ type: p.type, name: p.name, actions: p.actions }] : [];
     });
     const header = { typ: 'JWT', alg: 'RS256', kid };
-    const claims = { iss: issuer, sub: subject, aud: service, exp: now + expiresIn, nbf: now - 10, iat: now, jti: randomUUID(), access };
+    const claims = { iss: issuer, sub: subject, aud: audience, exp: now + expiresIn, nbf: now - 10, iat: now, jti: randomUUID(), access };
     const input = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
     return `${input}.${b64url(sign('sha256', Buffer.from(input), privateKey))}`;
   }
@@ -171,8 +175,10 @@ export async function startTokenServer(opts: TokenServerOptions = {}): Promise<R
     let refreshToken: string | undefined;
     let grantType: string | undefined;
     let scopes: string[];
+    let audience: string;
     if (req.method === 'POST') {
       const form = new URLSearchParams(await readBody(req));
+      audience = form.get('service') ?? '';
       grantType = form.get('grant_type') ?? undefined;
       scopes = form.getAll('scope').flatMap((s) => s.split(' ')).filter(Boolean);
       if (grantType === 'password') {
@@ -185,6 +191,7 @@ export async function startTokenServer(opts: TokenServerOptions = {}): Promise<R
         return;
       }
     } else {
+      audience = url.searchParams.get('service') ?? '';
       const basic = parseBasic(req.headers.authorization);
       username = basic?.username;
       password = basic?.password;
@@ -208,7 +215,7 @@ export async function startTokenServer(opts: TokenServerOptions = {}): Promise<R
       return;
     }
     issued++;
-    const token = issue(username ?? (refreshToken !== undefined ? (refreshTokens[refreshToken] ?? 'refresh') : ''), granted);
+    const token = issue(username ?? (refreshToken !== undefined ? (refreshTokens[refreshToken] ?? 'refresh') : ''), audience, granted);
     const body: Record<string, unknown> = { token, access_token: token, expires_in: expiresIn, issued_at: new Date().toISOString() };
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
   }

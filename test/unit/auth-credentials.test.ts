@@ -20,6 +20,7 @@ case "$server" in
   token.example.com) echo '{"ServerURL":"token.example.com","Username":"<token>","Secret":"refresh-1"}' ;;
   https://index.docker.io/v1/) echo '{"Username":"hubuser","Secret":"hubpass"}' ;;
   broken.example.com) echo "boom: internal" >&2; exit 3 ;;
+  leaky.example.com) echo '{"Username":"lu","Secret":"stdout-secret-42"}'; printf 'keychain locked\nsecond line stderr-secret-43\n' >&2; exit 4 ;;
   *) echo "credentials not found in native keychain"; exit 1 ;;
 esac
 `;
@@ -96,6 +97,14 @@ test('credHelpers run docker-credential-NAME get with the host on stdin; <token>
     return true;
   });
   await assert.rejects(p.resolve('missing.example.com'), /cannot run credential helper docker-credential-no-such-helper: ENOENT/);
+});
+
+test('a failing credential helper is reported by the first line of its stderr only: its stdout may hold the secret', async () => {
+  await writeConfig({ credHelpers: { 'leaky.example.com': 'test' } });
+  await assert.rejects(dockerConfigCredentials({ env }).resolve('leaky.example.com'), (err: Error) => {
+    assert.equal(err.message, 'credential helper docker-credential-test failed for leaky.example.com (exit 4): keychain locked');
+    return true;
+  });
 });
 
 test('credsStore is used for every registry; Docker Hub is asked as https://index.docker.io/v1/', async () => {

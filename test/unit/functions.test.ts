@@ -219,7 +219,11 @@ describe('events', () => {
 
 test('isGoogleRegistry: Google hosts and configured extras only', () => {
   for (const h of ['gcr.io', 'eu.gcr.io', 'us-docker.pkg.dev', 'europe-west1-docker.pkg.dev']) assert.ok(isGoogleRegistry(h), h);
-  for (const h of ['docker.io', 'gcr.io.evil.example', 'pkg.dev.evil.example', 'evilgcr.io', 'gcr.io:8443', '127.0.0.1:5000']) assert.ok(!isGoogleRegistry(h), h);
+  // evilpkg.dev and evilgcr.io are domains anyone can register: a suffix match without the dot
+  // would hand them the service account's token.
+  for (const h of ['docker.io', 'gcr.io.evil.example', 'pkg.dev.evil.example', 'evilgcr.io', 'evilpkg.dev', 'pkg.dev', 'gcr.io:8443', '127.0.0.1:5000']) {
+    assert.ok(!isGoogleRegistry(h), h);
+  }
   assert.ok(isGoogleRegistry('127.0.0.1:5000', ['127.0.0.1:5000']));
 });
 
