@@ -176,6 +176,26 @@ describe('RegistryClient against docker-registry without auth', () => {
     assert.equal((got.manifest as ImageIndex).manifests[0]!.digest, md);
   });
 
+  test('a Docker manifest list is fetched as the list, not as the amd64 image distribution falls back to', async () => {
+    // docker-registry answers a client whose Accept lacks the manifest list type with the
+    // linux/amd64 entry instead (registry/handlers/manifests.go): a multi-platform base would
+    // silently become a single-platform one.
+    const config = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}');
+    await client.uploadBlob(repo, { bytes: config });
+    const m = imageOf(config, [], MediaTypes.dockerManifest, MediaTypes.dockerLayerGzip, MediaTypes.dockerConfig);
+    const md = await client.putManifest(repo, sha256(m), m, MediaTypes.dockerManifest);
+    const list = Buffer.from(JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MediaTypes.dockerManifestList,
+      manifests: [{ mediaType: MediaTypes.dockerManifest, digest: md, size: m.length, platform: { os: 'linux', architecture: 'amd64' } }],
+    }));
+    const ld = await client.putManifest(repo, 'docker-list', list, MediaTypes.dockerManifestList);
+    const got = await client.getManifest(repo, 'docker-list');
+    assert.equal(got.mediaType, MediaTypes.dockerManifestList);
+    assert.equal(got.digest, ld);
+    assert.equal((got.manifest as ImageIndex).manifests[0]!.digest, md);
+  });
+
   test('a missing tag, a missing digest and a missing repository are ManifestUnknownError naming the reference', async () => {
     const missing = sha256('nope');
     for (const [r, ref, shown] of [

@@ -5,11 +5,11 @@ import { after, before, beforeEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
-import { BlobPusher } from '../../src/build/push.ts';
-import { AbortedError, DigestMismatchError } from '../../src/errors.ts';
+import { BlobPusher, type BlobOrigin } from '../../src/build/push.ts';
+import { AbortedError, DigestMismatchError, UnauthorizedError } from '../../src/errors.ts';
 import { silentLogger } from '../../src/log.ts';
 import { sha256 } from '../../src/oci/digest.ts';
-import { MediaTypes } from '../../src/oci/types.ts';
+import { MediaTypes, type Descriptor, type Digest } from '../../src/oci/types.ts';
 import { CANCEL_TIMEOUT_MS, RegistryClient } from '../../src/registry/client.ts';
 import type { Repository } from '../../src/registry/types.ts';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.ts';
@@ -300,4 +300,101 @@ test('a base blob whose mount is declined is copied into the session the 202 ope
     ['HEAD 404', 'POST rewrite 202', 'PUT 201'],
   );
   assert.deepEqual(await client.getBlobBytes(target, digest), data);
+});
+
+// What the registry says it stored is checked against what was asked for. docker-registry never
+// lies; the proxy rewrites its answer the way a broken proxy or registry would. One attempt: a
+// mismatch is not worth a retry, and a retry would get the registry's honest answer.
+const once = (): RegistryClient => new RegistryClient({ retry: { attempts: 1 } });
+const other = sha256('something else');
+
+async function pushManifest(tag: string): Promise<{ bytes: Buffer; digest: Digest }> {
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] }, tag }));
+  await client.uploadBlob(repo, { bytes: config });
+  const bytes = Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: MediaTypes.ociManifest,
+    config: { mediaType: MediaTypes.ociConfig, digest: sha256(config), size: config.length }, layers: [],
+  }));
+  return { bytes, digest: await client.putManifest(repo, tag, bytes, MediaTypes.ociManifest) };
+}
+
+test('a blob commit answered with another Docker-Content-Digest is a DigestMismatchError, not a success', async () => {
+  proxy.failNext(1, { method: 'PUT', match: /\/blobs\/uploads\//, responseHeaders: { 'docker-content-digest': other } });
+  const data = randomBytes(700);
+  await assert.rejects(once().uploadBlob(repo, { bytes: data }), (err: unknown) => {
+    assert.ok(err instanceof DigestMismatchError, String(err));
+    assert.equal(err.expected, sha256(data));
+    assert.equal(err.actual, other);
+    assert.equal(err.found, 'registry');
+    return true;
+  });
+});
+
+test('a manifest answered with a Docker-Content-Digest its bytes do not have is a DigestMismatchError', async () => {
+  const { digest } = await pushManifest('claimed');
+  proxy.failNext(1, { method: 'GET', match: /\/manifests\/claimed$/, responseHeaders: { 'docker-content-digest': other } });
+  await assert.rejects(once().getManifest(repo, 'claimed'), (err: unknown) => {
+    assert.ok(err instanceof DigestMismatchError, String(err));
+    assert.equal(err.expected, other);
+    assert.equal(err.actual, digest);
+    return true;
+  });
+});
+
+test('a manifest fetched by digest whose bytes have another digest is a DigestMismatchError, even with a consistent header', async () => {
+  const wanted = await pushManifest('wanted');
+  const served = await pushManifest('served');
+  // The registry answers with the other manifest, and that manifest's own Docker-Content-Digest.
+  proxy.failNext(1, { method: 'GET', match: /\/manifests\/sha256:/, rewritePath: [/manifests\/sha256:[0-9a-f]+$/, 'manifests/served'] });
+  await assert.rejects(once().getManifest(repo, wanted.digest), (err: unknown) => {
+    assert.ok(err instanceof DigestMismatchError, String(err));
+    assert.equal(err.expected, wanted.digest);
+    assert.equal(err.actual, served.digest);
+    return true;
+  });
+  assert.equal(proxy.pendingFaults(), 0);
+});
+
+test('a single-pass stream refused with 401 and a new challenge is not sent again: its bytes are gone', async () => {
+  // A 401 on a request with a bodiless or bytes body is re-sent once with a new token; a stream
+  // has been consumed by the first send, and re-sending it would upload nothing (or hang).
+  proxy.failNext(1, { method: 'PATCH', status: 401, headers: { 'www-authenticate': 'Basic realm="proxy"' } });
+  let opened = 0;
+  await assert.rejects(once().uploadBlob(repo, { open: () => (opened++, Readable.from([randomBytes(800)])), replayable: false }), UnauthorizedError);
+  assert.equal(opened, 1);
+  assert.deepEqual(calls().filter((c) => c.startsWith('PATCH')), ['PATCH 401']);
+});
+
+// BlobPusher: uploads bounded by its concurrency, one transfer per (repository, digest), and a
+// failed transfer forgotten so the next ask tries again.
+const bytesBlob = (data: Buffer): [Descriptor, BlobOrigin] => [
+  { mediaType: MediaTypes.ociLayerGzip, digest: sha256(data), size: data.length },
+  { kind: 'bytes', bytes: data },
+];
+
+test('BlobPusher: the same blob asked for twice at once is uploaded once', async () => {
+  const pusher = new BlobPusher(client, { concurrency: 4, logger: silentLogger });
+  const [desc, origin] = bytesBlob(randomBytes(900));
+  await Promise.all([pusher.ensure(repo, desc, origin), pusher.ensure(repo, desc, origin)]);
+  assert.deepEqual(calls(), ['POST 202', 'PUT 201']);
+});
+
+test('BlobPusher: a failed transfer is forgotten, so asking again uploads it', async () => {
+  const pusher = new BlobPusher(client, { concurrency: 4, logger: silentLogger });
+  const [desc, origin] = bytesBlob(randomBytes(900));
+  proxy.failNext(1, { method: 'POST', match: /\/blobs\/uploads\/$/, status: 400 });
+  await assert.rejects(pusher.ensure(repo, desc, origin), /400/);
+  await pusher.ensure(repo, desc, origin);
+  assert.deepEqual(calls(), ['POST 400', 'POST 202', 'PUT 201']);
+  assert.equal(await client.hasBlob(repo, desc.digest), true);
+});
+
+test('BlobPusher: no more uploads run at once than its concurrency', async () => {
+  const pusher = new BlobPusher(client, { concurrency: 2, logger: silentLogger });
+  // Slow answers, so uploads that were not held back would overlap at the proxy.
+  proxy.failNext(12, { method: 'POST', match: /\/blobs\/uploads\/$/, delayMs: 50 });
+  await Promise.all(Array.from({ length: 6 }, () => pusher.ensure(repo, ...bytesBlob(randomBytes(500)))));
+  const uploads = proxy.requests.filter((r) => r.method === 'POST' || r.method === 'PUT');
+  assert.equal(uploads.length, 12);
+  assert.equal(Math.max(...uploads.map((r) => r.inFlight)), 2);
 });
