@@ -250,9 +250,14 @@ describe('RegistryClient against docker-registry without auth', () => {
       // An endless body: 64 KiB chunks for as long as the client reads.
       res.writeHead(200, { 'content-type': MediaTypes.ociManifest });
       const chunk = Buffer.alloc(65536, 0x20);
+      // Counted as written: write() returns false for every 64 KiB chunk (above the 16 KiB
+      // highWaterMark), so counting only chunks it accepted counted none, and the assertion
+      // on `sent` below could not fail.
       const pump = (): void => {
-        while (!res.destroyed && sent < 512 * 1024 * 1024 && res.write(chunk)) sent += chunk.length;
-        if (!res.destroyed && sent < 512 * 1024 * 1024) res.once('drain', pump);
+        while (!res.destroyed && sent < 512 * 1024 * 1024) {
+          sent += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', pump);
+        }
       };
       res.on('close', () => {});
       pump();
@@ -264,6 +269,45 @@ describe('RegistryClient against docker-registry without auth', () => {
       await assert.rejects(client.getManifest(repo, 'y'), (err: unknown) => err instanceof UnsupportedError && /larger than 4194304 bytes/.test(err.message));
       assert.ok(sent < 64 * 1024 * 1024, `the client stopped reading (server sent ${sent} bytes)`);
       await assert.rejects(client.getBlobBytes(repo, `sha256:${'a'.repeat(64)}`), (err: unknown) => err instanceof UnsupportedError && /too large for an image config/.test(err.message));
+    } finally {
+      srv.closeAllConnections();
+      srv.close();
+    }
+  });
+
+  test('an endless error body or token answer is cut off, not read into memory', async () => {
+    const { createServer } = await import('node:http');
+    const LIMIT = 96 * 1024 * 1024;
+    let sent = 0;
+    let tokenRealm = false;
+    const srv = createServer((req, res) => {
+      if (req.url === '/v2/' && tokenRealm) {
+        const port = (srv.address() as { port: number }).port;
+        return void res.writeHead(401, { 'www-authenticate': `Bearer realm="http://127.0.0.1:${port}/token",service="s"` }).end();
+      }
+      if (req.url === '/v2/') return void res.writeHead(200).end();
+      // An error (or a token answer) that does not end: 64 KiB chunks for as long as the client reads.
+      res.writeHead(req.url!.startsWith('/token') ? 200 : 400, { 'content-type': 'application/json' });
+      const chunk = Buffer.alloc(65536, 0x20);
+      const pump = (): void => {
+        while (!res.destroyed && sent < LIMIT) {
+          sent += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', pump);
+        }
+        if (!res.destroyed) res.end();
+      };
+      pump();
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    try {
+      const port = (srv.address() as { port: number }).port;
+      const repo = { registry: `127.0.0.1:${port}`, repository: 'x' };
+      await assert.rejects(new RegistryClient({ retry: noRetry }).getManifest(repo, 'y'), (err: unknown) => err instanceof RegistryError && err.status === 400);
+      assert.ok(sent < 16 * 1024 * 1024, `the client stopped reading the error (server sent ${sent} bytes)`);
+      sent = 0;
+      tokenRealm = true;
+      await assert.rejects(new RegistryClient({ retry: noRetry }).getManifest(repo, 'y'), (err: unknown) => err instanceof RegistryError && /token server for 127\.0\.0\.1:\d+ answered with more than 1048576 bytes/.test(err.message));
+      assert.ok(sent < 16 * 1024 * 1024, `the client stopped reading the token answer (server sent ${sent} bytes)`);
     } finally {
       srv.closeAllConnections();
       srv.close();
