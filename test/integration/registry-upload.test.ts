@@ -398,3 +398,11 @@ test('BlobPusher: no more uploads run at once than its concurrency', async () =>
   assert.equal(uploads.length, 12);
   assert.equal(Math.max(...uploads.map((r) => r.inFlight)), 2);
 });
+
+test('a mount from a repository on another registry is declined without a request', async () => {
+  // The mount POST names only the source repository: sent anyway, it would ask this registry
+  // (and its token server) about an unrelated repository of the same name.
+  const mount = await client.mountBlob(repo, sha256('x'), { registry: 'elsewhere.example', repository: 'upload/app' });
+  assert.deepEqual(mount, { mounted: false });
+  assert.deepEqual(proxy.requests, []);
+});
