@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
-import { NetworkError, RegistryError, TagsIncompleteError, UsageError } from '../../src/errors.ts';
+import { ArtificerError, NetworkError, RegistryError, TagsIncompleteError, UsageError } from '../../src/errors.ts';
 import { bundleEntries, bundlePath } from '../../src/source/bundle.ts';
 import { isAllowedTarget, MIN_MAX_EVENT_AGE_SECONDS, parseFunctionConfig } from '../../src/functions/config.ts';
 import { MISSING_FILE_GRACE_MS, tagsAfterFailure } from '../../src/functions/handler.ts';
@@ -52,6 +52,8 @@ describe('parseFunctionConfig', () => {
   });
   const bad: Array<[Record<string, string>, RegExp]> = [
     [{ ARTIFICER_ALLOWED_TARGETS: '*' }, /repository prefix/],
+    // A wildcard is no pattern here: refused, rather than kept as a prefix that matches nothing.
+    [{ ARTIFICER_ALLOWED_TARGETS: 'us-docker.pkg.dev/p/*' }, /"us-docker.pkg.dev\/p\/\*" must be a repository prefix/],
     [{ ARTIFICER_REBUILD_PREFIX: 'specs/' }, /gs:\/\/bucket/],
     [{ ARTIFICER_REBUILD_TOPIC: 'artificer-rebuild' }, /full topic name like projects\/my-project\/topics\/artificer-rebuild/],
     [{ ARTIFICER_MAX_EVENT_AGE: '-1' }, /non-negative integer/],
@@ -79,11 +81,14 @@ test('isAllowedTarget matches whole path components', () => {
   assert.ok(!isAllowedTarget('us-docker.pkg.dev/p/r', allowed));
   assert.ok(!isAllowedTarget('evil.example/reg.example/team', allowed));
   assert.ok(!isAllowedTarget('anything/x', []));
+  // Registry hosts are case-insensitive: a host written in capitals is the same registry.
+  assert.ok(isAllowedTarget('Reg.Example/team/app', allowed));
+  assert.ok(isAllowedTarget('US-Docker.pkg.dev/p/r/app', allowed));
 });
 
 test('isTemporaryGcsError: what a retry can fix', () => {
   const err = (props: Record<string, unknown>): Error => Object.assign(new Error('x'), props);
-  for (const t of [err({ code: 503 }), err({ code: 429 }), err({ code: 'ECONNRESET' }), err({ code: 'CONTENT_DOWNLOAD_MISMATCH' }), err({ cause: err({ code: 'ETIMEDOUT' }) })]) {
+  for (const t of [err({ code: 503 }), err({ code: 500 }), err({ code: 408 }), err({ status: 502 }), err({ code: 429 }), err({ code: 'ECONNRESET' }), err({ code: 'CONTENT_DOWNLOAD_MISMATCH' }), err({ cause: err({ code: 'ETIMEDOUT' }) })]) {
     assert.ok(isTemporaryGcsError(t), JSON.stringify(t));
   }
   for (const p of [err({ code: 403 }), err({ code: 400 }), err({ code: 'ERR_INVALID_ARG_TYPE' }), new Error('plain')]) assert.ok(!isTemporaryGcsError(p), p.message);
@@ -198,6 +203,18 @@ describe('events', () => {
     assert.deepEqual(e, { bucket: 'b', name: 'a/artificer.json', generation: '123', time: new Date('2026-01-01T00:00:00Z') });
     assert.throws(() => parseStorageEvent({ data: { bucket: 'b' } }), UsageError);
     assert.throws(() => parseStorageEvent({ data: { bucket: 'b', name: 'n', generation: 'x' } }), /no valid generation/);
+    assert.throws(() => parseStorageEvent({ data: { bucket: 'b', name: 'n', generation: '12x' } }), /no valid generation/);
+  });
+  test("storage event: the event's time (ce-time) counts for the age, else the object's updated", () => {
+    const data = { bucket: 'b', name: 'a/artificer.json', generation: '1', updated: '2026-01-01T00:05:00Z', timeCreated: '2026-01-01T00:04:00Z' };
+    assert.deepEqual(parseStorageEvent({ time: '2026-01-01T00:00:00Z', data }).time, new Date('2026-01-01T00:00:00Z'));
+    assert.deepEqual(parseStorageEvent({ data }).time, new Date('2026-01-01T00:05:00Z'));
+  });
+  test('storage event: data as bytes (an Eventarc binary-mode body), and bytes that are not JSON', () => {
+    const data = Buffer.from(JSON.stringify({ bucket: 'b', name: 'a/artificer.json', generation: '5' }));
+    assert.equal(parseStorageEvent({ data }).generation, '5');
+    assert.equal(parseStorageEvent({ data: new Uint8Array(data) }).name, 'a/artificer.json');
+    assert.throws(() => parseStorageEvent({ id: 'e1', data: Buffer.from('{') }), (e: unknown) => e instanceof UsageError && /event e1: data is not JSON/.test(e.message));
   });
   const msg = (payload: unknown) => ({ data: { message: { data: Buffer.from(JSON.stringify(payload)).toString('base64'), messageId: '1' }, subscription: 's' } });
   test('Pub/Sub messages', () => {
@@ -224,7 +241,14 @@ test('isGoogleRegistry: Google hosts and configured extras only', () => {
   for (const h of ['docker.io', 'gcr.io.evil.example', 'pkg.dev.evil.example', 'evilgcr.io', 'evilpkg.dev', 'pkg.dev', 'gcr.io:8443', '127.0.0.1:5000']) {
     assert.ok(!isGoogleRegistry(h), h);
   }
+  // Host names are case-insensitive: GCR.IO is gcr.io.
+  for (const h of ['GCR.IO', 'US-Docker.PKG.dev']) assert.ok(isGoogleRegistry(h), h);
   assert.ok(isGoogleRegistry('127.0.0.1:5000', ['127.0.0.1:5000']));
+});
+
+test('GoogleCredentialProvider: a failure to get a token is worth a retry, and its message carries no token', async () => {
+  const provider = new GoogleCredentialProvider({ extraRegistries: [], auth: { getAccessToken: async () => { throw new Error('metadata server said 503 for ya29.leaked-token'); } } });
+  await assert.rejects(provider.resolve('us-docker.pkg.dev'), (e: unknown) => e instanceof ArtificerError && e.temporary && !e.message.includes('ya29.') && /from google application default credentials: metadata server said 503/.test(e.message));
 });
 
 describe('GoogleCredentialProvider through the real ADC path', () => {
@@ -265,6 +289,12 @@ test('logger: JSON lines with severity, secrets redacted, level filter', () => {
   assert.deepEqual(first, { eventId: 'e', auth: 'Bearer REDACTED', url: 'https://REDACTED@h/x?access_token=REDACTED', severity: 'INFO', message: 'token REDACTED used' });
   assert.equal(JSON.parse(lines[1]!).severity, 'ERROR');
   assert.equal(redactSecrets('Basic dXNlcjpwYXNz'), 'Basic REDACTED');
+  // A header as a server echoes it (lower case), and a signed URL's signature and credential.
+  assert.equal(redactSecrets('authorization: bearer abc.def'), 'authorization: bearer REDACTED');
+  assert.equal(
+    redactSecrets('https://storage.googleapis.com/b/o?X-Goog-Credential=sa%40p&X-Goog-Signature=0a1b&x-amz-security-token=t0k'),
+    'https://storage.googleapis.com/b/o?X-Goog-Credential=REDACTED&X-Goog-Signature=REDACTED&x-amz-security-token=REDACTED',
+  );
   assert.equal(redactSecrets('https://cdn.example/blob?verify=1707288743-Cy4zDs%2BlI%3D&x=1'), 'https://cdn.example/blob?verify=REDACTED&x=1');
   // However deep a secret sits in the fields, it is redacted.
   lines.length = 0;
@@ -277,6 +307,12 @@ test('recordError: one line, bounded, redacted', () => {
   const long = recordError('x'.repeat(5000));
   assert.equal(Buffer.byteLength(long), 1024);
   assert.ok(long.endsWith('…'));
+  // However long the note (a tag reference may be 455 bytes), the whole stays within the bound.
+  for (const max of [MAX_ERROR_BYTES, MAX_ERROR_WITH_IMAGE_BYTES]) {
+    const withNote = recordError('x'.repeat(5000), `(perhaps ${'n'.repeat(2000)})`, max);
+    assert.ok(Buffer.byteLength(withNote) <= max, `${Buffer.byteLength(withNote)} > ${max}`);
+    assert.ok(withNote.startsWith('x'.repeat(190)), 'the message keeps its start');
+  }
 });
 
 test('recordError: bounded in UTF-8 bytes (what Cloud Storage counts), never half a character', () => {
@@ -366,6 +402,7 @@ describe('what a failed run records about the tags', () => {
   const vouched = state({ [RECORD_KEYS.run]: claim(created + 5000), [RECORD_KEYS.untagged]: claim(created + 5000) });
   const refused = new RegistryError('tagging r.example/app:v1: 400', { method: 'PUT', url: 'http://r.example/v2/app/manifests/v1', status: 400 });
   const lost = new NetworkError('tagging r.example/app:v1: socket hang up');
+  const status = (n: number) => new RegistryError(`tagging r.example/app:v1: ${n}`, { method: 'PUT', url: 'http://r.example/v2/app/manifests/v1', status: n });
   const notFound = new RegistryError('base: 404', { method: 'GET', url: 'http://b.example/v2/base/manifests/1', status: 404 });
   const still = `(no tag was moved by this build; the tags recorded beside ${d1} at ${builtAt} still name it)`;
 
@@ -388,6 +425,10 @@ describe('what a failed run records about the tags', () => {
     ['the first tag got no definite answer: not kept, and said', [lost, 1, 'r.example/app:v1', settled, '7'], {
       note: `(no tag was moved by this build, but perhaps r.example/app:v1 (its request got no definite answer); the other tags recorded beside ${d1} at ${builtAt} still name it)`,
     }],
+    // A 5xx, 408 or 429 may come after the registry applied the PUT (or a retry of it): not a refusal.
+    ...[500, 503, 408, 429].map((n): (typeof cases)[number] => [`the first tag answered ${n}: not kept, and said`, [status(n), 1, 'r.example/app:v1', settled, '7'], {
+      note: `(no tag was moved by this build, but perhaps r.example/app:v1 (its request got no definite answer); the other tags recorded beside ${d1} at ${builtAt} still name it)`,
+    }]),
     ['a record of another generation: nothing', [notFound, 0, undefined, settled, '8'], {}],
     ['a failed record naming no image: nothing', [notFound, 0, undefined, state({}, { [RECORD_KEYS.status]: 'failed', [RECORD_KEYS.generation]: '7', [RECORD_KEYS.builtAt]: builtAt }), '7'], {}],
     ['no record, a run before that did not finish', [notFound, 0, undefined, state({ [RECORD_KEYS.run]: claim(created + 5000) }, {}), '7'], {
