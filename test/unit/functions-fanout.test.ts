@@ -92,3 +92,46 @@ test('RestPublisher: batches of 1,000, and how many went out before a refusal', 
     srv.close();
   }
 });
+
+/** A bucket of readable specs: each its body, its live generation and the custom metadata on it. */
+function specBucket(specs: Record<string, { body: Record<string, unknown>; generation?: string; custom?: Record<string, string> }>): { storage: Storage; downloaded: string[] } {
+  const downloaded: string[] = [];
+  const file = (name: string) => {
+    const { body, generation = '2', custom = {} } = specs[name]!;
+    return {
+      name,
+      bucket: { name: 'specs' },
+      metadata: { generation, metadata: custom },
+      async getMetadata() {
+        return [{ generation, metageneration: '1', size: 100, metadata: custom }];
+      },
+      async download() {
+        downloaded.push(name);
+        return [Buffer.from(JSON.stringify(body))];
+      },
+    };
+  };
+  const bucket = { name: 'specs', file, async getFiles() { return [Object.keys(specs).map(file)]; } };
+  return { storage: { bucket: () => bucket } as unknown as Storage, downloaded };
+}
+
+test('which specs a base update queues: those on that tag, not on another, and none that pushes to it', async () => {
+  const published: unknown[][] = [];
+  const { storage, downloaded } = specBucket({
+    'on/artificer.json': { body: { base: BASE, target: 'registry.example/apps/on:1' } },
+    'other-tag/artificer.json': { body: { base: 'registry.example/base/busybox:2', target: 'registry.example/apps/o:1' } },
+    'other-repo/artificer.json': { body: { base: 'registry.example/base/alpine:1', target: 'registry.example/apps/o:1' } },
+    'other-host/artificer.json': { body: { base: 'mirror.example/base/busybox:1', target: 'registry.example/apps/o:1' } },
+    'pinned/artificer.json': { body: { base: `${BASE}@sha256:${'a'.repeat(64)}`, target: 'registry.example/apps/p:1' } },
+    // Its bare extra tag resolves against its target, the base's repository: its push would notify again.
+    'loop/artificer.json': { body: { base: BASE, target: 'registry.example/base/busybox:loop', tags: ['1'] } },
+    // The live generation's record names another base: passed over, not downloaded.
+    'recorded-other/artificer.json': { body: { base: BASE, target: 'registry.example/apps/r:1' }, custom: { 'artificer-generation': '2', 'artificer-base': 'registry.example/base/alpine:1' } },
+    // A record of an older generation (a copy keeps the metadata) says nothing of this one: read.
+    'copied/artificer.json': { body: { base: BASE, target: 'registry.example/apps/c:1' }, custom: { 'artificer-generation': '1', 'artificer-base': 'registry.example/base/alpine:1' } },
+  });
+  const outcomes = await onRebuildMessage(deps(published, [], { storage }), { kind: 'base', tag: BASE, time: new Date() });
+  assert.deepEqual(published, [['copied/artificer.json', 'on/artificer.json'].map((object) => ({ bucket: 'specs', object, base: BASE }))]);
+  assert.deepEqual(outcomes, ['queued', 'queued']);
+  assert.ok(!downloaded.includes('recorded-other/artificer.json'), downloaded.join());
+});
