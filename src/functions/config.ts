@@ -53,15 +53,21 @@ function list(v: string | undefined): string[] {
     .filter(Boolean);
 }
 
-function positiveInt(name: string, v: string | undefined, fallback: number | undefined): number | undefined {
+/**
+ * A whole number in decimal digits, at least `min`; `fallback` when unset. `Number()` alone took
+ * `1e3` and `0x10`, and a 0 where it means nothing (no time for a build, no attempt at a request)
+ * was quietly raised to 1: both are refused, naming the variable.
+ */
+function wholeNumber(name: string, v: string | undefined, fallback: number | undefined, min = 0): number | undefined {
   if (v === undefined || v.trim() === '') return fallback;
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < 0) throw new UsageError(`${name} must be a non-negative integer, got "${v}"`);
+  const n = /^\s*\d+\s*$/.test(v) ? Number(v) : NaN;
+  if (!Number.isSafeInteger(n)) throw new UsageError(`${name} must be a non-negative integer in decimal digits, got "${v}"`);
+  if (n < min) throw new UsageError(`${name} must be at least ${min}, got "${v}"`);
   return n;
 }
 
 function sourceDateEpoch(v: string | undefined): number {
-  const n = positiveInt('SOURCE_DATE_EPOCH', v, 0) ?? 0;
+  const n = wholeNumber('SOURCE_DATE_EPOCH', v, 0) ?? 0;
   if (n > MAX_MTIME) throw new UsageError(`SOURCE_DATE_EPOCH must be at most ${MAX_MTIME} (2038-01-19T03:14:07Z, the latest a layer's tar records), got "${v}"`);
   return n;
 }
@@ -89,8 +95,8 @@ export function parseFunctionConfig(env: Readonly<Record<string, string | undefi
   if (level !== 'debug' && level !== 'info' && level !== 'warning') {
     throw new UsageError(`ARTIFICER_LOG_LEVEL must be debug, info or warning, got "${env.ARTIFICER_LOG_LEVEL}"`);
   }
-  const attempts = positiveInt('ARTIFICER_REGISTRY_RETRY_ATTEMPTS', env.ARTIFICER_REGISTRY_RETRY_ATTEMPTS, undefined);
-  const maxEventAge = positiveInt('ARTIFICER_MAX_EVENT_AGE', env.ARTIFICER_MAX_EVENT_AGE, DEFAULT_MAX_EVENT_AGE_SECONDS) ?? 0;
+  const attempts = wholeNumber('ARTIFICER_REGISTRY_RETRY_ATTEMPTS', env.ARTIFICER_REGISTRY_RETRY_ATTEMPTS, undefined, 1);
+  const maxEventAge = wholeNumber('ARTIFICER_MAX_EVENT_AGE', env.ARTIFICER_MAX_EVENT_AGE, DEFAULT_MAX_EVENT_AGE_SECONDS) ?? 0;
   if (maxEventAge < MIN_MAX_EVENT_AGE_SECONDS) {
     throw new UsageError(`ARTIFICER_MAX_EVENT_AGE must be at least ${MIN_MAX_EVENT_AGE_SECONDS} seconds (an older event whose last attempt did not finish is settled without a build), got "${env.ARTIFICER_MAX_EVENT_AGE}"`);
   }
@@ -101,8 +107,8 @@ export function parseFunctionConfig(env: Readonly<Record<string, string | undefi
     ...(rebuild ? { rebuild } : {}),
     ...(rebuildTopic ? { rebuildTopic } : {}),
     maxEventAgeMs: maxEventAge * 1000,
-    buildTimeoutMs: Math.max(1, positiveInt('ARTIFICER_BUILD_TIMEOUT', env.ARTIFICER_BUILD_TIMEOUT, DEFAULT_BUILD_TIMEOUT_SECONDS) ?? 0) * 1000,
-    ...(attempts !== undefined ? { registryRetryAttempts: Math.max(1, attempts) } : {}),
+    buildTimeoutMs: (wholeNumber('ARTIFICER_BUILD_TIMEOUT', env.ARTIFICER_BUILD_TIMEOUT, DEFAULT_BUILD_TIMEOUT_SECONDS, 1) ?? DEFAULT_BUILD_TIMEOUT_SECONDS) * 1000,
+    ...(attempts !== undefined ? { registryRetryAttempts: attempts } : {}),
     logLevel: level,
     sourceDateEpoch: sourceDateEpoch(env.SOURCE_DATE_EPOCH),
   };

@@ -62,6 +62,12 @@ describe('parseFunctionConfig', () => {
     [{ ARTIFICER_MAX_EVENT_AGE: '90' }, /at least 300 seconds/],
     [{ ARTIFICER_LOG_LEVEL: 'loud' }, /debug, info or warning/],
     [{ SOURCE_DATE_EPOCH: '2147483648' }, /at most 2147483647 \(2038-01-19T03:14:07Z/],
+    // Number() took these: a typo'd or hex value must not become some other number of seconds.
+    [{ ARTIFICER_BUILD_TIMEOUT: '1e3' }, /ARTIFICER_BUILD_TIMEOUT must be a non-negative integer in decimal digits, got "1e3"/],
+    [{ SOURCE_DATE_EPOCH: '0x10' }, /SOURCE_DATE_EPOCH must be a non-negative integer in decimal digits/],
+    // 0 means no time for a build, no attempt at a request: it was quietly raised to 1.
+    [{ ARTIFICER_BUILD_TIMEOUT: '0' }, /ARTIFICER_BUILD_TIMEOUT must be at least 1, got "0"/],
+    [{ ARTIFICER_REGISTRY_RETRY_ATTEMPTS: '0' }, /ARTIFICER_REGISTRY_RETRY_ATTEMPTS must be at least 1, got "0"/],
   ];
   for (const [env, message] of bad) {
     test(`rejects ${JSON.stringify(env)}`, () => assert.throws(() => parseFunctionConfig(env), (e: unknown) => e instanceof UsageError && message.test(e.message)));
