@@ -255,6 +255,12 @@ export function claimValue(id: string, startedMs: number): string {
   return `${id}@${Math.floor(startedMs)}`;
 }
 
+/** When the run that made `claim` ({@link claimValue}) started; undefined for a claim without a start. */
+function claimStart(claim: string | undefined): number | undefined {
+  const m = /@([0-9]{1,15})$/.exec(claim ?? '');
+  return m ? Number(m[1]) : undefined;
+}
+
 /**
  * When the attempt that made `state`'s claim started, if it is unfinished: the claim was made on
  * this generation (it started no earlier than the generation was created; a copy or rewrite
@@ -264,9 +270,8 @@ export function claimValue(id: string, startedMs: number): string {
  * written before claims carried one).
  */
 export function unfinishedClaim(state: ObjectState): number | undefined {
-  const m = /@([0-9]{1,15})$/.exec(state.record[RECORD_KEYS.run] ?? '');
-  if (!m) return undefined;
-  const started = Number(m[1]);
+  const started = claimStart(state.record[RECORD_KEYS.run]);
+  if (started === undefined) return undefined;
   if (!(started >= state.created)) return undefined; // NaN (no creation time) included: no evidence
   const builtAt = Date.parse(state.record[RECORD_KEYS.builtAt] ?? '');
   return builtAt >= started ? undefined : started;
@@ -287,8 +292,8 @@ export function tagsUnmovedSince(state: ObjectState): boolean {
   const claim = state.record[RECORD_KEYS.run];
   if (claim === undefined) return true;
   if (state.record[RECORD_KEYS.untagged] === claim) return true;
-  const m = /@([0-9]{1,15})$/.exec(claim);
-  return m !== null && Date.parse(state.record[RECORD_KEYS.builtAt] ?? '') >= Number(m[1]);
+  const started = claimStart(claim);
+  return started !== undefined && Date.parse(state.record[RECORD_KEYS.builtAt] ?? '') >= started;
 }
 
 /**
