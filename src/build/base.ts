@@ -13,6 +13,7 @@ import {
 import { repositoryOf, type Reference } from '../reference/reference.ts';
 import type { Registry, Repository } from '../registry/types.ts';
 import { DEFAULT_PLATFORM, platformMatches, requireLinux, selectEntries, wantedName } from './platform.ts';
+import { Limiter } from './push.ts';
 import type { BuildRequest } from './request.ts';
 
 /** One platform's image of the base: what the new image is built on. */
@@ -74,26 +75,6 @@ async function fetchImage(registry: Registry, repo: Repository, ref: string, ref
   return { manifest, manifestDigest: fetched.digest, config };
 }
 
-/** `work` over `items`, at most `limit` at a time, results in order; the first failure stops the rest from starting. */
-async function mapLimited<T, R>(items: readonly T[], limit: number, work: (item: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  let failed = false;
-  const worker = async (): Promise<void> => {
-    while (!failed && next < items.length) {
-      const i = next++;
-      try {
-        out[i] = await work(items[i]!);
-      } catch (err) {
-        failed = true;
-        throw err;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}
-
 /**
  * Reads the base image's manifest (or index) and the config of each platform to build on.
  * Only manifests and configs are fetched: base layers are never downloaded here, they are
@@ -117,11 +98,22 @@ export async function resolveBase(req: Pick<BuildRequest, 'base' | 'platforms'>,
 
   if (isIndexMediaType(top.mediaType)) {
     const chosen = selectEntries((top.manifest as ImageIndex).manifests, wanted, String(reference));
-    // Named by position: the index's own platform names are the registry's text.
-    const images = await mapLimited([...chosen.entries()], FETCH_CONCURRENCY, async ([i, desc]) => {
-      const img = await fetchImage(registry, repo, desc.digest, reference, spend, `platform ${i + 1} of ${chosen.length}`, signal);
-      return { ...img, platform: desc.platform ?? platformOfConfig(img.config) };
-    });
+    // Named by position: the index's own platform names are the registry's text. After a
+    // failure the platforms still waiting are not fetched.
+    const limiter = new Limiter(FETCH_CONCURRENCY);
+    let failed: unknown;
+    const images = await Promise.all(
+      chosen.map((desc, i) =>
+        limiter.run(async () => {
+          if (failed !== undefined) throw failed;
+          const img = await fetchImage(registry, repo, desc.digest, reference, spend, `platform ${i + 1} of ${chosen.length}`, signal).catch((err: unknown) => {
+            failed ??= err;
+            throw err;
+          });
+          return { ...img, platform: desc.platform ?? platformOfConfig(img.config) };
+        }),
+      ),
+    );
     return { reference, repo, family, images, multiPlatform: wanted === 'all' || images.length > 1 };
   }
 
